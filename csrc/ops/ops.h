@@ -1,0 +1,19 @@
+// The nptm operators: schemas live in the op files (csrc/ops/*.cpp), kernels in cpu/ and cuda/.
+#pragma once
+#include <ATen/ATen.h>
+#include <vector>
+
+namespace nptm::ops {
+
+// apply_masks_: tensors[i].view(-1)[j] = 0 where !masks[i].view(-1)[j]. Same length lists.
+void check_apply_masks(at::TensorList tensors, at::TensorList masks);
+
+// global_magnitude_masks: prune the k smallest alive scores (|score| when use_abs) across all
+// tensors; ties pruned in (tensor, flat index) order. masks empty = all alive. Returns bool masks.
+void check_global_magnitude_masks(at::TensorList scores, at::TensorList masks, int64_t k);
+
+// gather_channels: out[i] = tensors[i].index_select(dims[i], indices[i]).contiguous().
+// Returns the dims normalized to [0, ndim).
+std::vector<int64_t> check_gather_channels(at::TensorList tensors, at::IntArrayRef dims, at::TensorList indices);
+
+}  // namespace nptm::ops

@@ -1,0 +1,22 @@
+import pytest
+import torch
+
+from nptm.ops import has_cuda_kernels
+
+GPU = torch.cuda.is_available() and has_cuda_kernels()
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not GPU, reason="needs a GPU and the CUDA kernels"))]
+FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+def assert_bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Same shape, dtype and bits (NaN payloads and signed zeros included)."""
+    assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, a.dtype, b.shape, b.dtype)
+    if a.dtype.is_floating_point:
+        itype = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+        a, b = a.contiguous().view(itype), b.contiguous().view(itype)
+    assert torch.equal(a.cpu(), b.cpu())
