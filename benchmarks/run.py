@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Runs every nptm benchmark against its PyTorch baselines and the machine's copy bandwidth.
+
+    python benchmarks/run.py [--quick] [--device cpu|cuda] --json FILE [--markdown FILE]
+
+Writes a JSON list of records {name, device, workload, ours, ours_s, baseline, baseline_s, speedup,
+bytes, gbps, frac_bw, target, note}: bytes = the SPEC floor bytes of our op, gbps = bytes/ours_s/1e9,
+frac_bw = gbps / the copy GB/s measured first in the same run. Prints the same as a table and
+optionally writes it as Markdown (the README "Performance" section) with the machine named.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import re
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+for _p in (HERE, os.path.dirname(HERE)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import bench_apply  # noqa: E402
+import bench_slicing  # noqa: E402
+import bench_topk  # noqa: E402
+import bench_training  # noqa: E402
+import harness as H  # noqa: E402
+
+MODULES = [bench_topk, bench_apply, bench_slicing, bench_training]
+
+METHOD = """\
+How these numbers are taken: median wall time of repeated calls after warm-up (`torch.cuda.synchronize`
+around every sample on GPU; sub-millisecond calls are batched per sample; calls over 1 s are not
+warmed up, and `--quick` takes a single sample of them); everything runs in one
+process, one case at a time. *GB/s* counts the SPEC's floor bytes for our op, not what any
+implementation actually moves: mask application N·(2b+m) (weights only) or N·(2b·(2+S)+m) with
+gradients and S=1 momentum buffer; global top-k N·b + N·m (one read of the weights, one write of the
+bool masks; + N·m to read the old masks in a second IMP round); filter slicing 2·b·(kept elements).
+b = bytes per weight, m = 1 (bool masks). *of copy BW* divides by `dst.copy_(src)` over 100 MiB
+(read + write) measured at the start of the run; ResNet-56 fits in cache, so it can exceed 1.
+Baselines: `prune.global_unstructured` (L1Unstructured) on fresh modules each repetition (module
+set-up untimed; the timed call includes its own `weight = orig * mask`); `kthvalue`/`topk` include
+the concat, the abs and building the masks; `mul_loop` and `foreach_mul_` multiply by float masks;
+`prune_hooks_fwd` is the forward pre-hooks' `orig * mask` per step (its backward costs again);
+`index_select_loop` is a per-tensor `index_select`. End-to-end rows (random data, SGD Nesterov) are
+timed round-robin; `train_step` masks with `Masks.apply(model, optimizer)` after every step (weights,
+grads, momentum). *target* marks the project's goals as met or MISSED; nothing is asserted."""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer repeats; slow ResNet-50 baselines at s=0.9 only (< 3 min on 2 cores)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    p.add_argument("--json", required=True, metavar="FILE", help="write the records here")
+    p.add_argument("--markdown", metavar="FILE", help="also write a Markdown section (machine + table) here")
+    p.add_argument("--only", default="", metavar="REGEX", help="run only the ops whose name matches")
+    args = p.parse_args(argv)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda":
+        from nptm.ops import has_cuda_kernels
+
+        if not torch.cuda.is_available():
+            p.error("--device cuda but torch sees no GPU")
+        if not has_cuda_kernels():
+            p.error("--device cuda but nptm._C was built without its CUDA kernels")
+    return args
+
+
+def run(args) -> tuple[list[dict], list[str], float]:
+    args.load = os.getloadavg()[0]
+    budget = H.Budget.for_run(args.quick, args.device)
+    copy = H.copy_case(args.device)
+    times, _ = H.time_case(copy, budget)
+    recs = H.records(copy, times, None)
+    copy_gbps = recs[0]["gbps"]
+    recs[0]["frac_bw"] = 1.0
+    del copy
+    todo = [(m, s) for m in MODULES for s in m.specs(args.device, not args.quick) if re.search(args.only, s.op)]
+    skipped = []
+    bar = tqdm(todo, unit="case", file=sys.stderr, dynamic_ncols=True)
+    for mod, spec in bar:
+        bar.set_description(f"{spec.op} {spec.workload}")
+        try:
+            case = mod.build(spec, args.device)
+        except H.Unavailable as e:
+            skipped.append(f"{spec.op} {spec.workload}: {e}")
+            continue
+        times, errors = H.time_case(case, budget, progress=lambda n: bar.set_postfix_str(n, refresh=False))
+        recs += H.records(case, times, copy_gbps, errors)
+        del case
+        gc.collect()
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+    return recs, skipped, copy_gbps
+
+
+def markdown(recs: list[dict], skipped: list[str], copy_gbps: float, args, elapsed: float) -> str:
+    m = H.machine(args.device)
+    where = f"{m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads)"
+    if args.device == "cuda":
+        where = f"{m['gpu']} (CUDA {m['cuda']}) with {where}"
+    cmd = "python benchmarks/run.py" + (" --quick" if args.quick else "") + f" --device {args.device} --json ... --markdown ..."
+    lines = [
+        "## Performance",
+        "",
+        f"Device **{args.device}**: {where}; torch {m['torch']}; nptm CUDA kernels compiled: {m['cuda_kernels']}.",
+        f"Copy bandwidth measured in the same run: **{copy_gbps:.1f} GB/s**. Load average at the start: {args.load:.1f}.",
+        f"Regenerate with `{cmd}` ({elapsed / 60:.1f} min).",
+        "",
+        H.markdown_table(recs),
+        "",
+        METHOD,
+    ]
+    if skipped:
+        lines += ["", "Skipped here: " + "; ".join(skipped) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    t0 = time.time()
+    recs, skipped, copy_gbps = run(args)
+    elapsed = time.time() - t0
+    with open(args.json, "w") as f:
+        json.dump(recs, f, indent=1)
+    print(H.text_table(recs))
+    print(f"\ncopy bandwidth {copy_gbps:.1f} GB/s; {len(recs)} records in {elapsed:.0f} s -> {args.json}")
+    for s in skipped:
+        print(f"skipped: {s}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(recs, skipped, copy_gbps, args, elapsed))
+        print(f"markdown -> {args.markdown}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""scikit-learn's bundled 8x8 digits, held in memory as tensors, batched on the device."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nptm.data.registry import DataConfig, DataError, DataSpec, register_dataset
+
+TEST_FRACTION = 0.2
+SPLIT_SEED = 0  # the train/test split is fixed, independent of the run's seed
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from non-negative ints, stable across processes and platforms."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class TensorLoader:
+    """Batches of an in-memory (inputs, labels) pair, already on the device.
+
+    Shuffled deterministically per (seed, stream, epoch) via ``set_epoch``: ``stream`` separates
+    phases of a study that reuse epoch numbers. ``transform(x, generator)`` runs on each batch
+    (augmentation on the device). With ``world_size > 1`` each rank gets a disjoint, equal share.
+    """
+
+    def __init__(
+        self,
+        inputs: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+        channels_last: bool = False,
+    ):
+        if batch_size < 1:
+            raise DataError(f"batch size must be positive, got {batch_size}")
+        self.inputs, self.labels = inputs, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.transform, self.channels_last = transform, channels_last
+        self.epoch, self.stream = 0, 0
+
+    def set_epoch(self, epoch: int, stream: int = 0) -> None:
+        self.epoch, self.stream = epoch, stream
+
+    def _share(self) -> int:
+        return len(self.labels) // self.world_size if self.world_size > 1 else len(self.labels)
+
+    def __len__(self) -> int:
+        return math.ceil(self._share() / self.batch_size)
+
+    def __iter__(self):
+        n, device = len(self.labels), self.labels.device
+        seed = mix_seed(self.seed, self.stream, self.epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:
+            order = order[: self._share() * self.world_size][self.rank :: self.world_size]
+        order = order.to(device)
+        gen = torch.Generator(device=device).manual_seed(seed) if self.transform else None
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            x = self.inputs[idx]
+            if self.transform is not None:
+                x = self.transform(x, gen)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx]
+
+
+@register_dataset("digits")
+def build_digits(cfg: DataConfig) -> DataSpec:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=TEST_FRACTION, stratify=y, random_state=SPLIT_SEED
+    )
+    mean, std = x_tr.mean(), x_tr.std()  # scalar statistics of the training split
+
+    def tensors(a, b):
+        xs = torch.as_tensor((a - mean) / std, dtype=torch.float32).reshape(-1, 1, 8, 8)
+        return xs.to(cfg.device), torch.as_tensor(b, dtype=torch.long).to(cfg.device)
+
+    common = dict(rank=cfg.rank, world_size=cfg.world_size, channels_last=cfg.channels_last)
+    train = TensorLoader(*tensors(x_tr, y_tr), cfg.batch_size, shuffle=True, seed=cfg.seed, **common)
+    test = TensorLoader(*tensors(x_te, y_te), 512, shuffle=False, **common)
+    return DataSpec(train=train, test=test, num_classes=10, in_channels=1, image_size=8, train_examples=len(y_tr))

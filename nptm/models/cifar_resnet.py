@@ -1,0 +1,74 @@
+"""CIFAR ResNets (He et al. 2016, depth 6n+2) with option-A shortcuts, as in akamaster/pytorch_resnet_cifar10.
+
+Each basic block is conv1-bn1-relu-conv2-bn2 (+ shortcut) - relu. ``widths`` gives the output width of
+every block's conv1 (the only conv that filter pruning shrinks); residual widths stay 16/32/64.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PadShortcut(nn.Module):
+    """Option A: subsample by ``stride`` and zero-pad the channels evenly on both sides (no parameters)."""
+
+    def __init__(self, stride: int, pad: int):
+        super().__init__()
+        self.stride, self.pad = stride, pad
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, width: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, width, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = PadShortcut(stride, (planes - in_planes) // 2) if stride != 1 or in_planes != planes else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] | None = None):
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 56, 110, ...), got {depth}")
+        n = (depth - 2) // 6
+        planes = [16] * n + [32] * n + [64] * n
+        widths = list(planes if widths is None else widths)
+        if len(widths) != 3 * n:
+            raise ValueError(f"widths needs {3 * n} entries (one per block), got {len(widths)}")
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        in_planes, blocks = 16, []
+        for b, (p, w) in enumerate(zip(planes, widths)):
+            blocks.append(BasicBlock(in_planes, p, w, 2 if b in (n, 2 * n) else 1))
+            in_planes = p
+        self.layer1, self.layer2, self.layer3 = (nn.Sequential(*blocks[i * n : (i + 1) * n]) for i in range(3))
+        self.fc = nn.Linear(64, num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The reference init: Kaiming-normal (fan_in) conv and linear weights, BN 1/0, default linear bias."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+                if isinstance(m, nn.Linear):
+                    bound = 1 / m.in_features**0.5
+                    nn.init.uniform_(m.bias, -bound, bound)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.reset_parameters()
+                m.reset_running_stats()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))

@@ -1,0 +1,21 @@
+"""Unstructured pruning with masks (global / per-layer magnitude, random) and structured filter pruning (PFEC)."""
+from nptm.pruning.filters import (
+    FILTER_ARCHS,
+    PFEC_CONFIGS,
+    FilterGroup,
+    counts_from_state_dict,
+    filter_counts,
+    filter_groups,
+    prune_filters,
+    select_filters,
+    shrink_filters,
+    shrink_to_counts,
+)
+from nptm.pruning.masks import Masks, prunable_weights
+from nptm.pruning.unstructured import PRUNERS, iterative_amounts, prune_unstructured
+
+__all__ = [
+    "prunable_weights", "Masks", "PRUNERS", "prune_unstructured", "iterative_amounts",
+    "prune_filters", "select_filters", "shrink_filters", "shrink_to_counts", "filter_counts",
+    "filter_groups", "counts_from_state_dict", "FilterGroup", "FILTER_ARCHS", "PFEC_CONFIGS",
+]

@@ -1,0 +1,336 @@
+"""Typed study configuration. The dataclasses below generate the command line and read config files.
+
+Every field of a section is one flag: ``--field-name`` (underscores become dashes), its type from the
+annotation, its help/choices from the field metadata. ``tuple[...]`` fields take comma lists. Fields
+left ``None`` take the dataset's default (``DATASET_DEFAULTS``) in ``StudyConfig.resolve``.
+Precedence: dataclass defaults < ``--config FILE`` (YAML or JSON, flat or by section) < flags.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
+UNSTRUCTURED = ("magnitude", "layer_magnitude", "random")
+STRUCTURED = ("l1_filters", "random_filters")
+PRUNERS = UNSTRUCTURED + STRUCTURED
+SCHEDULES = ("FT", "LRW", "SLR", "CLR", "LLR", "ALLR", "none")
+
+# dataset -> defaults for the fields left None (SPEC: CIFAR and ImageNet recipes; digits: small and fast)
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": dict(model="digits_net", epochs=30, retrain_epochs=10, batch_size=64, lr=0.1, milestones=(0.5, 0.75),
+                   threads=1),
+    "cifar10": dict(model="resnet56", epochs=160, retrain_epochs=40, batch_size=64, lr=0.1, milestones=(0.5, 0.75)),
+    "cifar100": dict(model="resnet56", epochs=160, retrain_epochs=40, batch_size=64, lr=0.1, milestones=(0.5, 0.75)),
+    "imagenet": dict(model="resnet50", epochs=90, retrain_epochs=45, batch_size=256, lr=0.1,
+                     milestones=(30 / 90, 60 / 90)),
+}
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the CLI prints it as one line and exits with status 2."""
+
+
+def opt(default, help: str, **meta):
+    return field(default=default, metadata=dict(help=help, **meta))
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'3' -> seeds 0, 1, 2; '0,5' or '7,' -> exactly those seeds."""
+    text = str(text).strip()
+    if "," not in text:
+        n = int(text)
+        if n < 1:
+            raise ValueError("the seed count must be positive")
+        return tuple(range(n))
+    return tuple(int(s) for s in text.split(",") if s.strip())
+
+
+@dataclass
+class DataOptions:
+    dataset: str = opt("digits", "dataset to study", choices=DATASETS)
+    data_dir: str | None = opt(None, "folder holding the dataset (cifar-10-batches-py/, cifar-100-python/, ...)")
+    batch_size: int | None = opt(None, "training batch size (default: digits 64, CIFAR 64, ImageNet 256)")
+    workers: int = opt(2, "data loading worker processes (loaders that use them)")
+
+
+@dataclass
+class ModelOptions:
+    model: str | None = opt(None, "architecture (default: digits_net, resnet56 on CIFAR, resnet50 on ImageNet)")
+
+
+@dataclass
+class PruningOptions:
+    pruner: tuple[str, ...] = opt(("magnitude", "random"), "pruners, comma separated", choices=PRUNERS)
+    sparsity: tuple[float, ...] = opt(
+        (0.9,), "target sparsity in [0, 1), comma separated (filter pruners: the per-layer filter ratio)")
+    iterations: int = opt(1, "IMP cycles (prune 1-(1-s)^(1/n) of the remaining weights, retrain, repeat)")
+    filter_config: str | None = opt(None, "PFEC preset for filter pruners instead of --sparsity", choices=("A", "B", "C", "D"))
+    include_linear: bool = opt(False, "prune linear layers too (default: convolutions only)")
+    bimp: bool = opt(False, "add BIMP runs (unstructured pruners): linear schedule for T - n*T_rt epochs, then IMP with ALLR")
+
+
+@dataclass
+class ScheduleOptions:
+    schedules: tuple[str, ...] = opt(("FT", "LRW", "SLR", "CLR", "LLR", "ALLR"),
+                                     "retraining schedules, comma separated", choices=SCHEDULES)
+    milestones: tuple[float, ...] | None = opt(None, "lr drops (x gamma) of the original schedule, as fractions of it")
+    gamma: float = opt(0.1, "lr factor at each milestone of the original schedule")
+    cycle_momentum: bool = opt(False, "CLR cycles momentum 0.85-0.95 like OneCycleLR")
+
+
+@dataclass
+class TrainingOptions:
+    epochs: int | None = opt(None, "original (dense) training epochs T (default: digits 30, CIFAR 160, ImageNet 90)")
+    retrain_epochs: int | None = opt(None, "retraining budget T_rt in epochs (default: digits 10, CIFAR 40, ImageNet 45)")
+    lr: float | None = opt(None, "peak learning rate of the original schedule (default 0.1)")
+    momentum: float = opt(0.9, "SGD Nesterov momentum")
+    weight_decay: float = opt(1e-4, "SGD weight decay")
+    seeds: tuple[int, ...] = opt((0, 1), "number of seeds, or a comma list of seeds", parse=parse_seeds)
+    scratch: bool = opt(False, "add Scratch-E and Scratch-B baselines")
+    device: str = opt("auto", "torch device: auto (cuda when available), cpu, cuda, cuda:1, ...")
+    threads: int | None = opt(None, "CPU threads for torch (default: 1 on digits, whose tiny batches only lose "
+                                    "from more, else torch's choice)")
+
+
+@dataclass
+class OutputOptions:
+    out: str | None = opt(None, "output folder (default: a fresh runs/<timestamp>); must be new or empty")
+    resume: bool = opt(False, "continue the interrupted study in --out")
+    quiet: bool = opt(False, "no progress bars")
+
+
+SECTIONS = {"data": DataOptions, "model": ModelOptions, "pruning": PruningOptions, "schedule": ScheduleOptions,
+            "training": TrainingOptions, "output": OutputOptions}
+STUDY_SECTIONS = ("data", "model", "pruning", "schedule", "training")  # those that define the results
+
+
+@dataclass
+class StudyConfig:
+    data: DataOptions = field(default_factory=DataOptions)
+    model: ModelOptions = field(default_factory=ModelOptions)
+    pruning: PruningOptions = field(default_factory=PruningOptions)
+    schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
+    training: TrainingOptions = field(default_factory=TrainingOptions)
+    output: OutputOptions = field(default_factory=OutputOptions)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(self, name)).items()}
+                for name in SECTIONS}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StudyConfig":
+        return cls().updated(d)
+
+    def updated(self, d: dict[str, Any]) -> "StudyConfig":
+        """A copy with values from a flat ({field: v}) or sectioned ({section: {field: v}}) mapping."""
+        values = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        owner = {f: s for s, sec in SECTIONS.items() for f in sec.__dataclass_fields__}
+        for key, value in d.items():
+            if key in SECTIONS and isinstance(value, dict):
+                items = [(k, v, key) for k, v in value.items()]
+            else:
+                items = [(key, value, owner.get(key.replace("-", "_")))]
+            for k, v, section in items:
+                k = k.replace("-", "_")
+                if section is None or k not in SECTIONS[section].__dataclass_fields__:
+                    raise ConfigError(f"unknown config key {k!r}")
+                values[section][k] = _convert(SECTIONS[section], k, v)
+        return StudyConfig(**{s: SECTIONS[s](**values[s]) for s in SECTIONS})
+
+    def resolve(self) -> "StudyConfig":
+        """Fill dataset defaults into the fields left None."""
+        defaults = DATASET_DEFAULTS[self.data.dataset]
+        fill = {k: v for k, v in defaults.items() if _get(self, k) is None}
+        return self.updated(fill) if fill else self
+
+    def study_dict(self) -> dict[str, Any]:
+        """The sections that determine the results (what a resumed run must share)."""
+        d = self.to_dict()
+        d["data"].pop("workers")
+        d["training"].pop("device")
+        d["training"].pop("threads")
+        return {k: d[k] for k in STUDY_SECTIONS}
+
+    def to_argv(self) -> list[str]:
+        """Flags reproducing this config (round trip: parse_args(cfg.to_argv()) == cfg)."""
+        argv = []
+        for sec_name, sec in SECTIONS.items():
+            for f in dataclasses.fields(sec):
+                v = getattr(getattr(self, sec_name), f.name)
+                if v == f.default:
+                    continue
+                flag = "--" + f.name.replace("_", "-")
+                if isinstance(v, bool):
+                    argv.append(flag if v else "--no-" + f.name.replace("_", "-"))
+                elif v is None:
+                    raise ConfigError(f"{flag} cannot be reset to None on the command line")
+                else:
+                    argv += [flag, ",".join(map(repr_value, v)) + ("," if len(v) == 1 and f.name == "seeds" else "")
+                             if isinstance(v, tuple) else repr_value(v)]
+        return argv
+
+
+def repr_value(v) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _get(cfg: StudyConfig, name: str):
+    for s in SECTIONS:
+        if name in SECTIONS[s].__dataclass_fields__:
+            return getattr(getattr(cfg, s), name)
+    raise KeyError(name)
+
+
+def _field_types(sec) -> dict[str, Any]:
+    return typing.get_type_hints(sec)
+
+
+def _base_type(tp):
+    """(scalar type, is_tuple, optional) of an annotation like ``tuple[float, ...] | None``."""
+    optional = False
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional, tp = True, args[0]
+    if typing.get_origin(tp) is tuple:
+        return typing.get_args(tp)[0], True, optional
+    return tp, False, optional
+
+
+def _scalar(tp, text, name):
+    if tp is bool:
+        if isinstance(text, bool):
+            return text
+        if str(text).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(text).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"not a boolean: {text!r}")
+    if tp is int and isinstance(text, float) and not text.is_integer():
+        raise ValueError(f"not an integer: {text!r}")
+    return tp(text)
+
+
+def _convert(sec, name: str, value):
+    """Validate/convert one value (from a file, a flag string or Python) to the field's type."""
+    f = sec.__dataclass_fields__[name]
+    tp, is_tuple, optional = _base_type(_field_types(sec)[name])
+    flag = "--" + name.replace("_", "-")
+    try:
+        if value is None:
+            if not optional:
+                raise ValueError("may not be empty")
+            return None
+        if "parse" in f.metadata and isinstance(value, (str, int)) and not isinstance(value, bool):
+            out = f.metadata["parse"](value)
+        elif is_tuple:
+            items = value.split(",") if isinstance(value, str) else (value if isinstance(value, (list, tuple)) else [value])
+            out = tuple(_scalar(tp, x.strip() if isinstance(x, str) else x, name) for x in items
+                        if not (isinstance(x, str) and not x.strip()))
+            if not out:
+                raise ValueError("needs at least one value")
+        else:
+            out = _scalar(tp, value, name)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{flag}: invalid value {value!r} ({e})") from None
+    choices = f.metadata.get("choices")
+    for x in out if is_tuple else (out,):
+        if choices and x is not None and x not in choices:
+            raise ConfigError(f"{flag}: unknown {name.rstrip('s')} {x!r}; choose from {', '.join(choices)}")
+    return out
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, status 2
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m nptm.train", argument_default=argparse.SUPPRESS,
+                description="Prune networks and retrain them under several learning-rate schedules "
+                            "(with no arguments: the default study on scikit-learn's digits).",
+                epilog="Results never overwrite earlier ones: without --out a fresh runs/<timestamp> folder is "
+                       "used, and an explicit --out must be new or empty unless --resume continues the study "
+                       "it holds. Exit status: 0 done, 1 diverged (NaN/Inf loss), 2 bad input, 130 interrupted.")
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON config file (flags override it)")
+    for sec_name, sec in SECTIONS.items():
+        group = p.add_argument_group(sec_name)
+        for f in dataclasses.fields(sec):
+            flag = "--" + f.name.replace("_", "-")
+            tp, is_tuple, _ = _base_type(_field_types(sec)[f.name])
+            default = ",".join(map(repr_value, f.default)) if isinstance(f.default, tuple) else f.default
+            help_ = f"{f.metadata['help']} (default: {default})" if f.default is not None else f.metadata["help"]
+            if tp is bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, help=f.metadata["help"])
+            else:
+                choices = f.metadata.get("choices")
+                name = "{" + ",".join(choices) + "}" if choices else f.name.upper()
+                metavar = name + ("[,...]" if is_tuple else "")
+                group.add_argument(flag, type=str, metavar=metavar, help=help_)
+    return p
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except (ValueError, yaml.YAMLError) as e:
+        raise ConfigError(f"malformed config file {path}: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"malformed config file {path}: expected a mapping at the top level")
+    return data
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[StudyConfig, set[str]]:
+    """The config from defaults, --config and flags, and the names of the fields set by flags."""
+    ns = vars(build_parser().parse_args(argv))
+    cfg = StudyConfig()
+    if "config" in ns:
+        cfg = cfg.updated(load_config_file(ns.pop("config")))
+    return cfg.updated(ns), set(ns)
+
+
+def validate(cfg: StudyConfig) -> None:
+    """Checks that need several fields at once (single values were checked on conversion)."""
+    p, t, s = cfg.pruning, cfg.training, cfg.schedule
+    for x in p.sparsity:
+        if not 0.0 <= x < 1.0:
+            raise ConfigError(f"--sparsity {x} is outside [0, 1)")
+    for name, v, lo in [("iterations", p.iterations, 1), ("epochs", t.epochs, 1), ("retrain-epochs", t.retrain_epochs, 1),
+                        ("batch-size", cfg.data.batch_size, 1), ("workers", cfg.data.workers, 0),
+                        ("threads", t.threads, 1)]:
+        if v is not None and v < lo:
+            raise ConfigError(f"--{name} must be at least {lo}, got {v}")
+    if t.lr is not None and not t.lr > 0:
+        raise ConfigError(f"--lr must be positive, got {t.lr}")
+    if not 0 <= t.momentum < 1 or t.weight_decay < 0:
+        raise ConfigError("--momentum must be in [0, 1) and --weight-decay non-negative")
+    if len(set(t.seeds)) != len(t.seeds) or min(t.seeds) < 0:
+        raise ConfigError(f"--seeds must be distinct non-negative integers, got {t.seeds}")
+    if s.milestones is not None and not all(0 < m < 1 for m in s.milestones):
+        raise ConfigError(f"--milestones must be fractions in (0, 1), got {s.milestones}")
+    for name, v in [("pruner", p.pruner), ("sparsity", p.sparsity), ("schedules", s.schedules)]:
+        if len(set(v)) != len(v):
+            raise ConfigError(f"--{name} lists a value twice: {v}")
+    if "LRW" in s.schedules and t.retrain_epochs is not None and t.epochs is not None and t.retrain_epochs > t.epochs:
+        raise ConfigError(f"LRW replays the last --retrain-epochs {t.retrain_epochs} of only --epochs {t.epochs}")
+    if p.filter_config and p.iterations > 1 and set(p.pruner) & set(STRUCTURED):
+        raise ConfigError("--filter-config presets are one-shot: use --iterations 1 or a float --sparsity")
+    if p.bimp:
+        if not set(p.pruner) & set(UNSTRUCTURED):
+            raise ConfigError(f"--bimp needs an unstructured pruner ({', '.join(UNSTRUCTURED)})")
+        if t.epochs is not None and t.retrain_epochs is not None and t.epochs <= p.iterations * t.retrain_epochs:
+            raise ConfigError(f"--bimp needs --epochs > --iterations x --retrain-epochs "
+                              f"({t.epochs} <= {p.iterations} x {t.retrain_epochs})")

@@ -1,0 +1,177 @@
+"""The training loop: it only trains. Evaluation, checkpoints, logging and progress are callbacks.
+
+SGD (Nesterov) with the learning rate set per iteration from a schedule, masks re-applied after
+every optimizer step (weights, gradients and momentum in one fused call), bf16 autocast and
+channels_last on CUDA. Each epoch reseeds torch from (seed, stream, epoch) and asks the loader for
+that epoch's order, so a run resumed from an epoch checkpoint repeats the uninterrupted one exactly.
+DDP-ready: rank/world size come from torch.distributed when it is initialized, metrics are summed
+over ranks, and callbacks that write check ``trainer.is_main``.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nptm.data.digits import mix_seed
+from nptm.schedules import set_lr
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def all_reduce_sum(t: Tensor) -> Tensor:
+    if dist_info()[1] > 1:
+        torch.distributed.all_reduce(t)
+    return t
+
+
+def set_loader_epoch(loader, epoch: int, stream: int) -> None:
+    """``loader.set_epoch(epoch, stream=...)`` when the loader separates streams, else ``set_epoch(epoch)``."""
+    if "stream" in inspect.signature(loader.set_epoch).parameters:
+        loader.set_epoch(epoch, stream=stream)
+    else:
+        loader.set_epoch(epoch)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy over ``loader`` (summed over ranks)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, correct
+    count = 0
+    with _autocast(device):
+        for x, y in loader:
+            out = model(x).float()
+            sums += torch.stack([F.cross_entropy(out, y, reduction="sum").double(), (out.argmax(1) == y).sum().double()])
+            count += len(y)
+    model.train(was_training)
+    loss, correct, count = all_reduce_sum(torch.cat([sums, sums.new_tensor([count])])).tolist()
+    return {"top1": correct / max(count, 1), "loss": loss / max(count, 1)}
+
+
+class Callback:
+    """Hooks of ``Trainer.fit``; override what you need."""
+
+    def on_fit_start(self, trainer: "Trainer") -> None: ...
+    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None: ...
+    def on_step_end(self, trainer: "Trainer", step: int, loss: Tensor) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", epoch: int) -> None: ...
+    def on_fit_end(self, trainer: "Trainer") -> None: ...
+
+
+class Trainer:
+    """Trains ``model`` for ``epochs`` epochs of ``loader`` under ``schedule`` (an object with lr(it))."""
+
+    def __init__(self, model: nn.Module, loader, schedule, *, epochs: int, masks=None, momentum: float = 0.9,
+                 weight_decay: float = 1e-4, device: torch.device | str = "cpu", seed: int = 0, stream: int = 0,
+                 name: str = "train", callbacks: Sequence[Callback] = (), nan_check_every: int | None = None):
+        self.device = torch.device(device)
+        self.model, self.loader, self.schedule, self.masks = model, loader, schedule, masks
+        self.epochs, self.seed, self.stream, self.name = epochs, seed, stream, name
+        self.callbacks = list(callbacks)
+        self.rank, self.world_size = dist_info()
+        self.is_main = self.rank == 0
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=schedule.lr(0), momentum=momentum,
+                                         nesterov=momentum > 0, weight_decay=weight_decay)
+        self.nan_check_every = nan_check_every or (1 if self.device.type == "cpu" else 50)
+        self.epoch = 0  # epochs completed
+        self.iteration = 0  # optimizer steps taken
+        self.images = 0  # training images seen (all ranks)
+        self.train_time = 0.0  # seconds spent in training epochs, across resumes
+        self.metrics: dict[str, float] = {}  # last epoch's train loss/top1
+        self.history: list[dict[str, Any]] = []  # filled by callbacks (evaluation, ...)
+        self.stop = False  # a callback may set it to end fit after the current epoch
+
+    @property
+    def iters_per_epoch(self) -> int:
+        return len(self.loader)
+
+    def fit(self) -> "Trainer":
+        self._call("on_fit_start")
+        while self.epoch < self.epochs and not self.stop:
+            self._train_epoch(self.epoch)
+            self.epoch += 1
+            self._call("on_epoch_end", self.epoch - 1)
+        self._call("on_fit_end")
+        return self
+
+    def _train_epoch(self, epoch: int) -> None:
+        model, opt, dev = self.model, self.optimizer, self.device
+        torch.manual_seed(mix_seed(self.seed, self.stream, epoch))
+        set_loader_epoch(self.loader, epoch, self.stream)
+        self._call("on_epoch_start", epoch)
+        model.train()
+        sums = torch.zeros(2, dtype=torch.float64, device=dev)  # loss, correct
+        count = 0
+        first_bad = torch.full((), -1, dtype=torch.long, device=dev)
+        start = time.perf_counter()
+        steps = 0
+        for step, (x, y) in enumerate(self.loader):
+            set_lr(opt, self.schedule, self.iteration)
+            with _autocast(dev):
+                out = model(x)
+                loss = F.cross_entropy(out.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if self.masks is not None:
+                self.masks.apply(model, opt)
+            self.iteration += 1
+            steps = step + 1
+            with torch.no_grad():
+                bad = ~torch.isfinite(loss)
+                first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
+                sums += torch.stack([loss.detach().double() * len(y), (out.argmax(1) == y).sum().double()])
+            count += len(y)
+            if steps % self.nan_check_every == 0:
+                self._check_finite(first_bad, epoch)
+            self._call("on_step_end", step, loss)
+        self._check_finite(first_bad, epoch)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        self.train_time += time.perf_counter() - start
+        loss_sum, correct, count = all_reduce_sum(torch.cat([sums, sums.new_tensor([count])])).tolist()
+        self.images += int(count)
+        self.metrics = {"train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1),
+                        "steps": steps}
+
+    def _check_finite(self, first_bad: Tensor, epoch: int) -> None:
+        step = int(first_bad)
+        if step >= 0:
+            raise TrainingDiverged(f"{self.name}: the loss became NaN/Inf at epoch {epoch + 1}/{self.epochs}, "
+                                   f"step {step + 1}/{self.iters_per_epoch} (lr {self.schedule.lr(self.iteration - 1):.4g}); "
+                                   f"try a lower --lr")
+
+    def _call(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "masks": self.masks.state_dict() if self.masks is not None else None,
+                "epoch": self.epoch, "iteration": self.iteration, "images": self.images,
+                "train_time": self.train_time, "metrics": dict(self.metrics), "history": list(self.history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])  # masks: the caller rebuilds and checks them
+        for k in ("epoch", "iteration", "images", "train_time", "metrics", "history"):
+            setattr(self, k, state[k])

@@ -1,0 +1,79 @@
+"""results.json (one record per run), results.csv (its scalar columns) and the printed summary table."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from nptm.train.checkpoint import atomic_write
+
+CSV_SKIP = ("per_layer_sparsity", "history", "lr_trace", "cycles", "config")
+TIME_KEYS = ("time_prune_s", "time_train_s", "time_eval_s", "time_total_s", "images_per_s")
+
+
+def _json_safe(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def write_results(out: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Atomically (re)write OUT/results.json and OUT/results.csv."""
+    text = json.dumps(_json_safe(list(records)), indent=1)
+    atomic_write(out / "results.json", lambda f: f.write(text.encode()))
+    columns = list(dict.fromkeys(k for r in records for k in r if k not in CSV_SKIP))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(records)
+    atomic_write(out / "results.csv", lambda f: f.write(buf.getvalue().encode()))
+
+
+def load_results(out: Path) -> list[dict[str, Any]]:
+    return json.loads((out / "results.json").read_text())
+
+
+def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def group_runs(records: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """(kind, pruner, sparsity target, schedule) -> the runs of every seed, in first-seen order."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for r in records:
+        groups[(r["kind"], r["pruner"], str(r["sparsity_target"]), r["schedule"])].append(r)
+    return groups
+
+
+def summary_table(records: Sequence[dict[str, Any]]) -> str:
+    """One row per (pruner, sparsity, schedule): top-1 mean ± sample std over seeds, and costs (means)."""
+    head = ("pruner", "target", "schedule", "seeds", "top-1 %", "pruned %", "sparsity", "params", "eff. FLOPs",
+            "speedup", "epochs", "time s")
+    rows = []
+    for (kind, pruner, target, schedule), runs in group_runs(records).items():
+        top1, std = _mean_std([100 * r["top1"] for r in runs])
+        pruned = [100 * r["pruned_top1"] for r in runs if "pruned_top1" in r]
+        avg = lambda k: sum(r[k] for r in runs) / len(runs)  # noqa: E731
+        rows.append((pruner, target if kind != "dense" else "-", schedule, str(len(runs)), f"{top1:.2f} ± {std:.2f}",
+                     f"{sum(pruned) / len(pruned):.2f}" if pruned else "-", f"{avg('sparsity'):.4f}",
+                     _si(avg("params_nonzero")), _si(avg("flops_effective")), f"{avg('speedup'):.2f}x",
+                     str(runs[0]["epochs"]), f"{avg('time_total_s'):.1f}"))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])

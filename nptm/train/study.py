@@ -1,0 +1,228 @@
+"""The retraining study: dense training, pruning, retraining under each schedule, baselines.
+
+Per seed: train the dense model once under the original schedule; then per pruner and sparsity,
+prune (one-shot, or IMP with ``iterations`` cycles) and retrain the same pruned weights under every
+schedule with the same budget (a schedule's IMP chain keeps its own weights). ``scratch`` adds
+Scratch-E (pruned architecture/mask from random init, T + n*T_rt epochs) and Scratch-B (that times
+dense/pruned effective FLOPs), both for the mask/architecture of one-shot pruning the dense model;
+``bimp`` adds BIMP (linear schedule for T0 = T - n*T_rt epochs, then IMP with ALLR: same budget T).
+Every training phase is checkpointed each epoch, so a killed study resumes to identical results.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from nptm.data import DataConfig, build_dataset
+from nptm.data.digits import mix_seed
+from nptm.models import build_model, reinitialize
+from nptm.pruning import Masks, iterative_amounts, prunable_weights
+from nptm.schedules import OriginalSchedule, build_schedule
+from nptm.train.config import STRUCTURED, StudyConfig
+from nptm.train.loop import Callback, dist_info, evaluate
+from nptm.train.phases import (PhaseRunner, Reference, measure, original_schedule, prune, seeded_generator,
+                               stream_id, subsample_trace, timed)
+from nptm.train.results import write_results
+
+
+
+def fmt_sparsity(s: float | str) -> str:
+    return s if isinstance(s, str) else f"{s:g}"
+
+
+class Study:
+    def __init__(self, cfg: StudyConfig, out: Path, *, device: torch.device, callbacks: Sequence[Callback] = (),
+                 on_ready=None):
+        """``on_ready()`` runs once the first dataset loaded, before anything is written (creates ``out``)."""
+        self.cfg, self.out, self.device = cfg, out, device
+        self.rank, self.world_size = dist_info()
+        self.results: list[dict[str, Any]] = []
+        self._cache: tuple = (None,)  # the last first-cycle prune: (key, model, masks, info)
+        t = cfg.training
+        self.original = OriginalSchedule(t.lr, t.epochs, milestones=tuple(sorted(cfg.schedule.milestones)),
+                                         gamma=cfg.schedule.gamma)
+        self.on_ready = on_ready
+        self.runner = PhaseRunner(out / "checkpoints", device, t.momentum, t.weight_decay, cfg.output.quiet, callbacks,
+                                  context=lambda: {"config": cfg.study_dict(), "results": list(self.results)})
+
+    # -- orchestration -------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        p = self.cfg.pruning
+        for seed in self.cfg.training.seeds:
+            data = self._data(seed)
+            if self.on_ready is not None:
+                self.on_ready()
+                self.on_ready = None
+            dense = self.dense(seed, data)
+            for pruner in p.pruner:
+                for sparsity in self._targets(pruner):
+                    for schedule in self.cfg.schedule.schedules:
+                        self.retrain(seed, data, dense, pruner, sparsity, schedule)
+                    if self.cfg.training.scratch:
+                        for kind in ("scratch-e", "scratch-b"):
+                            self.scratch(seed, data, dense, pruner, sparsity, kind)
+                    if p.bimp and pruner not in STRUCTURED:
+                        self.bimp(seed, data, dense, pruner, sparsity)
+        return self.results
+
+    def _targets(self, pruner: str) -> list[float | str]:
+        p = self.cfg.pruning
+        return [p.filter_config] if pruner in STRUCTURED and p.filter_config else list(p.sparsity)
+
+    def _amounts(self, pruner: str, sparsity: float | str) -> list[float | str]:
+        return [sparsity] if isinstance(sparsity, str) else iterative_amounts(sparsity, self.cfg.pruning.iterations)
+
+    def _data(self, seed: int):
+        c = self.cfg.data
+        return build_dataset(DataConfig(name=c.dataset, data_dir=c.data_dir, batch_size=c.batch_size, workers=c.workers,
+                                        device=str(self.device), seed=seed, rank=self.rank, world_size=self.world_size,
+                                        channels_last=self.device.type == "cuda"))
+
+    def _fresh_model(self, seed: int, data, key: str = "init") -> nn.Module:
+        torch.manual_seed(mix_seed(seed, stream_id(key)))
+        model = build_model(self.cfg.model.model, data.num_classes, data.in_channels).to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.device.type == "cuda" else model
+
+    def _record(self, base: dict[str, Any]) -> dict[str, Any]:
+        rec = {**base, "config": self.cfg.to_dict()}
+        rec["time_total_s"] = sum(rec.get(k, 0.0) for k in ("time_prune_s", "time_train_s", "time_eval_s"))
+        self.results.append(rec)
+        if self.rank == 0:
+            write_results(self.out, self.results)
+            if not self.cfg.output.quiet:
+                print(f"{rec['run']:<40} top-1 {100 * rec['top1']:6.2f}%  sparsity {rec['sparsity']:.4f}", flush=True)
+        return rec
+
+    # -- phases --------------------------------------------------------------------------------
+    def dense(self, seed: int, data):
+        key = f"s{seed}/dense"
+        model = self._fresh_model(seed, data)
+        ipe = len(data.train)
+        schedule = original_schedule(self.original, ipe)
+        model, summary = self.runner.run(key, model, None, schedule, self.original.epochs, data, seed)
+        self.ref = Reference({n: w.numel() for n, w in prunable_weights(model, self.cfg.pruning.include_linear).items()},
+                             0, (data.in_channels, data.image_size, data.image_size))
+        stats = measure(model, None, self.ref, self.cfg.pruning.include_linear)
+        self.ref.flops = stats["flops_dense"]
+        stats["speedup"] = self.ref.flops / max(stats["flops_effective"], 1)
+        self._record({"run": key, "kind": "dense", "seed": seed, "pruner": "-", "sparsity_target": 0.0,
+                      "schedule": "original", "epochs": self.original.epochs, "iters_per_epoch": ipe, **stats,
+                      **summary, "lr_trace": subsample_trace(schedule.lrs())})
+        return model, summary
+
+    def _prune_step(self, seed, data, model, masks, pruner, amount, key, before_loss):
+        p, t = self.cfg.pruning, self.cfg.training
+        (pruned, masks, (d, d1, d2)), prune_s = timed(
+            prune, model, masks, pruner, amount, arch=self.cfg.model.model, include_linear=p.include_linear,
+            generator=seeded_generator(seed, key), retrain_epochs=t.retrain_epochs, total_epochs=t.epochs)
+        if self.device.type == "cuda":  # filter pruning builds new tensors
+            pruned = pruned.to(memory_format=torch.channels_last)
+        ev, eval_s = timed(evaluate, pruned, data.test, self.device)
+        info = {"pruned_top1": ev["top1"], "pruned_loss": ev["loss"], "loss_increase": ev["loss"] - before_loss,
+                "d": d, "d1": d1, "d2": d2, "time_prune_s": prune_s, "time_eval_s": eval_s}
+        return pruned, masks, info
+
+    def _chain(self, seed, data, start, start_loss, pruner, sparsity, schedule_name, key, cycles_schedule, lrs=(),
+               prune_key=None):
+        """IMP chain: per amount, prune then retrain under ``cycles_schedule(name, d, ipe)``; returns the record
+        fields. ``lrs``: the lr trace before the chain (BIMP's initial training). Pruning randomness comes from
+        ``prune_key`` (default: the chain's target), so every schedule starts from the same pruned weights."""
+        prune_key = prune_key or key.rsplit("/", 1)[0]
+        model, masks, loss, lrs = start, None, start_loss, list(lrs)
+        cycles, totals = [], {"time_prune_s": 0.0, "time_train_s": 0.0, "time_eval_s": 0.0}
+        summary: dict[str, Any] = {}
+        ipe = len(data.train)
+        for c, amount in enumerate(self._amounts(pruner, sparsity)):
+            cache_key = (f"{prune_key}/prune{c}", id(model))
+            if c == 0 and self._cache[0] == cache_key:  # another schedule of the same one-shot/first prune
+                model, masks, info = copy.deepcopy(self._cache[1]), self._cache[2], dict(self._cache[3])
+            else:
+                model, masks, info = self._prune_step(seed, data, model, masks, pruner, amount, cache_key[0], loss)
+                if c == 0:
+                    self._cache = (cache_key, copy.deepcopy(model), masks, dict(info))
+            cycle = {"cycle": c + 1, "amount": amount, **{k: v for k, v in info.items() if not k.startswith("time")}}
+            totals["time_prune_s"] += info["time_prune_s"]
+            totals["time_eval_s"] += info["time_eval_s"]
+            if schedule_name == "none":
+                summary = {"top1": info["pruned_top1"], "loss": info["pruned_loss"]}
+            else:
+                schedule = cycles_schedule(schedule_name, info["d"], ipe)
+                model, summary = self.runner.run(f"{key}/c{c + 1}", model, masks, schedule,
+                                                 self.cfg.training.retrain_epochs, data, seed)
+                lrs += schedule.lrs()
+                totals["time_train_s"] += summary["time_train_s"]
+                totals["time_eval_s"] += summary["time_eval_s"]
+            cycle.update(top1=summary["top1"], loss=summary["loss"])
+            cycles.append(cycle)
+            loss = summary["loss"]
+        first = cycles[0]
+        return {"seed": seed, "pruner": pruner, "sparsity_target": sparsity, "iterations": len(cycles),
+                "iters_per_epoch": ipe, **measure(model, masks, self.ref, self.cfg.pruning.include_linear),
+                **{k: v for k, v in summary.items() if not k.startswith("time")}, **totals,
+                **{k: first[k] for k in ("pruned_top1", "pruned_loss", "loss_increase", "d", "d1", "d2")},
+                "cycles": cycles, "lr_trace": subsample_trace(lrs)}
+
+    def _retrain_schedule(self, name: str, d: float, ipe: int):
+        return build_schedule(name, self.original, self.cfg.training.retrain_epochs, ipe,
+                              peak_scale=d if name == "ALLR" else 1.0, cycle_momentum=self.cfg.schedule.cycle_momentum)
+
+    def retrain(self, seed, data, dense, pruner, sparsity, schedule_name):
+        dense_model, dense_summary = dense
+        key = f"s{seed}/{pruner}-{fmt_sparsity(sparsity)}/{schedule_name}"
+        rec = self._chain(seed, data, dense_model, dense_summary["loss"], pruner, sparsity, schedule_name, key,
+                          self._retrain_schedule)
+        n = self.cfg.pruning.iterations if not isinstance(sparsity, str) else 1
+        self._record({"run": key, "kind": "retrain", "schedule": schedule_name,
+                      "epochs": 0 if schedule_name == "none" else n * self.cfg.training.retrain_epochs,
+                      "dense_top1": dense_summary["top1"], **rec})
+
+    def scratch(self, seed, data, dense, pruner, sparsity, kind):
+        dense_model, dense_summary = dense
+        key = f"s{seed}/{pruner}-{fmt_sparsity(sparsity)}/{kind}"
+        if pruner in STRUCTURED:  # the one-shot pruned architecture, re-drawn from its own init
+            shape_of, masks, _ = prune(dense_model, None, pruner, sparsity, arch=self.cfg.model.model,
+                                       include_linear=self.cfg.pruning.include_linear,
+                                       generator=seeded_generator(seed, f"{key}/prune"), retrain_epochs=1, total_epochs=1)
+            torch.manual_seed(mix_seed(seed, stream_id(f"{key}/init")))
+            model = reinitialize(shape_of)
+        else:  # the one-shot mask on a fresh init
+            _, one_shot, _ = prune(dense_model, None, pruner, sparsity, arch=self.cfg.model.model,
+                                   include_linear=self.cfg.pruning.include_linear,
+                                   generator=seeded_generator(seed, f"{key}/prune"), retrain_epochs=1, total_epochs=1)
+            model = self._fresh_model(seed, data, f"{key}/init")
+            masks = Masks.from_state_dict(one_shot.state_dict())
+            masks.apply(model)
+        stats = measure(model, masks, self.ref, self.cfg.pruning.include_linear)
+        n = 1 if isinstance(sparsity, str) else self.cfg.pruning.iterations
+        epochs = self.original.epochs + n * self.cfg.training.retrain_epochs
+        if kind == "scratch-b":
+            epochs = max(1, round(epochs * self.ref.flops / max(stats["flops_effective"], 1)))
+        original = OriginalSchedule(self.original.lr, epochs, self.original.milestones, self.original.gamma)
+        schedule = original_schedule(original, len(data.train), kind)
+        model, summary = self.runner.run(key, model, masks, schedule, epochs, data, seed)
+        stats = measure(model, masks, self.ref, self.cfg.pruning.include_linear)
+        self._record({"run": key, "kind": kind, "seed": seed, "pruner": pruner, "sparsity_target": sparsity,
+                      "schedule": kind, "epochs": epochs, "iters_per_epoch": len(data.train),
+                      "dense_top1": dense_summary["top1"], **stats, **summary,
+                      "lr_trace": subsample_trace(schedule.lrs())})
+
+    def bimp(self, seed, data, dense, pruner, sparsity):
+        dense_model, dense_summary = dense
+        t, n = self.cfg.training, self.cfg.pruning.iterations
+        key = f"s{seed}/{pruner}-{fmt_sparsity(sparsity)}/bimp"
+        t0 = t.epochs - n * t.retrain_epochs
+        ipe = len(data.train)
+        linear = build_schedule("LLR", self.original, t0, ipe)
+        model = self._fresh_model(seed, data)  # the dense model's init: same starting point
+        model, pre = self.runner.run(f"{key}/train", model, None, linear, t0, data, seed)
+        rec = self._chain(seed, data, model, pre["loss"], pruner, sparsity, "ALLR", key,
+                          lambda name, d, ipe: self._retrain_schedule("ALLR", d, ipe), lrs=linear.lrs(), prune_key=key)
+        rec["time_train_s"] += pre["time_train_s"]
+        rec["time_eval_s"] += pre["time_eval_s"]
+        self._record({"run": key, "kind": "bimp", "schedule": "BIMP", "epochs": t.epochs,
+                      "dense_top1": dense_summary["top1"], "bimp_initial_epochs": t0, **rec})
+
