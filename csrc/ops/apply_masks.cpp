@@ -19,8 +19,18 @@ void check_apply_masks(at::TensorList tensors, at::TensorList masks) {
   }
 }
 
+namespace {
+// Reference semantics for backends without a kernel (and empty lists, which dispatch to no backend).
+void apply_masks_composite(at::TensorList tensors, at::TensorList masks) {
+  check_apply_masks(tensors, masks);
+  for (size_t i = 0; i < tensors.size(); ++i) tensors[i].masked_fill_(masks[i].reshape(tensors[i].sizes()).logical_not(), 0);
+}
+}  // namespace
+
 TORCH_LIBRARY_FRAGMENT(nptm, m) {
   m.def("apply_masks_(Tensor(a!)[] tensors, Tensor[] masks) -> ()");
 }
+
+TORCH_LIBRARY_IMPL(nptm, CompositeExplicitAutograd, m) { m.impl("apply_masks_", TORCH_FN(apply_masks_composite)); }
 
 }  // namespace nptm::ops

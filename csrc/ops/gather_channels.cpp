@@ -22,8 +22,20 @@ std::vector<int64_t> check_gather_channels(at::TensorList tensors, at::IntArrayR
   return out;
 }
 
+namespace {
+// Reference semantics for backends without a kernel (and empty lists, which dispatch to no backend).
+std::vector<at::Tensor> gather_channels_composite(at::TensorList tensors, at::IntArrayRef dims, at::TensorList indices) {
+  const auto d = check_gather_channels(tensors, dims, indices);
+  std::vector<at::Tensor> out;
+  for (size_t i = 0; i < tensors.size(); ++i) out.push_back(tensors[i].index_select(d[i], indices[i]).contiguous());
+  return out;
+}
+}  // namespace
+
 TORCH_LIBRARY_FRAGMENT(nptm, m) {
   m.def("gather_channels(Tensor[] tensors, int[] dims, Tensor[] indices) -> Tensor[]");
 }
+
+TORCH_LIBRARY_IMPL(nptm, CompositeExplicitAutograd, m) { m.impl("gather_channels", TORCH_FN(gather_channels_composite)); }
 
 }  // namespace nptm::ops

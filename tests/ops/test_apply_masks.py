@@ -1,0 +1,182 @@
+"""apply_masks_ (CPU OpenMP / CUDA multi-tensor kernels) against nptm.ops.reference, bit for bit."""
+import math
+
+import pytest
+import torch
+from conftest import FLOAT_DTYPES, GPU, assert_bitwise_equal
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nptm import ops
+from nptm.ops import reference
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SPECIALS = torch.tensor([math.nan, math.inf, -math.inf, -0.0, 0.0, 1.0], dtype=torch.float64)
+LAYOUTS = ["contiguous", "offset", "transposed", "sliced", "channels_last"]
+
+
+def layout_of(shape, layout):
+    """(stride, storage_offset, storage length) of a tensor of `shape` stored in `layout`."""
+    meta = dict(device="meta")
+    if layout == "transposed":
+        t = torch.empty(*shape[:-2], shape[-1], shape[-2], **meta).transpose(-1, -2)
+    elif layout == "sliced":  # every other element of the last dim: not dense
+        t = torch.empty(*shape[:-1], 2 * shape[-1], **meta)[..., ::2]
+    elif layout == "channels_last":
+        t = torch.empty(shape, memory_format=torch.channels_last, **meta)
+    elif layout == "offset":  # contiguous but misaligned for vector loads
+        t = torch.empty(math.prod(shape) + 1, **meta)[1:].view(shape)
+    else:
+        t = torch.empty(shape, **meta)
+    span = 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride())) if t.numel() else 0
+    return t.stride(), t.storage_offset(), t.storage_offset() + span
+
+
+def random_floats(n, dtype, gen):
+    """Random bit patterns (NaN payloads, infinities, subnormals, -0.0) mixed with special values."""
+    size = torch.empty(0, dtype=dtype).element_size()
+    bits = torch.randint(0, 256, (n * size,), generator=gen, dtype=torch.uint8).view(dtype)
+    special = SPECIALS[torch.randint(0, len(SPECIALS), (n,), generator=gen)].to(dtype)
+    return torch.where(torch.rand(n, generator=gen) < 0.5, bits, special)
+
+
+def random_mask(shape, dtype, kind, gen):
+    if kind == "all":
+        return torch.ones(shape, dtype=dtype)
+    if kind == "none":
+        return torch.zeros(shape, dtype=dtype)
+    keep = torch.rand(shape, generator=gen) < 0.5
+    if dtype == torch.uint8:  # any nonzero byte keeps
+        return keep * torch.randint(1, 256, shape, generator=gen, dtype=torch.uint8)
+    return keep
+
+
+@st.composite
+def shape_and_layout(draw, max_dims=4, max_size=6):
+    layout = draw(st.sampled_from(LAYOUTS))
+    nd = 4 if layout == "channels_last" else draw(st.integers(2 if layout == "transposed" else 1 if layout == "sliced" else 0, max_dims))
+    return tuple(draw(st.lists(st.integers(0, max_size), min_size=nd, max_size=nd))), layout
+
+
+@st.composite
+def cases(draw, max_tensors=6):
+    specs = draw(st.lists(st.tuples(shape_and_layout(), st.sampled_from(["random", "random", "all", "none"]),
+                                    st.sampled_from(["same", "flat", "transposed"])), max_size=max_tensors))
+    return specs, draw(st.sampled_from(FLOAT_DTYPES)), draw(st.sampled_from([torch.bool, torch.uint8])), draw(st.integers(0, 2**31))
+
+
+def build(specs, dtype, mask_dtype, seed, device):
+    """Storages (compared whole, so writes outside a view are caught), views into them, and masks."""
+    gen = torch.Generator().manual_seed(seed)
+    bases, views, masks = [], [], []
+    for (shape, layout), mask_kind, mask_layout in specs:
+        stride, offset, length = layout_of(shape, layout)
+        bases.append(random_floats(length, dtype, gen).to(device))
+        views.append((shape, stride, offset))
+        m = random_mask(shape, mask_dtype, mask_kind, gen)
+        if mask_layout == "flat":
+            m = m.reshape(-1)
+        elif mask_layout == "transposed" and m.dim() >= 2:  # same logical mask, transposed storage
+            m = m.transpose(0, 1).contiguous().transpose(0, 1)
+        masks.append(m.to(device))
+    return bases, views, masks
+
+
+def check_against_reference(specs, dtype, mask_dtype, seed, device):
+    bases, views, masks = build(specs, dtype, mask_dtype, seed, device)
+    expected = [b.clone() for b in bases]
+    torch.ops.nptm.apply_masks_([b.as_strided(*v) for b, v in zip(bases, views)], masks)
+    reference.apply_masks_([b.as_strided(*v) for b, v in zip(expected, views)], masks)
+    for got, want in zip(bases, expected):
+        assert_bitwise_equal(got, want)
+
+
+@SETTINGS
+@given(case=cases())
+def test_matches_reference(device, case):
+    check_against_reference(*case, device)
+
+
+def test_every_dtype_and_layout_with_specials(device):
+    for dtype in FLOAT_DTYPES:
+        for mask_dtype in (torch.bool, torch.uint8):
+            specs = [(((3, 4, 5, 6), layout), "random", "same") for layout in LAYOUTS] + [(((), "contiguous"), "none", "same")]
+            check_against_reference(specs, dtype, mask_dtype, 0, device)
+
+
+def test_large_tensors_span_many_chunks(device):
+    specs = [(((70001,), "offset"), "random", "same"), (((300, 257), "transposed"), "random", "same"), (((5,), "contiguous"), "none", "same")]
+    for dtype in FLOAT_DTYPES:
+        check_against_reference(specs, dtype, torch.bool, 1, device)
+
+
+@SETTINGS
+@given(n=st.integers(301, 340), seed=st.integers(0, 2**31))
+def test_more_tensors_than_one_launch_holds(device, n, seed):
+    gen = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(0, 40, (n,), generator=gen).tolist()
+    check_against_reference([(((s,), "contiguous"), "random", "same") for s in sizes], torch.float32, torch.bool, seed, device)
+
+
+def test_extra_groups_with_none(device):
+    gen = torch.Generator().manual_seed(2)
+    shapes = [(4, 3, 3, 3), (4,), (10, 4)]
+    params = [random_floats(math.prod(s), torch.float32, gen).view(s).to(device) for s in shapes]
+    grads = [params[0].clone().neg_(), None, params[2].clone().mul_(3)]
+    bufs = [p.clone().add_(1) for p in params]
+    masks = [random_mask(s, torch.bool, "random", gen).to(device) for s in shapes]
+    expected = [[t.clone() if t is not None else None for t in group] for group in (params, grads, bufs)]
+    ops.apply_masks_(params, masks, extra=[grads, bufs])
+    for got_group, want_group in zip((params, grads, bufs), expected):
+        reference.apply_masks_(*zip(*[(t, m) for t, m in zip(want_group, masks) if t is not None]))
+        for got, want in zip(got_group, want_group):
+            assert (got is None) == (want is None)
+            if got is not None:
+                assert_bitwise_equal(got, want)
+
+
+def test_empty_list(device):
+    torch.ops.nptm.apply_masks_([], [])
+    ops.apply_masks_([], [], extra=[[]])
+
+
+@pytest.mark.filterwarnings("ignore:Use of masked_fill_ on expanded tensors")
+def test_internally_overlapping_tensor_matches_reference(device):
+    gen = torch.Generator().manual_seed(3)
+    base = random_floats(3, torch.float32, gen).to(device)
+    expected, mask = base.clone(), random_mask((3, 4), torch.bool, "random", gen).to(device)
+    torch.ops.nptm.apply_masks_([base.view(3, 1).expand(3, 4)], [mask])
+    reference.apply_masks_([expected.view(3, 1).expand(3, 4)], [mask])
+    assert_bitwise_equal(base, expected)
+
+
+@pytest.mark.parametrize(
+    "tensors, masks, match",
+    [
+        ([torch.zeros(4)], [torch.ones(5, dtype=torch.bool)], "mask 0 has 5 elements but tensor 0 has 4"),
+        ([torch.zeros(4)], [torch.ones(4)], "mask 0 must be bool or uint8"),
+        ([torch.zeros(4)], [torch.ones(4, dtype=torch.int64)], "mask 0 must be bool or uint8"),
+        ([torch.zeros(4), torch.zeros(4, dtype=torch.float16)], [torch.ones(4, dtype=torch.bool)] * 2, "tensor 1 is Half"),
+        ([torch.zeros(4, dtype=torch.int32)], [torch.ones(4, dtype=torch.bool)], "unsupported dtype"),
+        ([torch.zeros(4)], [], "1 tensors but 0 masks"),
+    ],
+)
+def test_bad_input_raises_value_error(device, tensors, masks, match):
+    tensors, masks = [t.to(device) for t in tensors], [m.to(device) for m in masks]
+    with pytest.raises(ValueError, match=match):
+        torch.ops.nptm.apply_masks_(tensors, masks)
+    with pytest.raises(ValueError, match=match):
+        ops.apply_masks_(tensors, masks)
+
+
+def test_extra_group_length_mismatch_raises():
+    with pytest.raises(ValueError, match="extra group 0 has 2 tensors but there are 1 masks"):
+        ops.apply_masks_([torch.zeros(2)], [torch.ones(2, dtype=torch.bool)], extra=[[None, None]])
+
+
+@pytest.mark.skipif(not GPU, reason="needs a GPU and the CUDA kernels")
+def test_mixed_devices_raise_value_error():
+    with pytest.raises(ValueError, match="is on cpu"):
+        torch.ops.nptm.apply_masks_([torch.zeros(4, device="cuda"), torch.zeros(4)], [torch.ones(4, dtype=torch.bool, device="cuda")] * 2)
+    with pytest.raises(ValueError, match="is on cpu"):
+        torch.ops.nptm.apply_masks_([torch.zeros(4, device="cuda")], [torch.ones(4, dtype=torch.bool)])
