@@ -180,3 +180,11 @@ def test_mixed_devices_raise_value_error():
         torch.ops.nptm.apply_masks_([torch.zeros(4, device="cuda"), torch.zeros(4)], [torch.ones(4, dtype=torch.bool, device="cuda")] * 2)
     with pytest.raises(ValueError, match="is on cpu"):
         torch.ops.nptm.apply_masks_([torch.zeros(4, device="cuda")], [torch.ones(4, dtype=torch.bool)])
+
+
+def test_mixed_devices_raise_without_gpu():
+    # A meta tensor beside a CPU tensor routes to the fake kernel, which must refuse it too.
+    with pytest.raises(ValueError, match="different devices"):
+        torch.ops.nptm.apply_masks_([torch.zeros(4), torch.zeros(4, device="meta")], [torch.ones(4, dtype=torch.bool)] * 2)
+    with pytest.raises(ValueError, match="different devices"):
+        ops.global_magnitude_masks([torch.zeros(4), torch.zeros(4, device="meta")], 1)

@@ -155,3 +155,8 @@ def test_conv_bn_conv_filter_removal(device):
     x = torch.randn(2, 3, 7, 7, dtype=torch.float64, device=device)
     with torch.no_grad():
         torch.testing.assert_close(small(x), net(x), rtol=1e-12, atol=1e-12)
+
+
+def test_mixed_devices_raise_without_gpu():
+    with pytest.raises(ValueError, match="different devices"):
+        torch.ops.nptm.gather_channels([torch.zeros(3), torch.zeros(3, device="meta")], [0, 0], [torch.tensor([0])] * 2)
