@@ -64,12 +64,13 @@ template <typename T, bool ABS, bool MASK> struct Kernels {
   // Returns the first tensor with an alive NaN (INT_MAX if none) when check_nan.
   int histogram(int shift, int width, uint64_t prefix, bool check_nan, int64_t* hist, std::vector<int64_t>& local) const {
     const int64_t bins = int64_t(1) << width;
-    local.assign(size_t(in.threads * bins), 0);
+    local.resize(size_t(in.threads * bins));
     int nan_tensor = INT_MAX;
     const int64_t nchunks = int64_t(in.chunks.size());
 #pragma omp parallel num_threads(in.threads)
     {
       int64_t* h = local.data() + omp_get_thread_num() * bins;
+      std::fill(h, h + bins, 0);
       int my_nan = INT_MAX;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t c = 0; c < nchunks; ++c) {
