@@ -1,0 +1,76 @@
+// Order-preserving unsigned keys of float bits and the host-side digit-by-digit radix select,
+// shared by the CPU and CUDA global_magnitude_masks kernels.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#ifdef __CUDACC__
+#define NPTM_HD __host__ __device__ __forceinline__
+#else
+#define NPTM_HD inline
+#endif
+
+namespace nptm::ops {
+
+// Raw bits type and +Inf bits of each float dtype.
+template <typename T> struct FloatBits;
+template <> struct FloatBits<float> { using U = uint32_t; static constexpr U inf = 0x7F800000u; };
+template <> struct FloatBits<double> { using U = uint64_t; static constexpr U inf = 0x7FF0000000000000ull; };
+template <> struct FloatBits<c10::Half> { using U = uint16_t; static constexpr U inf = 0x7C00; };
+template <> struct FloatBits<c10::BFloat16> { using U = uint16_t; static constexpr U inf = 0x7F80; };
+
+template <typename U> constexpr int kKeyBits = 8 * sizeof(U);
+template <typename U> constexpr U kSignBit = U(U(1) << (kKeyBits<U> - 1));
+
+template <typename T> NPTM_HD bool is_nan_bits(typename FloatBits<T>::U b) {
+  using U = typename FloatBits<T>::U;
+  return U(b & U(~kSignBit<U>)) > FloatBits<T>::inf;
+}
+
+// Unsigned key whose order is the float order of |x| (ABS) or x; -0.0 and +0.0 get one key.
+template <typename U, bool ABS> NPTM_HD U score_key(U b) {
+  constexpr U s = kSignBit<U>;
+  if (ABS) return U(b & U(~s));
+  if (b == s) b = 0;
+  return (b & s) ? U(~b) : U(b | s);
+}
+
+// key >> shift for 1 <= shift <= key bits (shift == key bits gives 0: the empty prefix).
+template <typename U> NPTM_HD uint64_t key_prefix(U key, int shift) { return uint64_t(U(key >> (shift - 1)) >> 1); }
+
+// Finds the k-th smallest alive key (1-based) one digit at a time, high digits first. After each
+// histogram of the keys sharing `prefix` (the resolved high bits, keys compared as key >> shift),
+// pick the digit holding rank `want`. Stops early once every key sharing the prefix is pruned.
+// Then: prune key >> shift < prefix, and of the count_eq keys with key >> shift == prefix the
+// first `want` in position order (all of them when want == count_eq).
+struct RadixSelect {
+  int key_bits, digit_bits;
+  int64_t want;
+  int shift;
+  uint64_t prefix = 0;
+  int64_t count_eq = -1;
+
+  RadixSelect(int key_bits, int digit_bits, int64_t k) : key_bits(key_bits), digit_bits(digit_bits), want(k), shift(key_bits) {}
+  bool done() const { return shift == 0 || want == count_eq; }
+  int width() const { return std::min(digit_bits, shift); }
+  // Shift of the digit the next histogram counts.
+  int digit_shift() const { return shift - width(); }
+  void consume(const int64_t* hist) {
+    const int w = width();
+    int64_t before = 0;
+    int64_t b = 0;
+    for (; b < (int64_t(1) << w) - 1 && before + hist[b] < want; ++b) before += hist[b];
+    prefix = (prefix << w) | uint64_t(b);
+    want -= before;
+    count_eq = hist[b];
+    shift -= w;
+  }
+};
+
+// How the final pass turns (alive, key) into the output mask.
+enum class Rule { keep_alive, prune_all, prune_le, prune_ties };
+
+}  // namespace nptm::ops

@@ -1,0 +1,214 @@
+"""global_magnitude_masks (radix select kernels) against nptm.ops.reference, bit for bit."""
+import re
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nptm import ops
+from nptm.ops import reference
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+MODES = ["normal", "ties", "constant", "zeros", "specials", "ulps", "wide"]
+SPECIALS = [0.0, -0.0, float("inf"), float("-inf"), 1.0, -1.0, 0.5]
+HYPOTHESIS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def values(shape, mode, dtype, gen):
+    """Scores of one tensor: smooth, heavily tied, all equal, mostly zeros, +-0/+-Inf, adjacent floats, or huge range."""
+    n = torch.Size(shape).numel()
+    if mode == "normal":
+        v = torch.randn(n, generator=gen, dtype=torch.float64)
+    elif mode == "ties":
+        v = torch.randint(-3, 4, (n,), generator=gen).double()
+    elif mode == "constant":
+        v = torch.full((n,), -2.5, dtype=torch.float64)
+    elif mode == "zeros":
+        v = torch.randn(n, generator=gen, dtype=torch.float64) * (torch.rand(n, generator=gen) < 0.1)
+        v[torch.rand(n, generator=gen) < 0.5] = -0.0
+    elif mode == "specials":
+        v = torch.tensor(SPECIALS, dtype=torch.float64)[torch.randint(len(SPECIALS), (n,), generator=gen)]
+    elif mode == "ulps":  # neighbours differing in the lowest bits: every radix digit matters
+        eps = torch.finfo(dtype).eps
+        v = (1 + torch.randint(0, 9, (n,), generator=gen).to(dtype) * eps) * (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).to(dtype)
+        return v.reshape(shape)
+    else:  # "wide": under/overflows to 0/subnormals/Inf in the narrow dtypes
+        v = torch.randn(n, generator=gen, dtype=torch.float64) * 10.0 ** torch.randint(-320, 300, (n,), generator=gen).double()
+    return v.to(dtype).reshape(shape)
+
+
+def make_mask(shape, kind, gen):
+    if kind == "none":
+        return None
+    alive = torch.rand(shape, generator=gen) < 0.7
+    if kind == "bool":
+        return alive
+    if kind == "uint8":  # any nonzero byte means alive
+        return alive.to(torch.uint8) * torch.tensor([1, 7, 255], dtype=torch.uint8)[torch.randint(3, shape, generator=gen)]
+    return alive.reshape(-1)  # "flat": same numel, other shape
+
+
+def layout(t, kind):
+    """The same values through a non-contiguous view when asked."""
+    if kind == "transposed" and t.dim() >= 2:
+        return t.transpose(0, -1).contiguous().transpose(0, -1)
+    if kind == "sliced":
+        return torch.stack([t, torch.full_like(t, float("nan"))], dim=-1)[..., 0]  # NaNs in the gaps must not be read
+    return t
+
+
+@st.composite
+def problems(draw, with_nan=False):
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
+    dtype = draw(st.sampled_from(DTYPES))
+    shapes = draw(st.lists(st.lists(st.integers(0, 9), max_size=3), min_size=1, max_size=6))  # [] has no device to dispatch on
+    mask_kind = draw(st.sampled_from(["none", "bool", "uint8", "flat"]))
+    scores, masks = [], []
+    for shape in shapes:
+        t = values(shape, draw(st.sampled_from(MODES)), dtype, gen)
+        if with_nan and t.numel() and draw(st.booleans()):
+            t.view(-1)[torch.randint(t.numel(), (1,), generator=gen)] = float("nan")
+        scores.append(layout(t, draw(st.sampled_from(["contiguous", "transposed", "sliced"]))))
+        masks.append(make_mask(shape, mask_kind, gen))
+    masks = [] if mask_kind == "none" else masks
+    alive = sum(int(m.count_nonzero()) for m in masks) if masks else sum(t.numel() for t in scores)
+    k = draw(st.sampled_from([0, alive, draw(st.integers(0, alive)), draw(st.integers(0, alive + 2))]))
+    return scores, masks, k, draw(st.booleans())
+
+
+def to(ts, device):
+    return [t.to(device) for t in ts]
+
+
+def check_against_reference(scores, masks, k, use_abs, device):
+    """The op on `device` must return exactly the reference masks, or raise the reference's ValueError."""
+    try:
+        expected = reference.global_magnitude_masks(scores, masks, k, use_abs)
+    except ValueError as e:
+        with pytest.raises(ValueError, match=re.escape(str(e).split(": ", 1)[1])):
+            torch.ops.nptm.global_magnitude_masks(to(scores, device), to(masks, device), k, use_abs)
+        return
+    got = torch.ops.nptm.global_magnitude_masks(to(scores, device), to(masks, device), k, use_abs)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.dtype == torch.bool and g.is_contiguous() and g.device.type == device
+        assert torch.equal(g.cpu(), e)
+
+
+@HYPOTHESIS
+@given(problem=problems())
+def test_matches_reference(device, problem):
+    check_against_reference(*problem, device)
+
+
+@HYPOTHESIS
+@given(problem=problems(with_nan=True))
+def test_nan_raises_only_when_alive(device, problem):
+    check_against_reference(*problem, device)
+
+
+def test_nan_message_names_first_alive_nan_tensor(device):
+    ts = [torch.ones(3), torch.tensor([1.0, float("nan")]), torch.tensor([float("nan")])]
+    masks = [torch.ones(3, dtype=torch.bool), torch.tensor([True, False]), torch.tensor([True])]
+    with pytest.raises(ValueError, match="NaN score in tensor 2"):
+        torch.ops.nptm.global_magnitude_masks(to(ts, device), to(masks, device), 0, True)
+    with pytest.raises(ValueError, match="NaN score in tensor 1"):
+        torch.ops.nptm.global_magnitude_masks(to(ts, device), [], 1, False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["normal", "ties", "ulps", "zeros"])
+def test_multi_chunk(device, dtype, mode):
+    """~50k entries: full-size histograms, several chunks, tie ranks carried across chunks and tensors."""
+    gen = torch.Generator().manual_seed(DTYPES.index(dtype) * 10 + MODES.index(mode))
+    scores = [values((120, 250), mode, dtype, gen), values((20000,), mode, dtype, gen), values((3, 0), mode, dtype, gen)]
+    masks = [torch.rand(s.shape, generator=gen) < 0.8 for s in scores]
+    alive = sum(int(m.sum()) for m in masks)
+    for k in (1, alive // 3, alive // 2 + 1, alive - 1):
+        check_against_reference(scores, masks, k, True, device)
+        check_against_reference(scores, [], k, False, device)
+
+
+def test_two_million_entries(device):
+    gen = torch.Generator().manual_seed(7)
+    scores = [torch.randint(-40, 41, (2_000_000,), generator=gen).float(), torch.randn(1000, 300, generator=gen)]
+    masks = [torch.rand(s.shape, generator=gen) < 0.9 for s in scores]
+    alive = sum(int(m.sum()) for m in masks)
+    check_against_reference(scores, masks, alive // 2 + 12345, True, device)  # threshold inside a huge tie
+    check_against_reference(scores, [], 1_234_567, False, device)
+
+
+def test_many_tensors(device):
+    gen = torch.Generator().manual_seed(3)
+    scores = [torch.randint(-5, 6, (int(n),), generator=gen).half() for n in torch.randint(0, 30, (350,), generator=gen)]
+    total = sum(s.numel() for s in scores)
+    for k in (0, 1, total // 2, total - 1, total):
+        check_against_reference(scores, [], k, True, device)
+
+
+def test_empty_inputs(device):
+    assert ops.global_magnitude_masks([], 0.5) == [] and ops.global_magnitude_masks([], 0) == []
+    with pytest.raises(ValueError, match="outside"):
+        ops.global_magnitude_masks([], 1)
+    out = torch.ops.nptm.global_magnitude_masks([torch.ones(0, 3, device=device)], [], 0, True)
+    assert out[0].shape == (0, 3) and out[0].dtype == torch.bool
+    with pytest.raises(ValueError, match="alive"):
+        torch.ops.nptm.global_magnitude_masks([torch.ones(0, device=device)], [], 1, True)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(problem=problems(), amount=st.one_of(st.floats(0, 1), st.integers(0, 40)), signed=st.booleans())
+def test_public_wrapper(device, problem, amount, signed):
+    scores, masks, _, _ = problem
+    tensors = [torch.zeros_like(s) for s in scores]  # scores= replaces |tensor| when given
+    alive = sum(int(m.count_nonzero()) for m in masks) if masks else sum(t.numel() for t in scores)
+    if isinstance(amount, int) and amount > alive:
+        with pytest.raises(ValueError, match="outside"):
+            ops.global_magnitude_masks(to(scores, device), amount, masks=to(masks, device) or None)
+        return
+    k = amount if isinstance(amount, int) else round(amount * alive)
+    if signed:
+        got = ops.global_magnitude_masks(to(tensors, device), amount, masks=to(masks, device) or None, scores=to(scores, device))
+    else:
+        got = ops.global_magnitude_masks(to(scores, device), amount, masks=to(masks, device) or None)
+    expected = reference.global_magnitude_masks(scores, masks, k, not signed)
+    assert len(got) == len(expected) and all(torch.equal(g.cpu(), e) for g, e in zip(got, expected))
+
+
+def test_wrapper_amount_errors(device):
+    ts = [torch.randn(4, 5, device=device)]
+    for bad in (1.5, -0.1, float("nan"), 21, -1):
+        with pytest.raises(ValueError, match="outside"):
+            ops.global_magnitude_masks(ts, bad)
+    for bad in (True, "0.5", None):
+        with pytest.raises(TypeError):
+            ops.global_magnitude_masks(ts, bad)
+    assert not ops.global_magnitude_masks(ts, 1.0)[0].any()
+    assert ops.global_magnitude_masks(ts, 0)[0].all()
+
+
+def test_input_errors(device):
+    a, b = torch.randn(3, device=device), torch.randn(4, device=device, dtype=torch.float64)
+    with pytest.raises(ValueError, match="tensor 1 is"):
+        torch.ops.nptm.global_magnitude_masks([a, b], [], 1, True)
+    with pytest.raises(ValueError, match="masks"):
+        torch.ops.nptm.global_magnitude_masks([a, a], [torch.ones(3, dtype=torch.bool, device=device)], 1, True)
+    with pytest.raises(ValueError, match="bool or uint8"):
+        torch.ops.nptm.global_magnitude_masks([a], [torch.ones(3, device=device)], 1, True)
+    with pytest.raises(ValueError, match="elements"):
+        torch.ops.nptm.global_magnitude_masks([a], [torch.ones(4, dtype=torch.bool, device=device)], 1, True)
+    with pytest.raises(ValueError, match="k must be"):
+        torch.ops.nptm.global_magnitude_masks([a], [], -1, True)
+    with pytest.raises(ValueError, match="unsupported dtype"):
+        torch.ops.nptm.global_magnitude_masks([torch.ones(3, dtype=torch.int32, device=device)], [], 1, True)
+    with pytest.raises(ValueError, match="scores"):
+        ops.global_magnitude_masks([a], 1, scores=[a, a])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not ops.has_cuda_kernels(), reason="needs a GPU and the CUDA kernels")
+def test_mixed_devices():
+    with pytest.raises(ValueError, match="is on"):
+        torch.ops.nptm.global_magnitude_masks([torch.randn(3, device="cuda"), torch.randn(3)], [], 1, True)
+    with pytest.raises(ValueError, match="is on"):
+        torch.ops.nptm.global_magnitude_masks([torch.randn(3, device="cuda")], [torch.ones(3, dtype=torch.bool)], 1, True)
