@@ -22,8 +22,21 @@ void check_global_magnitude_masks(at::TensorList scores, at::TensorList masks, i
   }
 }
 
+namespace {
+// Empty lists dispatch to no backend; any other device lacks a kernel.
+std::vector<at::Tensor> global_magnitude_masks_composite(at::TensorList scores, at::TensorList masks, int64_t k, bool) {
+  check_global_magnitude_masks(scores, masks, k);
+  TORCH_CHECK_VALUE(scores.empty() ? k == 0 : false, scores.empty() ? "global_magnitude_masks: k must be 0 for an empty list" : "global_magnitude_masks: no kernel for this device");
+  return {};
+}
+}  // namespace
+
 TORCH_LIBRARY_FRAGMENT(nptm, m) {
   m.def("global_magnitude_masks(Tensor[] scores, Tensor[] masks, int k, bool use_abs) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(nptm, CompositeExplicitAutograd, m) {
+  m.impl("global_magnitude_masks", TORCH_FN(global_magnitude_masks_composite));
 }
 
 }  // namespace nptm::ops

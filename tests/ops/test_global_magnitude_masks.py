@@ -155,6 +155,9 @@ def test_empty_inputs(device):
     assert out[0].shape == (0, 3) and out[0].dtype == torch.bool
     with pytest.raises(ValueError, match="alive"):
         torch.ops.nptm.global_magnitude_masks([torch.ones(0, device=device)], [], 1, True)
+    assert torch.ops.nptm.global_magnitude_masks([], [], 0, True) == []
+    with pytest.raises(ValueError, match="k must be 0"):
+        torch.ops.nptm.global_magnitude_masks([], [], 1, True)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
