@@ -37,7 +37,11 @@ fi
 ext=$(digest setup.py $(find csrc -type f | sort) "$VENV/.nptm-stamps/requirements")
 if ! stamp_ok extension "$ext" || ! ls nptm/_C*.so >/dev/null 2>&1; then
   say "compiling nptm._C (a few minutes with CUDA on 2 cores)"
-  MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" setup.py -q build_ext --inplace
+  log=$VENV/nptm-build.log
+  if ! MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" setup.py build_ext --inplace > "$log" 2>&1; then
+    tail -n 40 "$log" >&2; say "compiling failed; full log: $log"; exit 1
+  fi
+  grep '^nptm:' "$log" >&2 || true
   stamp extension "$ext"
 fi
 # Make `import nptm` resolve to this checkout from anywhere (like an editable install).
