@@ -79,15 +79,21 @@ def _normalizer(device):
     return lambda x: (x.float() - mean) / std
 
 
-def augment_batch(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Pad-4 (zeros) random 32x32 crop and random horizontal flip of a uint8 N,C,H,W batch."""
+def augment_batch(x: Tensor, generator: torch.Generator, share: tuple[int, int, int] | None = None) -> Tensor:
+    """Pad-4 (zeros) random 32x32 crop and random horizontal flip of a uint8 N,C,H,W batch.
+
+    ``share=(r, w, total)``: x holds rows r, r+w, ... of a ``total``-sample batch split over ranks; the
+    random draws are made for all ``total`` rows and sliced, so the ranks together augment exactly
+    as one process augments the whole batch."""
     n, _, h, w = x.shape
+    start, step, total = share or (0, 1, n)
+    pick = slice(start, None, step)
     padded = F.pad(x, (PAD, PAD, PAD, PAD))
-    dy = torch.randint(0, 2 * PAD + 1, (n, 1), device=x.device, generator=generator)
-    dx = torch.randint(0, 2 * PAD + 1, (n, 1), device=x.device, generator=generator)
+    dy = torch.randint(0, 2 * PAD + 1, (total, 1), device=x.device, generator=generator)[pick]
+    dx = torch.randint(0, 2 * PAD + 1, (total, 1), device=x.device, generator=generator)[pick]
     rows = dy + torch.arange(h, device=x.device)
     cols = dx + torch.arange(w, device=x.device)
-    flip = torch.rand(n, 1, device=x.device, generator=generator) < 0.5
+    flip = (torch.rand(total, 1, device=x.device, generator=generator) < 0.5)[pick]
     cols = torch.where(flip, cols.flip(1), cols)
     batch = torch.arange(n, device=x.device).view(n, 1, 1)
     return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # N,H,W,C -> N,C,H,W
@@ -99,9 +105,9 @@ def build_cifar(cfg: DataConfig) -> DataSpec:
     norm = _normalizer(dev)
     common = dict(rank=cfg.rank, world_size=cfg.world_size, channels_last=cfg.channels_last)
     train = TensorLoader(x_tr.to(dev), y_tr.to(dev), cfg.batch_size, shuffle=True, seed=cfg.seed,
-                         transform=lambda x, g: norm(augment_batch(x, g)), **common)
+                         transform=lambda x, g, share=None: norm(augment_batch(x, g, share)), **common)
     test = TensorLoader(x_te.to(dev), y_te.to(dev), 1000, shuffle=False,
-                        transform=lambda x, g: norm(x), **common)
+                        transform=lambda x, g, share=None: norm(x), **common)
     return DataSpec(train=train, test=test, num_classes=LAYOUTS[cfg.name][4], in_channels=3, image_size=32,
                     train_examples=len(y_tr))
 

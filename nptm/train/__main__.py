@@ -2,14 +2,22 @@
 
 With no arguments it runs the default study on scikit-learn's digits. Results never overwrite
 earlier ones: without ``--out`` a fresh ``runs/<timestamp>`` folder is used; an explicit ``--out``
-must be new or empty unless ``--resume`` continues the study it holds. Bad input exits with status 2
-and one line on stderr; a diverging loss with status 1.
+must be new or empty unless ``--resume`` continues the study it holds. Bad input (and a failed write)
+exits with status 2 and one line on stderr; a diverging loss with 1; a lost torchrun peer with 3;
+SIGINT/SIGTERM with 130/143 after saying how to resume.
+
+Under ``torchrun`` every process runs this; rank 0 checks the output folder (and reads a resumed
+study's config) and shares the outcome, so all ranks stop together on bad input, and only rank 0
+prints errors that every rank shares.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -17,24 +25,39 @@ from typing import Sequence
 import torch
 
 from nptm.data import DataError
+from nptm.train import distributed
 from nptm.train.checkpoint import CheckpointError, atomic_write
-from nptm.train.config import (STRUCTURED, STUDY_SECTIONS, ConfigError, SECTIONS, StudyConfig, parse_args,
-                               validate)
-from nptm.train.loop import Callback, TrainingDiverged, dist_info
+from nptm.train.config import (RUNTIME, STRUCTURED, STUDY_SECTIONS, ConfigError, SECTIONS, StudyConfig,
+                               check_world_size, parse_args, validate)
+from nptm.train.distributed import DistributedError, Session
+from nptm.train.loop import Callback, TrainingDiverged
 
 CONFIG_FILE = "config.json"
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM (torchrun stops the other processes with it when one fails)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    """SIGTERM (and SIGINT) raise ``Interrupted`` so the run ends with a message, not silently."""
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device: unknown device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available here")
-    return dev
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _resume_config(cfg: StudyConfig, given: set[str], out: Path) -> StudyConfig:
@@ -46,18 +69,21 @@ def _resume_config(cfg: StudyConfig, given: set[str], out: Path) -> StudyConfig:
         saved = StudyConfig.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError) as e:
         raise ConfigError(f"--resume: unreadable {path}: {e}") from None
-    runtime = {"out", "resume", "quiet", "device", "workers", "threads"}
+    runtime = {"out", "resume", "quiet", *RUNTIME}
     for sec in STUDY_SECTIONS:
         for name in SECTIONS[sec].__dataclass_fields__:
             if name in given and name not in runtime and getattr(getattr(cfg, sec), name) != getattr(getattr(saved, sec), name):
                 raise ConfigError(f"--{name.replace('_', '-')} differs from the study being resumed in {out}")
-    return saved.updated({k: v for k, v in {**vars(cfg.output), "device": cfg.training.device,
-                                            "workers": cfg.data.workers, "threads": cfg.training.threads}.items()})
+    return saved.updated({**vars(cfg.output), **{k: getattr(cfg.training if k in vars(cfg.training) else cfg.data, k)
+                                                  for k in RUNTIME}})
 
 
-def prepare(argv: Sequence[str] | None) -> tuple[StudyConfig, Path]:
+def prepare(argv: Sequence[str] | None, world_size: int = 1) -> tuple[StudyConfig, Path]:
     """Parse, resolve and validate the config; choose and check the output folder."""
-    cfg, given = parse_args(list(argv) if argv is not None else None)
+    return _prepare(*parse_args(list(argv) if argv is not None else None), world_size)
+
+
+def _prepare(cfg: StudyConfig, given: set[str], world_size: int = 1) -> tuple[StudyConfig, Path]:
     o = cfg.output
     if o.resume:
         if not o.out:
@@ -74,6 +100,7 @@ def prepare(argv: Sequence[str] | None) -> tuple[StudyConfig, Path]:
     _check_writable(out)
     cfg = cfg.resolve()
     validate(cfg)
+    check_world_size(cfg, world_size)
     _check_model(cfg)
     return cfg, out
 
@@ -95,6 +122,8 @@ def create_out(cfg: StudyConfig, out: Path) -> None:
             text = json.dumps(cfg.to_dict(), indent=1).encode()
             atomic_write(out / CONFIG_FILE, lambda f: f.write(text))
         else:
+            for stale in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]:  # left by a kill mid-write
+                stale.unlink()
             probe = out / ".write-test"
             probe.write_bytes(b"")
             probe.unlink()
@@ -119,19 +148,20 @@ def _check_model(cfg: StudyConfig) -> None:
             raise ConfigError(f"--pruner {structured[0]}: {e}") from None
 
 
-def run(cfg: StudyConfig, out: Path, callbacks: Sequence[Callback] = ()) -> list[dict]:
-    """Run (or resume) the study into ``out``; writes results, table and plots; returns the records."""
+def run(cfg: StudyConfig, out: Path, callbacks: Sequence[Callback] = (), session: Session | None = None) -> list[dict]:
+    """Run (or resume) the study into ``out``; writes results, table and plots; returns the records.
+    ``session``: the distributed session from ``distributed.start`` (default: this process alone)."""
     from nptm.train.plots import write_plots
     from nptm.train.results import summary_table, write_results
     from nptm.train.study import Study
 
-    device = _device(cfg.training.device)
+    session = session or Session(0, 0, 1, distributed.resolve_device(cfg.training.device))
     threads = torch.get_num_threads()
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
     try:
-        study = Study(cfg, out, device=device, callbacks=callbacks,
-                      on_ready=lambda: create_out(cfg, out) if dist_info()[0] == 0 else None)
+        study = Study(cfg, out, device=session.device, callbacks=callbacks,
+                      on_ready=lambda: create_out(cfg, out) if session.rank == 0 else None)
         records = study.run()
     finally:
         torch.set_num_threads(threads)
@@ -145,20 +175,49 @@ def run(cfg: StudyConfig, out: Path, callbacks: Sequence[Callback] = ()) -> list
     return records
 
 
+def _say(message: str, e: BaseException, rank: int) -> None:
+    """One line on stderr; an error every rank shares is printed by rank 0 only, naming the rank it came from."""
+    if getattr(e, "shared", False) and rank != 0:
+        return
+    origin = getattr(e, "origin_rank", rank)
+    print(f"nptm.train: error: {f'rank {origin}: ' if origin != rank else ''}{message}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) -> int:
-    out = None
+    out, session, rank, world = None, None, 0, 1
+    resume = lambda: f"; continue with --resume --out {out}" if out is not None and (out / CONFIG_FILE).exists() else ""  # noqa: E731
     try:
-        cfg, out = prepare(argv)
-        run(cfg, out, callbacks)
+        with _signals_raise():
+            rank, _, world = distributed.env_world()
+            cfg, given = parse_args(list(argv) if argv is not None else None)
+            if not cfg.output.resume:  # before any process waits for the others
+                check_world_size(cfg.resolve(), world)
+            session = distributed.start(cfg.training.device, cfg.training.dist_timeout)
+            cfg, out = distributed.from_rank0(lambda: _prepare(cfg, given, world))
+            run(cfg, out, callbacks, session)
+            distributed.stop(session)
     except (ConfigError, DataError, CheckpointError) as e:
-        print(f"nptm.train: error: {e}", file=sys.stderr)
+        _say(str(e), e, rank)
+        return 2
+    except OSError as e:  # disk full, permissions, ... while writing results or checkpoints
+        what = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+        _say(f"I/O error: {what} (earlier results are intact{resume()})", e, rank)
         return 2
     except TrainingDiverged as e:
-        print(f"nptm.train: error: {e}", file=sys.stderr)
+        _say(str(e), e, rank)
         return 1
-    except KeyboardInterrupt:
-        print(f"nptm.train: interrupted; continue with --resume --out {out}", file=sys.stderr)
-        return 130
+    except DistributedError as e:
+        _say(f"{e}{resume()}", e, rank)
+        return 3
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"nptm.train: interrupted by {signal.Signals(signum).name}{resume() or ''}", file=sys.stderr, flush=True)
+        return 128 + signum
+    except RuntimeError as e:
+        if world == 1 or not distributed.is_comm_failure(e):
+            raise
+        _say(f"{distributed.comm_failure(e)}{resume()}", e, rank)
+        return 3
     return 0
 
 

@@ -56,7 +56,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 class DataOptions:
     dataset: str = opt("digits", "dataset to study", choices=DATASETS)
     data_dir: str | None = opt(None, "folder holding the dataset (cifar-10-batches-py/, cifar-100-python/, ...)")
-    batch_size: int | None = opt(None, "training batch size (default: digits 64, CIFAR 64, ImageNet 256)")
+    batch_size: int | None = opt(None, "global training batch size, split evenly over torchrun's processes "
+                                       "(default: digits 64, CIFAR 64, ImageNet 256)")
     workers: int = opt(2, "data loading worker processes (loaders that use them)")
 
 
@@ -97,6 +98,7 @@ class TrainingOptions:
     device: str = opt("auto", "torch device: auto (cuda when available), cpu, cuda, cuda:1, ...")
     threads: int | None = opt(None, "CPU threads for torch (default: 1 on digits, whose tiny batches only lose "
                                     "from more, else torch's choice)")
+    dist_timeout: float = opt(300.0, "seconds a process waits for its peers under torchrun before it fails")
 
 
 @dataclass
@@ -106,6 +108,7 @@ class OutputOptions:
     quiet: bool = opt(False, "no progress bars")
 
 
+RUNTIME = ("workers", "device", "threads", "dist_timeout")  # fields that change how a study runs, not its results
 SECTIONS = {"data": DataOptions, "model": ModelOptions, "pruning": PruningOptions, "schedule": ScheduleOptions,
             "training": TrainingOptions, "output": OutputOptions}
 STUDY_SECTIONS = ("data", "model", "pruning", "schedule", "training")  # those that define the results
@@ -153,10 +156,7 @@ class StudyConfig:
     def study_dict(self) -> dict[str, Any]:
         """The sections that determine the results (what a resumed run must share)."""
         d = self.to_dict()
-        d["data"].pop("workers")
-        d["training"].pop("device")
-        d["training"].pop("threads")
-        return {k: d[k] for k in STUDY_SECTIONS}
+        return {k: {f: v for f, v in d[k].items() if f not in RUNTIME} for k in STUDY_SECTIONS}
 
     def to_argv(self) -> list[str]:
         """Flags reproducing this config (round trip: parse_args(cfg.to_argv()) == cfg)."""
@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(with no arguments: the default study on scikit-learn's digits).",
                 epilog="Results never overwrite earlier ones: without --out a fresh runs/<timestamp> folder is "
                        "used, and an explicit --out must be new or empty unless --resume continues the study "
-                       "it holds. Exit status: 0 done, 1 diverged (NaN/Inf loss), 2 bad input, 130 interrupted.")
+                       "it holds. Multi-GPU / multi-node: launch with torchrun (--batch-size stays the global batch). "
+                       "Exit status: 0 done, 1 diverged (NaN/Inf loss), 2 bad input or a failed write, 3 a torchrun "
+                       "peer crashed or timed out, 130/143 interrupted (SIGINT/SIGTERM); --resume continues.")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON config file (flags override it)")
     for sec_name, sec in SECTIONS.items():
         group = p.add_argument_group(sec_name)
@@ -313,6 +315,8 @@ def validate(cfg: StudyConfig) -> None:
                         ("threads", t.threads, 1)]:
         if v is not None and v < lo:
             raise ConfigError(f"--{name} must be at least {lo}, got {v}")
+    if not 0 < t.dist_timeout <= 1e6:
+        raise ConfigError(f"--dist-timeout must be a positive number of seconds, got {t.dist_timeout}")
     if t.lr is not None and not t.lr > 0:
         raise ConfigError(f"--lr must be positive, got {t.lr}")
     if not 0 <= t.momentum < 1 or t.weight_decay < 0:
@@ -334,3 +338,11 @@ def validate(cfg: StudyConfig) -> None:
         if t.epochs is not None and t.retrain_epochs is not None and t.epochs <= p.iterations * t.retrain_epochs:
             raise ConfigError(f"--bimp needs --epochs > --iterations x --retrain-epochs "
                               f"({t.epochs} <= {p.iterations} x {t.retrain_epochs})")
+
+
+def check_world_size(cfg: StudyConfig, world_size: int) -> None:
+    """The global batch must split evenly over the processes."""
+    b = cfg.data.batch_size
+    if world_size > 1 and b is not None and b % world_size:
+        raise ConfigError(f"--batch-size {b} (the global batch) is not divisible by the {world_size} processes; "
+                          f"use a multiple of {world_size}")

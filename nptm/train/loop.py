@@ -4,8 +4,13 @@ SGD (Nesterov) with the learning rate set per iteration from a schedule, masks r
 every optimizer step (weights, gradients and momentum in one fused call), bf16 autocast and
 channels_last on CUDA. Each epoch reseeds torch from (seed, stream, epoch) and asks the loader for
 that epoch's order, so a run resumed from an epoch checkpoint repeats the uninterrupted one exactly.
-DDP-ready: rank/world size come from torch.distributed when it is initialized, metrics are summed
-over ranks, and callbacks that write check ``trainer.is_main``.
+
+Distributed (an initialized process group): the model trains inside DistributedDataParallel, each
+rank on its share of every global batch. Each rank's loss is weighted by its share of the global
+batch, so DDP's gradient average is the gradient of the global batch's mean loss (the last batch of an
+epoch may split unevenly); masks are re-applied on every rank, BatchNorm statistics re-broadcast from
+rank 0 after every epoch, metrics summed over ranks, and the NaN check agrees on the first bad step.
+Callbacks that write check ``trainer.is_main``.
 """
 from __future__ import annotations
 
@@ -19,22 +24,18 @@ from torch import Tensor, nn
 
 from nptm.data.digits import mix_seed
 from nptm.schedules import set_lr
+from nptm.train import distributed
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def dist_info() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+dist_info = distributed.world  # (rank, world size)
 
 
 def all_reduce_sum(t: Tensor) -> Tensor:
-    if dist_info()[1] > 1:
-        torch.distributed.all_reduce(t)
-    return t
+    return distributed.all_reduce(t)
 
 
 def set_loader_epoch(loader, epoch: int, stream: int) -> None:
@@ -91,7 +92,8 @@ class Trainer:
         self.is_main = self.rank == 0
         self.optimizer = torch.optim.SGD(model.parameters(), lr=schedule.lr(0), momentum=momentum,
                                          nesterov=momentum > 0, weight_decay=weight_decay)
-        self.nan_check_every = nan_check_every or (1 if self.device.type == "cpu" else 50)
+        # on the GPU (or across ranks) every check syncs; the first bad step is tracked exactly either way
+        self.nan_check_every = nan_check_every or (1 if self.device.type == "cpu" and self.world_size == 1 else 50)
         self.epoch = 0  # epochs completed
         self.iteration = 0  # optimizer steps taken
         self.images = 0  # training images seen (all ranks)
@@ -105,13 +107,25 @@ class Trainer:
         return len(self.loader)
 
     def fit(self) -> "Trainer":
-        self._call("on_fit_start")
-        while self.epoch < self.epochs and not self.stop:
-            self._train_epoch(self.epoch)
-            self.epoch += 1
-            self._call("on_epoch_end", self.epoch - 1)
-        self._call("on_fit_end")
+        self._forward = distributed.wrap(self.model, self.device)
+        try:
+            self._call("on_fit_start")
+            while self.epoch < self.epochs and not self.stop:
+                self._train_epoch(self.epoch)
+                distributed.broadcast_buffers(self.model)
+                self.epoch += 1
+                self._call("on_epoch_end", self.epoch - 1)
+            self._call("on_fit_end")
+        finally:
+            del self._forward  # drop DDP's hooks and buckets with the wrapper
         return self
+
+    def _loss_weight(self, step: int, n: int) -> float | Tensor:
+        """Factor on this rank's mean loss that makes DDP's gradient average the global batch's mean."""
+        total = getattr(self.loader, "global_batch", None)
+        if total is not None:
+            return n * self.world_size / total(step)
+        return n * self.world_size / all_reduce_sum(torch.tensor(float(n), device=self.device))  # stays on device
 
     def _train_epoch(self, epoch: int) -> None:
         model, opt, dev = self.model, self.optimizer, self.device
@@ -127,10 +141,10 @@ class Trainer:
         for step, (x, y) in enumerate(self.loader):
             set_lr(opt, self.schedule, self.iteration)
             with _autocast(dev):
-                out = model(x)
+                out = self._forward(x)
                 loss = F.cross_entropy(out.float(), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if self.world_size == 1 else loss * self._loss_weight(step, len(y))).backward()
             opt.step()
             if self.masks is not None:
                 self.masks.apply(model, opt)
@@ -154,7 +168,12 @@ class Trainer:
                         "steps": steps}
 
     def _check_finite(self, first_bad: Tensor, epoch: int) -> None:
-        step = int(first_bad)
+        if self.world_size > 1:  # the earliest bad step of any rank (-1 -> "none" sorts last)
+            never = torch.iinfo(torch.long).max
+            step = int(distributed.all_reduce(torch.where(first_bad < 0, never, first_bad), "min"))
+            step = -1 if step == never else step
+        else:
+            step = int(first_bad)
         if step >= 0:
             raise TrainingDiverged(f"{self.name}: the loss became NaN/Inf at epoch {epoch + 1}/{self.epochs}, "
                                    f"step {step + 1}/{self.iters_per_epoch} (lr {self.schedule.lr(self.iteration - 1):.4g}); "

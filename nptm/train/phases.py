@@ -17,6 +17,7 @@ from nptm.models import count_flops, count_params
 from nptm.pruning import Masks, prunable_weights, prune_unstructured
 from nptm.schedules import OriginalSchedule, allr_scale
 from nptm.schedules.retrain import Schedule
+from nptm.train import distributed
 from nptm.train.callbacks import Checkpoint, Evaluate, Progress
 from nptm.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
 from nptm.train.config import STRUCTURED
@@ -102,6 +103,7 @@ class PhaseRunner:
 
     A phase whose checkpoint says done is loaded instead of trained; an unfinished one continues
     from its last epoch. ``context()`` adds study-level state (config, results so far) to checkpoints.
+    Rank 0 reads checkpoints and broadcasts them (no shared filesystem needed), and alone writes them.
     """
 
     ckpt_dir: Path
@@ -124,9 +126,8 @@ class PhaseRunner:
                           weight_decay=self.weight_decay, device=self.device, seed=seed, stream=stream_id(key),
                           name=key, callbacks=[evaluator, Checkpoint(path, lambda: self._context(key, masks_state)),
                                                Progress(not self.quiet), *self.callbacks])
-        if path.exists():
-            state = load_checkpoint(path)
-            self._check(path, state, key, masks_state)
+        state = distributed.from_rank0(lambda: self._load(path, key, masks_state))
+        if state is not None:
             if state["done"]:
                 model.load_state_dict(state["model"])
                 return model, state["summary"]
@@ -142,6 +143,13 @@ class PhaseRunner:
             save_checkpoint(path, {"done": True, "model": model.state_dict(), "summary": summary,
                                    **self._context(key, masks_state)})
         return model, summary
+
+    def _load(self, path: Path, key: str, masks_state) -> dict[str, Any] | None:
+        if not path.exists():
+            return None
+        state = load_checkpoint(path)
+        self._check(path, state, key, masks_state)
+        return state
 
     def _context(self, key: str, masks_state) -> dict[str, Any]:
         return {"key": key, "masks": masks_state, **self.context()}

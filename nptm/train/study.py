@@ -7,6 +7,8 @@ Scratch-E (pruned architecture/mask from random init, T + n*T_rt epochs) and Scr
 dense/pruned effective FLOPs), both for the mask/architecture of one-shot pruning the dense model;
 ``bimp`` adds BIMP (linear schedule for T0 = T - n*T_rt epochs, then IMP with ALLR: same budget T).
 Every training phase is checkpointed each epoch, so a killed study resumes to identical results.
+Under torchrun every rank runs the same study on its share of each global batch; rank 0's pruning
+(weights and masks) is broadcast, and only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -22,11 +24,12 @@ from nptm.data.digits import mix_seed
 from nptm.models import build_model, reinitialize
 from nptm.pruning import Masks, iterative_amounts, prunable_weights
 from nptm.schedules import OriginalSchedule, build_schedule
+from nptm.train import distributed
 from nptm.train.config import STRUCTURED, StudyConfig
 from nptm.train.loop import Callback, dist_info, evaluate
 from nptm.train.phases import (PhaseRunner, Reference, measure, original_schedule, prune, seeded_generator,
                                stream_id, subsample_trace, timed)
-from nptm.train.results import write_results
+from nptm.train.results import load_results, write_results
 
 
 
@@ -41,6 +44,8 @@ class Study:
         self.cfg, self.out, self.device = cfg, out, device
         self.rank, self.world_size = dist_info()
         self.results: list[dict[str, Any]] = []
+        # a resumed study rewrites results.json only once it has more records than that file
+        self._on_disk = distributed.from_rank0(self._records_on_disk) if cfg.output.resume else 0
         self._cache: tuple = (None,)  # the last first-cycle prune: (key, model, masks, info)
         t = cfg.training
         self.original = OriginalSchedule(t.lr, t.epochs, milestones=tuple(sorted(cfg.schedule.milestones)),
@@ -49,13 +54,19 @@ class Study:
         self.runner = PhaseRunner(out / "checkpoints", device, t.momentum, t.weight_decay, cfg.output.quiet, callbacks,
                                   context=lambda: {"config": cfg.study_dict(), "results": list(self.results)})
 
+    def _records_on_disk(self) -> int:
+        try:
+            return len(load_results(self.out))
+        except (OSError, ValueError, TypeError):
+            return 0
+
     # -- orchestration -------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
         p = self.cfg.pruning
         for seed in self.cfg.training.seeds:
-            data = self._data(seed)
+            data = distributed.all_ok(lambda: self._data(seed))  # a rank without its data stops them all
             if self.on_ready is not None:
-                self.on_ready()
+                distributed.all_ok(self.on_ready)
                 self.on_ready = None
             dense = self.dense(seed, data)
             for pruner in p.pruner:
@@ -78,7 +89,8 @@ class Study:
 
     def _data(self, seed: int):
         c = self.cfg.data
-        return build_dataset(DataConfig(name=c.dataset, data_dir=c.data_dir, batch_size=c.batch_size, workers=c.workers,
+        return build_dataset(DataConfig(name=c.dataset, data_dir=c.data_dir, batch_size=c.batch_size // self.world_size,
+                                        workers=c.workers,
                                         device=str(self.device), seed=seed, rank=self.rank, world_size=self.world_size,
                                         channels_last=self.device.type == "cuda"))
 
@@ -88,11 +100,12 @@ class Study:
         return model.to(memory_format=torch.channels_last) if self.device.type == "cuda" else model
 
     def _record(self, base: dict[str, Any]) -> dict[str, Any]:
-        rec = {**base, "config": self.cfg.to_dict()}
+        rec = {**base, "world_size": self.world_size, "config": self.cfg.to_dict()}
         rec["time_total_s"] = sum(rec.get(k, 0.0) for k in ("time_prune_s", "time_train_s", "time_eval_s"))
         self.results.append(rec)
+        if len(self.results) > self._on_disk:
+            distributed.all_ok(lambda: write_results(self.out, self.results) if self.rank == 0 else None)
         if self.rank == 0:
-            write_results(self.out, self.results)
             if not self.cfg.output.quiet:
                 print(f"{rec['run']:<40} top-1 {100 * rec['top1']:6.2f}%  sparsity {rec['sparsity']:.4f}", flush=True)
         return rec
@@ -119,12 +132,21 @@ class Study:
         (pruned, masks, (d, d1, d2)), prune_s = timed(
             prune, model, masks, pruner, amount, arch=self.cfg.model.model, include_linear=p.include_linear,
             generator=seeded_generator(seed, key), retrain_epochs=t.retrain_epochs, total_epochs=t.epochs)
+        d, d1, d2 = self._sync_pruned(pruned, masks, (d, d1, d2))
         if self.device.type == "cuda":  # filter pruning builds new tensors
             pruned = pruned.to(memory_format=torch.channels_last)
         ev, eval_s = timed(evaluate, pruned, data.test, self.device)
         info = {"pruned_top1": ev["top1"], "pruned_loss": ev["loss"], "loss_increase": ev["loss"] - before_loss,
                 "d": d, "d1": d1, "d2": d2, "time_prune_s": prune_s, "time_eval_s": eval_s}
         return pruned, masks, info
+
+    @staticmethod
+    def _sync_pruned(model, masks, info):
+        """Rank 0's pruned weights, masks and ALLR factors on every rank (they agree unless a kernel broke a
+        tie differently; then rank 0 decides)."""
+        distributed.broadcast_module(model)
+        distributed.broadcast_masks(masks)
+        return distributed.broadcast_object(info)
 
     def _chain(self, seed, data, start, start_loss, pruner, sparsity, schedule_name, key, cycles_schedule, lrs=(),
                prune_key=None):
@@ -189,12 +211,14 @@ class Study:
                                        generator=seeded_generator(seed, f"{key}/prune"), retrain_epochs=1, total_epochs=1)
             torch.manual_seed(mix_seed(seed, stream_id(f"{key}/init")))
             model = reinitialize(shape_of)
+            self._sync_pruned(model, None, None)
         else:  # the one-shot mask on a fresh init
             _, one_shot, _ = prune(dense_model, None, pruner, sparsity, arch=self.cfg.model.model,
                                    include_linear=self.cfg.pruning.include_linear,
                                    generator=seeded_generator(seed, f"{key}/prune"), retrain_epochs=1, total_epochs=1)
             model = self._fresh_model(seed, data, f"{key}/init")
             masks = Masks.from_state_dict(one_shot.state_dict())
+            self._sync_pruned(model, masks, None)
             masks.apply(model)
         stats = measure(model, masks, self.ref, self.cfg.pruning.include_linear)
         n = 1 if isinstance(sparsity, str) else self.cfg.pruning.iterations
