@@ -1,7 +1,15 @@
-"""CIFAR-10/100 from the standard python pickles, uint8 in device memory, augmented on the device."""
+"""CIFAR-10/100 from the standard python pickles (uint8 in device memory, augmented on the device), or
+from ``train.beton`` + ``test.beton`` through FFCV.
+
+``--data-dir DIR`` holds ``cifar-10-batches-py/`` (``cifar-100-python/``) and/or the two .beton files
+(``python -m nptm.data write --source cifar10:DIR --split train|test``). ``DataConfig.loader``: ``auto``
+takes the .beton files when both exist and ffcv imports, ``ffcv`` insists on them, ``torchvision`` (the
+name shared with ImageNet's fallback) reads the python files.
+"""
 from __future__ import annotations
 
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +107,34 @@ def augment_batch(x: Tensor, generator: torch.Generator, share: tuple[int, int, 
     return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # N,H,W,C -> N,C,H,W
 
 
+BETONS = ("train.beton", "test.beton")
+
+
 def build_cifar(cfg: DataConfig) -> DataSpec:
+    from nptm.data.imagenet import LOADERS, cifar_beton_spec, ffcv_import_error
+
+    if cfg.loader not in LOADERS:
+        raise DataError(f"unknown loader {cfg.loader!r}; choose from {', '.join(LOADERS)}")
+    folder = LAYOUTS[cfg.name][0]
+    if not cfg.data_dir:
+        raise DataError(f"{cfg.name} needs --data-dir (a folder containing {folder}/ or {' and '.join(BETONS)})")
+    root = Path(cfg.data_dir).expanduser()
+    has_betons, has_folder = all((root / n).is_file() for n in BETONS), (root / folder).is_dir()
+    if cfg.loader == "ffcv" or (cfg.loader == "auto" and has_betons):
+        if cfg.loader == "ffcv" or not ffcv_import_error() or not has_folder:
+            return cifar_beton_spec(cfg)  # clear errors for missing files or a missing ffcv
+        print(f"nptm: ffcv is not importable ({ffcv_import_error()}); reading {root / folder} instead of "
+              f"the .beton files", file=sys.stderr)
+    elif not has_folder and cfg.loader == "auto":
+        try:
+            load_cifar(cfg.name, cfg.data_dir)  # raises: the files are not there
+        except DataError as e:
+            raise DataError(f"{e}; or put {' and '.join(BETONS)} in {root} (python -m nptm.data write --source "
+                            f"{cfg.name}:DIR --split train|test)") from None
+    return build_cifar_python(cfg)
+
+
+def build_cifar_python(cfg: DataConfig) -> DataSpec:
     x_tr, y_tr, x_te, y_te = load_cifar(cfg.name, cfg.data_dir)
     dev = cfg.device
     norm = _normalizer(dev)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
@@ -19,6 +19,10 @@ class DataConfig:
     world_size: int = 1
     loader: str = "auto"  # auto | ffcv | torchvision
     channels_last: bool = False
+    # ImageNet-style datasets only (None: the dataset's default)
+    train_resolution: int | None = None
+    val_resolution: int | None = None
+    progressive_resize: Any = None  # a nptm.data.imagenet.ProgressiveResize
 
 
 class EpochLoader(Protocol):

@@ -3,15 +3,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-_EPS = 1e-9  # milestone comparisons tolerate float noise (e.g. (1/3) * 90)
+_EPS = 1e-9
+DECAYS = ("step", "linear")  # milestone comparisons tolerate float noise (e.g. (1/3) * 90)
 
 
 @dataclass(frozen=True)
 class OriginalSchedule:
-    """Stepwise lr: ``lr`` times ``gamma`` per passed milestone, after an optional linear warm-up from 0.
+    """The lr after an optional linear warm-up, by ``decay``:
 
-    ``milestones`` are fractions of ``epochs`` in (0, 1), sorted. ``warmup_epochs`` > 0 ramps linearly
-    from 0 to ``lr`` over that many epochs (drops still apply at their epochs).
+    - ``step``: ``lr`` times ``gamma`` per passed milestone (``milestones``: sorted fractions of ``epochs``
+      in (0, 1)); a warm-up scales it (drops still apply at their epochs).
+    - ``linear``: ``lr`` at the end of the warm-up, then linearly to 0 at ``epochs`` (ffcv-imagenet's
+      'cyclic' schedule; milestones and gamma unused).
+
+    ``warmup_epochs`` > 0 ramps linearly from ``warmup_start * lr`` (ffcv-imagenet: 1e-4) to ``lr``.
     """
 
     lr: float
@@ -19,6 +24,8 @@ class OriginalSchedule:
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
     warmup_epochs: float = 0.0
+    warmup_start: float = 0.0
+    decay: str = "step"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
@@ -30,6 +37,10 @@ class OriginalSchedule:
             raise ValueError(f"gamma must be positive, got {self.gamma}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
+        if not 0 <= self.warmup_start <= 1:
+            raise ValueError(f"warmup_start must be in [0, 1], got {self.warmup_start}")
+        if self.decay not in DECAYS:
+            raise ValueError(f"unknown decay {self.decay!r}; choose from {', '.join(DECAYS)}")
 
     @property
     def T(self) -> int:
@@ -43,20 +54,30 @@ class OriginalSchedule:
 
     @property
     def eta_min(self) -> float:
-        """The schedule's last lr (after every drop)."""
+        """The schedule's last lr: step, after every drop; linear, one epoch before the end, at most ``lr``
+        (the decay reaches 0 at ``epochs``, which would make fine-tuning at eta_min a no-op)."""
+        if self.decay == "linear":
+            return self.lr * min(1.0, 1.0 / (self.epochs - self.warmup_epochs))
         return self.lr * self.gamma ** len(self.milestones)
 
     def lr_at_fraction(self, fraction: float) -> float:
-        """The stepwise part (no warm-up) at ``fraction`` of training: lr * gamma^(milestones <= fraction)."""
+        """The decay part (no warm-up) at ``fraction`` of its length: step, lr * gamma^(milestones <= fraction);
+        linear, lr * (1 - fraction)."""
+        if self.decay == "linear":
+            return self.lr * (1.0 - fraction)
         return self.lr * self.gamma ** sum(fraction >= m - _EPS for m in self.milestones)
 
     def lr_at(self, epoch: float) -> float:
         """lr at a (fractional) epoch in [0, T]."""
         if not 0 <= epoch <= self.epochs:
             raise ValueError(f"epoch {epoch} is outside [0, {self.epochs}]")
-        lr = self.lr_at_fraction(epoch / self.epochs)
-        if epoch < self.warmup_epochs:
-            lr *= epoch / self.warmup_epochs
+        w = self.warmup_epochs
+        if self.decay == "linear":
+            lr = self.lr if epoch < w else self.lr_at_fraction((epoch - w) / (self.epochs - w))
+        else:
+            lr = self.lr_at_fraction(epoch / self.epochs)
+        if epoch < w:
+            lr *= self.warmup_start + (1 - self.warmup_start) * epoch / w
         return lr
 
 

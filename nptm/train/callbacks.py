@@ -14,15 +14,15 @@ from nptm.train.loop import Callback, Trainer, evaluate
 class Evaluate(Callback):
     """Test top-1/loss every ``every`` epochs and after the last one, appended to ``trainer.history``."""
 
-    def __init__(self, loader, every: int = 1):
-        self.loader, self.every = loader, every
+    def __init__(self, loader, every: int = 1, tta_flip: bool = False):
+        self.loader, self.every, self.tta_flip = loader, every, tta_flip
         self.time = 0.0
 
     def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
         if (epoch + 1) % self.every and epoch + 1 != trainer.epochs:
             return
         start = time.perf_counter()
-        metrics = evaluate(trainer.model, self.loader, trainer.device)
+        metrics = evaluate(trainer.model, self.loader, trainer.device, self.tta_flip)
         self.time += time.perf_counter() - start
         lr = trainer.schedule.lr(max(trainer.iteration - 1, 0))
         trainer.history.append({"epoch": epoch + 1, "test_top1": metrics["top1"], "test_loss": metrics["loss"],

@@ -3,7 +3,8 @@
 Every field of a section is one flag: ``--field-name`` (underscores become dashes), its type from the
 annotation, its help/choices from the field metadata. ``tuple[...]`` fields take comma lists. Fields
 left ``None`` take the dataset's default (``DATASET_DEFAULTS``) in ``StudyConfig.resolve``.
-Precedence: dataclass defaults < ``--config FILE`` (YAML or JSON, flat or by section) < flags.
+Precedence: dataclass defaults < ``--preset`` (``nptm.train.presets``) < ``--config FILE`` (YAML or JSON,
+flat or by section) < flags.
 """
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from nptm.data.imagenet import LOADERS
+from nptm.schedules.original import DECAYS
+from nptm.train.presets import PRESETS, preset_values
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
 UNSTRUCTURED = ("magnitude", "layer_magnitude", "random")
@@ -54,8 +59,20 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 @dataclass
 class DataOptions:
+    preset: str | None = opt(None, "ffcv-imagenet recipe: sets dataset imagenet, model, epochs, batch size, lr "
+                                   "(warm-up to epoch 2, linear decay), weight decay, label smoothing, progressive "
+                                   "resizing and test-time flip; explicit flags override it", choices=PRESETS)
     dataset: str = opt("digits", "dataset to study", choices=DATASETS)
-    data_dir: str | None = opt(None, "folder holding the dataset (cifar-10-batches-py/, cifar-100-python/, ...)")
+    data_dir: str | None = opt(None, "folder holding the dataset: CIFAR cifar-10-batches-py/ (cifar-100-python/) or "
+                                     "train.beton + test.beton; ImageNet train.beton + val.beton or train/ + val/")
+    loader: str = opt("auto", "auto (FFCV when its .beton files are there and ffcv imports), ffcv, or torchvision "
+                              "(ImageNet: image folders through PIL; CIFAR: the python files)", choices=LOADERS)
+    train_resolution: int | None = opt(None, "ImageNet training crop size (default 224)")
+    val_resolution: int | None = opt(None, "ImageNet evaluation crop size (default 224; the crop is 224/256 of "
+                                           "the shorter side)")
+    progressive_resize: tuple[float, ...] | None = opt(
+        None, "ImageNet MIN,MAX,START,END: training resolution MIN until fraction START of each training phase, "
+              "then up in steps of 32 px to MAX at fraction END", metavar="MIN,MAX,START,END")
     batch_size: int | None = opt(None, "global training batch size, split evenly over torchrun's processes "
                                        "(default: digits 64, CIFAR 64, ImageNet 256)")
     workers: int = opt(2, "data loading worker processes (loaders that use them)")
@@ -81,6 +98,9 @@ class PruningOptions:
 class ScheduleOptions:
     schedules: tuple[str, ...] = opt(("FT", "LRW", "SLR", "CLR", "LLR", "ALLR"),
                                      "retraining schedules, comma separated", choices=SCHEDULES)
+    decay: str = opt("step", "original schedule after its warm-up: step (x gamma at each milestone) or linear "
+                             "(to 0 at the end)", choices=DECAYS)
+    warmup_epochs: float = opt(0.0, "linear warm-up of the original schedule from 1e-4 x lr to lr, in epochs")
     milestones: tuple[float, ...] | None = opt(None, "lr drops (x gamma) of the original schedule, as fractions of it")
     gamma: float = opt(0.1, "lr factor at each milestone of the original schedule")
     cycle_momentum: bool = opt(False, "CLR cycles momentum 0.85-0.95 like OneCycleLR")
@@ -93,6 +113,8 @@ class TrainingOptions:
     lr: float | None = opt(None, "peak learning rate of the original schedule (default 0.1)")
     momentum: float = opt(0.9, "SGD Nesterov momentum")
     weight_decay: float = opt(1e-4, "SGD weight decay")
+    label_smoothing: float = opt(0.0, "label smoothing of the training loss (test loss: plain cross-entropy)")
+    tta_flip: bool = opt(False, "evaluate on each test image and its mirror image, averaging the logits")
     seeds: tuple[int, ...] = opt((0, 1), "number of seeds, or a comma list of seeds", parse=parse_seeds)
     scratch: bool = opt(False, "add Scratch-E and Scratch-B baselines")
     device: str = opt("auto", "torch device: auto (cuda when available), cpu, cuda, cuda:1, ...")
@@ -160,11 +182,14 @@ class StudyConfig:
 
     def to_argv(self) -> list[str]:
         """Flags reproducing this config (round trip: parse_args(cfg.to_argv()) == cfg)."""
+        d = self.data
+        base = StudyConfig().updated(preset_values(d.preset, self.training.epochs, d.train_resolution)) if d.preset \
+            else StudyConfig()  # what the flags below start from
         argv = []
         for sec_name, sec in SECTIONS.items():
             for f in dataclasses.fields(sec):
                 v = getattr(getattr(self, sec_name), f.name)
-                if v == f.default:
+                if v == getattr(getattr(base, sec_name), f.name):
                     continue
                 flag = "--" + f.name.replace("_", "-")
                 if isinstance(v, bool):
@@ -273,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
             else:
                 choices = f.metadata.get("choices")
                 name = "{" + ",".join(choices) + "}" if choices else f.name.upper()
-                metavar = name + ("[,...]" if is_tuple else "")
+                metavar = f.metadata.get("metavar") or name + ("[,...]" if is_tuple else "")
                 group.add_argument(flag, type=str, metavar=metavar, help=help_)
     return p
 
@@ -296,12 +321,17 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[StudyConfig, set[str]]:
-    """The config from defaults, --config and flags, and the names of the fields set by flags."""
+    """The config from defaults, --preset, --config and flags, and the names of the fields set by flags."""
     ns = vars(build_parser().parse_args(argv))
-    cfg = StudyConfig()
-    if "config" in ns:
-        cfg = cfg.updated(load_config_file(ns.pop("config")))
-    return cfg.updated(ns), set(ns)
+    file = load_config_file(ns.pop("config")) if "config" in ns else {}
+    cfg = StudyConfig().updated(file).updated(ns)
+    if cfg.data.preset:  # the preset under the explicit values, shaped by an explicit --epochs
+        explicit = set(ns) | {k.replace("-", "_") for key, v in file.items()
+                              for k in (v if key in SECTIONS and isinstance(v, dict) else [key])}
+        layer = preset_values(cfg.data.preset, cfg.training.epochs if "epochs" in explicit else None,
+                              cfg.data.train_resolution if "train_resolution" in explicit else None)
+        cfg = StudyConfig().updated(layer).updated(file).updated(ns)
+    return cfg, set(ns)
 
 
 def validate(cfg: StudyConfig) -> None:
@@ -312,7 +342,8 @@ def validate(cfg: StudyConfig) -> None:
             raise ConfigError(f"--sparsity {x} is outside [0, 1)")
     for name, v, lo in [("iterations", p.iterations, 1), ("epochs", t.epochs, 1), ("retrain-epochs", t.retrain_epochs, 1),
                         ("batch-size", cfg.data.batch_size, 1), ("workers", cfg.data.workers, 0),
-                        ("threads", t.threads, 1)]:
+                        ("threads", t.threads, 1), ("train-resolution", cfg.data.train_resolution, 1),
+                        ("val-resolution", cfg.data.val_resolution, 1)]:
         if v is not None and v < lo:
             raise ConfigError(f"--{name} must be at least {lo}, got {v}")
     if not 0 < t.dist_timeout <= 1e6:
@@ -321,6 +352,11 @@ def validate(cfg: StudyConfig) -> None:
         raise ConfigError(f"--lr must be positive, got {t.lr}")
     if not 0 <= t.momentum < 1 or t.weight_decay < 0:
         raise ConfigError("--momentum must be in [0, 1) and --weight-decay non-negative")
+    if not 0 <= t.label_smoothing < 1:
+        raise ConfigError(f"--label-smoothing must be in [0, 1), got {t.label_smoothing}")
+    if not 0 <= s.warmup_epochs < (t.epochs if t.epochs is not None else float("inf")):
+        raise ConfigError(f"--warmup-epochs must be in [0, --epochs {t.epochs}), got {s.warmup_epochs}")
+    _validate_data(cfg.data)
     if len(set(t.seeds)) != len(t.seeds) or min(t.seeds) < 0:
         raise ConfigError(f"--seeds must be distinct non-negative integers, got {t.seeds}")
     if s.milestones is not None and not all(0 < m < 1 for m in s.milestones):
@@ -338,6 +374,25 @@ def validate(cfg: StudyConfig) -> None:
         if t.epochs is not None and t.retrain_epochs is not None and t.epochs <= p.iterations * t.retrain_epochs:
             raise ConfigError(f"--bimp needs --epochs > --iterations x --retrain-epochs "
                               f"({t.epochs} <= {p.iterations} x {t.retrain_epochs})")
+
+
+def _validate_data(d: DataOptions) -> None:
+    if d.preset and d.dataset != "imagenet":
+        raise ConfigError(f"--preset {d.preset} is an ImageNet recipe, not for --dataset {d.dataset}")
+    imagenet_only = {"train-resolution": d.train_resolution, "val-resolution": d.val_resolution,
+                     "progressive-resize": d.progressive_resize}
+    for name, v in imagenet_only.items():
+        if v is not None and d.dataset != "imagenet":
+            raise ConfigError(f"--{name} applies to --dataset imagenet only")
+    if d.loader != "auto" and d.dataset == "digits":
+        raise ConfigError("--loader applies to cifar10, cifar100 and imagenet (digits is generated in memory)")
+    r = d.progressive_resize
+    if r is not None:
+        if d.train_resolution is not None:
+            raise ConfigError("--train-resolution and --progressive-resize both set the training resolution; give one")
+        if len(r) != 4 or not (1 <= r[0] <= r[1] and r[0] == int(r[0]) and r[1] == int(r[1]) and 0 <= r[2] <= r[3] <= 1):
+            raise ConfigError(f"--progressive-resize needs MIN,MAX,START,END with whole 1 <= MIN <= MAX and "
+                              f"fractions 0 <= START <= END <= 1, got {','.join(map(repr_value, r))}")
 
 
 def check_world_size(cfg: StudyConfig, world_size: int) -> None:

@@ -51,8 +51,9 @@ def _autocast(device: torch.device):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str) -> dict[str, float]:
-    """Top-1 accuracy and mean cross-entropy over ``loader`` (summed over ranks)."""
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str, tta_flip: bool = False) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy over ``loader`` (summed over ranks); ``tta_flip`` averages the
+    logits of each image and its mirror image."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -61,6 +62,8 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str) -> 
     with _autocast(device):
         for x, y in loader:
             out = model(x).float()
+            if tta_flip:
+                out = (out + model(torch.flip(x, dims=[3])).float()) / 2
             sums += torch.stack([F.cross_entropy(out, y, reduction="sum").double(), (out.argmax(1) == y).sum().double()])
             count += len(y)
     model.train(was_training)
@@ -83,10 +86,12 @@ class Trainer:
 
     def __init__(self, model: nn.Module, loader, schedule, *, epochs: int, masks=None, momentum: float = 0.9,
                  weight_decay: float = 1e-4, device: torch.device | str = "cpu", seed: int = 0, stream: int = 0,
-                 name: str = "train", callbacks: Sequence[Callback] = (), nan_check_every: int | None = None):
+                 name: str = "train", callbacks: Sequence[Callback] = (), nan_check_every: int | None = None,
+                 label_smoothing: float = 0.0):
         self.device = torch.device(device)
         self.model, self.loader, self.schedule, self.masks = model, loader, schedule, masks
         self.epochs, self.seed, self.stream, self.name = epochs, seed, stream, name
+        self.label_smoothing = label_smoothing
         self.callbacks = list(callbacks)
         self.rank, self.world_size = dist_info()
         self.is_main = self.rank == 0
@@ -142,7 +147,7 @@ class Trainer:
             set_lr(opt, self.schedule, self.iteration)
             with _autocast(dev):
                 out = self._forward(x)
-                loss = F.cross_entropy(out.float(), y)
+                loss = F.cross_entropy(out.float(), y, label_smoothing=self.label_smoothing)
             opt.zero_grad(set_to_none=True)
             (loss if self.world_size == 1 else loss * self._loss_weight(step, len(y))).backward()
             opt.step()

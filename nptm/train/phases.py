@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from nptm.data.digits import mix_seed
+from nptm.data.imagenet import ProgressiveResize
 from nptm.models import count_flops, count_params
 from nptm.pruning import Masks, prunable_weights, prune_unstructured
 from nptm.schedules import OriginalSchedule, allr_scale
@@ -38,6 +39,12 @@ def seeded_generator(seed: int, key: str) -> torch.Generator:
 def original_schedule(original: OriginalSchedule, iters_per_epoch: int, name: str = "original") -> Schedule:
     """The original epoch-wise schedule stepped per iteration."""
     return Schedule(name, original.epochs * iters_per_epoch, lambda it: original.lr_at(it / iters_per_epoch))
+
+
+def phase_resize(resize: Sequence[float], epochs: int) -> ProgressiveResize:
+    """``--progressive-resize MIN,MAX,START,END`` (START, END: fractions) for a phase of ``epochs`` epochs."""
+    lo, hi, start, end = resize
+    return ProgressiveResize(int(lo), int(hi), start * epochs, end * epochs)
 
 
 def subsample_trace(lrs: Sequence[float], points: int = 256) -> dict[str, list]:
@@ -103,6 +110,7 @@ class PhaseRunner:
 
     A phase whose checkpoint says done is loaded instead of trained; an unfinished one continues
     from its last epoch. ``context()`` adds study-level state (config, results so far) to checkpoints.
+    ``resize`` (MIN,MAX,START,END) stretches the loader's progressive resizing over each phase.
     Rank 0 reads checkpoints and broadcasts them (no shared filesystem needed), and alone writes them.
     """
 
@@ -113,6 +121,9 @@ class PhaseRunner:
     quiet: bool
     callbacks: Sequence[Callback] = ()
     context: Any = dict
+    label_smoothing: float = 0.0
+    tta_flip: bool = False
+    resize: Sequence[float] | None = None
 
     def path(self, key: str) -> Path:
         return self.ckpt_dir / (key.replace("/", "__") + ".pt")
@@ -121,9 +132,12 @@ class PhaseRunner:
             seed: int) -> tuple[nn.Module, dict[str, Any]]:
         path = self.path(key)
         masks_state = masks.state_dict() if masks is not None else None
-        evaluator = Evaluate(data.test)
+        evaluator = Evaluate(data.test, tta_flip=self.tta_flip)
+        if self.resize is not None:
+            data.train.resize = phase_resize(self.resize, epochs)
         trainer = Trainer(model, data.train, schedule, epochs=epochs, masks=masks, momentum=self.momentum,
-                          weight_decay=self.weight_decay, device=self.device, seed=seed, stream=stream_id(key),
+                          weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
+                          device=self.device, seed=seed, stream=stream_id(key),
                           name=key, callbacks=[evaluator, Checkpoint(path, lambda: self._context(key, masks_state)),
                                                Progress(not self.quiet), *self.callbacks])
         state = distributed.from_rank0(lambda: self._load(path, key, masks_state))

@@ -13,6 +13,7 @@ Under torchrun every rank runs the same study on its share of each global batch;
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,8 +28,9 @@ from nptm.schedules import OriginalSchedule, build_schedule
 from nptm.train import distributed
 from nptm.train.config import STRUCTURED, StudyConfig
 from nptm.train.loop import Callback, dist_info, evaluate
-from nptm.train.phases import (PhaseRunner, Reference, measure, original_schedule, prune, seeded_generator,
-                               stream_id, subsample_trace, timed)
+from nptm.train.phases import (PhaseRunner, Reference, measure, original_schedule, phase_resize, prune,
+                               seeded_generator, stream_id, subsample_trace, timed)
+from nptm.train.presets import WARMUP_START
 from nptm.train.results import load_results, write_results
 
 
@@ -47,12 +49,14 @@ class Study:
         # a resumed study rewrites results.json only once it has more records than that file
         self._on_disk = distributed.from_rank0(self._records_on_disk) if cfg.output.resume else 0
         self._cache: tuple = (None,)  # the last first-cycle prune: (key, model, masks, info)
-        t = cfg.training
-        self.original = OriginalSchedule(t.lr, t.epochs, milestones=tuple(sorted(cfg.schedule.milestones)),
-                                         gamma=cfg.schedule.gamma)
+        t, s = cfg.training, cfg.schedule
+        self.original = OriginalSchedule(t.lr, t.epochs, milestones=tuple(sorted(s.milestones)), gamma=s.gamma,
+                                         warmup_epochs=s.warmup_epochs, warmup_start=WARMUP_START, decay=s.decay)
         self.on_ready = on_ready
         self.runner = PhaseRunner(out / "checkpoints", device, t.momentum, t.weight_decay, cfg.output.quiet, callbacks,
-                                  context=lambda: {"config": cfg.study_dict(), "results": list(self.results)})
+                                  context=lambda: {"config": cfg.study_dict(), "results": list(self.results)},
+                                  label_smoothing=t.label_smoothing, tta_flip=t.tta_flip,
+                                  resize=cfg.data.progressive_resize)
 
     def _records_on_disk(self) -> int:
         try:
@@ -89,10 +93,12 @@ class Study:
 
     def _data(self, seed: int):
         c = self.cfg.data
+        resize = phase_resize(c.progressive_resize, self.original.epochs) if c.progressive_resize else None
         return build_dataset(DataConfig(name=c.dataset, data_dir=c.data_dir, batch_size=c.batch_size // self.world_size,
-                                        workers=c.workers,
-                                        device=str(self.device), seed=seed, rank=self.rank, world_size=self.world_size,
-                                        channels_last=self.device.type == "cuda"))
+                                        workers=c.workers, device=str(self.device), seed=seed, rank=self.rank,
+                                        world_size=self.world_size, loader=c.loader,
+                                        channels_last=self.device.type == "cuda", train_resolution=c.train_resolution,
+                                        val_resolution=c.val_resolution, progressive_resize=resize))
 
     def _fresh_model(self, seed: int, data, key: str = "init") -> nn.Module:
         torch.manual_seed(mix_seed(seed, stream_id(key)))
@@ -135,7 +141,7 @@ class Study:
         d, d1, d2 = self._sync_pruned(pruned, masks, (d, d1, d2))
         if self.device.type == "cuda":  # filter pruning builds new tensors
             pruned = pruned.to(memory_format=torch.channels_last)
-        ev, eval_s = timed(evaluate, pruned, data.test, self.device)
+        ev, eval_s = timed(evaluate, pruned, data.test, self.device, self.cfg.training.tta_flip)
         info = {"pruned_top1": ev["top1"], "pruned_loss": ev["loss"], "loss_increase": ev["loss"] - before_loss,
                 "d": d, "d1": d1, "d2": d2, "time_prune_s": prune_s, "time_eval_s": eval_s}
         return pruned, masks, info
@@ -225,7 +231,7 @@ class Study:
         epochs = self.original.epochs + n * self.cfg.training.retrain_epochs
         if kind == "scratch-b":
             epochs = max(1, round(epochs * self.ref.flops / max(stats["flops_effective"], 1)))
-        original = OriginalSchedule(self.original.lr, epochs, self.original.milestones, self.original.gamma)
+        original = dataclasses.replace(self.original, epochs=epochs)
         schedule = original_schedule(original, len(data.train), kind)
         model, summary = self.runner.run(key, model, masks, schedule, epochs, data, seed)
         stats = measure(model, masks, self.ref, self.cfg.pruning.include_linear)
