@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) 
         return 1
     except DistributedError as e:
         _say(f"{e}{resume()}", e, rank)
-        return 3
+        return _lost_peer_exit(world)
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", signal.SIGINT)
         print(f"nptm.train: interrupted by {signal.Signals(signum).name}{resume() or ''}", file=sys.stderr, flush=True)
@@ -217,8 +217,18 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) 
         if world == 1 or not distributed.is_comm_failure(e):
             raise
         _say(f"{distributed.comm_failure(e)}{resume()}", e, rank)
-        return 3
+        return _lost_peer_exit(world)
     return 0
+
+
+def _lost_peer_exit(world: int) -> int:
+    """Exit status 3. With a broken process group, leave at once: its destructors can abort (gloo's
+    std::terminate on a timed-out operation), turning the clear error into SIGABRT."""
+    if world > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(3)
+    return 3
 
 
 if __name__ == "__main__":
