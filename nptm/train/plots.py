@@ -29,9 +29,7 @@ def plot_lr_schedules(records: Sequence[dict[str, Any]], path: Path) -> None:
                     linestyle="--" if r["kind"] == "dense" else "-")
     ax.set(xlabel="epoch of the phase", ylabel="learning rate", title="learning-rate schedules")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_accuracy(records: Sequence[dict[str, Any]], path: Path) -> None:
@@ -55,9 +53,7 @@ def plot_accuracy(records: Sequence[dict[str, Any]], path: Path) -> None:
         ax.set_xticks(range(len(schedules)), schedules)
         ax.set(ylabel="top-1 (%)", title=f"target sparsity {target}")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_accuracy_vs_sparsity(records: Sequence[dict[str, Any]], path: Path) -> None:
@@ -79,9 +75,7 @@ def plot_accuracy_vs_sparsity(records: Sequence[dict[str, Any]], path: Path) -> 
                     label=f"{pruner} {schedule}")
     ax.set(xlabel="sparsity", ylabel="top-1 (%)", title="accuracy vs sparsity")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def write_plots(out: Path, records: Sequence[dict[str, Any]]) -> list[Path]:
@@ -92,3 +86,9 @@ def write_plots(out: Path, records: Sequence[dict[str, Any]]) -> list[Path]:
         paths.append(out / "accuracy_vs_sparsity.png")
         plot_accuracy_vs_sparsity(records, paths[-1])
     return paths
+
+
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
