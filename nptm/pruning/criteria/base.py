@@ -1,0 +1,48 @@
+"""The criterion interface: a model's weights (and, for data-aware criteria, a calibration loader) in,
+importance scores out. Higher scores are kept; the pruning algorithm (global or per-layer top-k,
+structured channel groups) is separate and consumes the scores.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from nptm.utils.registry import Registry
+
+
+class Criterion:
+    """Subclass, set the class variables, implement ``scores``, and register with ``@CRITERIA.register(name)``.
+
+    ``scores(model, params)`` gets parameter name -> weight. Unstructured criteria return one score per
+    weight (same shape). Structured criteria get the weights of the layers that produce channels
+    (output channels on dim 0) and return one float64 score per output channel, shape ``[w.shape[0]]``;
+    the structured engine sums them over the producers of a channel group.
+    """
+
+    name: ClassVar[str] = ""
+    structured: ClassVar[bool] = False
+    needs_data: ClassVar[bool] = False  # True: ``scores`` needs ``loader`` (calibration batches)
+
+    def scores(self, model: nn.Module, params: Mapping[str, Tensor], *, loader: Iterable | None = None,
+               generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+
+CRITERIA: Registry[type[Criterion]] = Registry("criterion", entry_point_group="nptm.criteria")
+
+
+def uniform_scores(shape: torch.Size | tuple[int, ...], like: Tensor, generator: torch.Generator | None,
+                   dtype: torch.dtype = torch.float32) -> Tensor:
+    """Uniform random scores on ``like``'s device, drawn from ``generator`` (on its own device) when given."""
+    dev = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(shape, generator=generator, device=dev, dtype=dtype).to(like.device)
+
+
+def check_finite(params: Mapping[str, Tensor]) -> None:
+    """Refuse NaN weights with the names of the tensors holding them."""
+    nan = [n for n, w in params.items() if bool(w.isnan().any())]
+    if nan:
+        raise ValueError(f"NaN weights in {nan}")

@@ -1,0 +1,10 @@
+"""Magnitude (MWP): the score of a weight is |w|."""
+from __future__ import annotations
+
+from nptm.pruning.criteria.base import CRITERIA, Criterion
+
+
+@CRITERIA.register("magnitude")
+class Magnitude(Criterion):
+    def scores(self, model, params, *, loader=None, generator=None):
+        return {n: w.detach().abs() for n, w in params.items()}
