@@ -1,55 +1,45 @@
-"""Unstructured pruners (global magnitude, per-layer magnitude, global random) and IMP step sizes."""
+"""Unstructured pruning through criterion scores: one global top-k (magnitude, LAMP, random, ...) or a
+top-k per layer, on the alive weights, with ``ops.global_magnitude_masks``; IMP step sizes."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Iterable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from nptm import ops
+from nptm.pruning.criteria import CRITERIA, Criterion
+from nptm.pruning.criteria.base import check_finite
+from nptm.pruning.criteria.magnitude import Magnitude
 from nptm.pruning.masks import Masks, prunable_weights
 
-Pruner = Callable[[Sequence[Tensor], float, Sequence[Tensor], "torch.Generator | None"], list[Tensor]]
+
+def criterion_instance(criterion: str | Criterion) -> Criterion:
+    """A registered criterion by name (one-line error listing the choices), or the instance itself."""
+    return criterion if isinstance(criterion, Criterion) else CRITERIA[criterion]()
 
 
-def _magnitude(weights: Sequence[Tensor], amount: float, masks: Sequence[Tensor], generator) -> list[Tensor]:
-    """One global threshold on |w|: the k = round(amount * alive) smallest alive weights go."""
-    return ops.global_magnitude_masks(weights, amount, masks=masks)
-
-
-def _layer_magnitude(weights: Sequence[Tensor], amount: float, masks: Sequence[Tensor], generator) -> list[Tensor]:
-    """Per layer, the round(amount * alive_in_layer) smallest alive weights go."""
-    return [ops.global_magnitude_masks([w], amount, masks=[m])[0] for w, m in zip(weights, masks)]
-
-
-def _random(weights: Sequence[Tensor], amount: float, masks: Sequence[Tensor], generator) -> list[Tensor]:
-    """Global, uniform random scores (from ``generator`` when given): same count as ``magnitude``."""
-    dev = generator.device if generator is not None else torch.device("cpu")
-    scores = [torch.rand(w.shape, generator=generator, device=dev).to(w.device) for w in weights]
-    return ops.global_magnitude_masks(weights, amount, masks=masks, scores=scores)
-
-
-PRUNERS: dict[str, Pruner] = {"magnitude": _magnitude, "layer_magnitude": _layer_magnitude, "random": _random}
-
-
-@torch.no_grad()
 def prune_unstructured(
     model: nn.Module,
-    method: str,
-    amount: float,
+    criterion: str | Criterion,
+    amount: float | int,
     *,
     masks: Masks | None = None,
     include_linear: bool = False,
     generator: torch.Generator | None = None,
+    loader: Iterable | None = None,
+    per_layer: bool = False,
 ) -> Masks:
-    """Prune ``amount`` of the REMAINING prunable weights (k = round(amount * alive)) with ``method``.
+    """Prune ``amount`` of the REMAINING prunable weights (k = round(amount * alive)) with the lowest
+    ``criterion`` scores: one global top-k, or with ``per_layer`` round(amount * alive_in_layer) per layer.
 
     Weights pruned in ``masks`` stay pruned. The returned masks (old and new prunes together) are
     already applied to the model's weights; call ``masks.apply(model, optimizer)`` to clear an
-    optimizer's buffers too.
+    optimizer's buffers too. ``loader``: calibration batches for data-aware criteria.
     """
-    if method not in PRUNERS:
-        raise ValueError(f"unknown pruner {method!r}; choices: {', '.join(PRUNERS)}")
+    crit = criterion_instance(criterion)
+    if crit.structured:
+        raise ValueError(f"criterion {type(crit).__name__} scores channels; use structured pruning")
     params = prunable_weights(model, include_linear)
     if not params:
         raise ValueError(f"{type(model).__name__} has no prunable weights")
@@ -57,14 +47,25 @@ def prune_unstructured(
         masks = Masks.ones(params)
     elif set(masks) != set(params):
         raise ValueError(f"masks cover {sorted(set(masks) ^ set(params))} differently from the prunable weights")
+    check_finite(params)
     names = list(params)
     weights = [params[n] for n in names]
-    nan = torch.stack([w.isnan().any().cpu() for w in weights])
-    if bool(nan.any()):
-        raise ValueError(f"NaN weights in {[n for n, bad in zip(names, nan.tolist()) if bad]}")
-    new = Masks(dict(zip(names, PRUNERS[method](weights, amount, [masks[n] for n in names], generator))))
-    new.apply(model)
-    return new
+    old = [masks[n] for n in names]
+    if isinstance(crit, Magnitude):  # the kernel's own |w| path
+        scores = None
+    else:
+        with torch.no_grad() if not crit.needs_data else torch.enable_grad():
+            by_name = crit.scores(model, params, loader=loader, generator=generator)
+        scores = [by_name[n] for n in names]
+    with torch.no_grad():
+        if per_layer:
+            new = [ops.global_magnitude_masks([w], amount, masks=[m], scores=None if scores is None else [s])[0]
+                   for w, m, s in zip(weights, old, scores or [None] * len(weights))]
+        else:
+            new = ops.global_magnitude_masks(weights, amount, masks=old, scores=scores)
+        result = Masks(dict(zip(names, new)))
+        result.apply(model)
+    return result
 
 
 def iterative_amounts(sparsity: float, cycles: int) -> list[float]:

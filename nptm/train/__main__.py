@@ -27,7 +27,7 @@ import torch
 from nptm.data import DataError
 from nptm.train import distributed
 from nptm.train.checkpoint import CheckpointError, atomic_write
-from nptm.train.config import (RUNTIME, STRUCTURED, STUDY_SECTIONS, ConfigError, SECTIONS, StudyConfig,
+from nptm.train.config import (RUNTIME, STUDY_SECTIONS, ConfigError, SECTIONS, StudyConfig,
                                check_world_size, parse_args, validate)
 from nptm.train.distributed import DistributedError, Session
 from nptm.train.loop import Callback, TrainingDiverged
@@ -136,14 +136,15 @@ def _check_model(cfg: StudyConfig) -> None:
 
     if cfg.model.model not in MODELS:
         raise ConfigError(f"--model: unknown model {cfg.model.model!r}; choose from {', '.join(MODELS)}")
-    structured = [p for p in cfg.pruning.pruner if p in STRUCTURED]
+    from nptm.pruning import PRUNERS
+
+    structured = [p for p in cfg.pruning.pruner if PRUNERS[p].structured]
     if structured:  # filter pruning knows only some architectures: try it on a throwaway model
         from nptm.models import build_model
-        from nptm.pruning import prune_filters
 
         try:
-            prune_filters(build_model(cfg.model.model, 10, 3), cfg.model.model, "l1",
-                          cfg.pruning.filter_config or cfg.pruning.sparsity[0])
+            PRUNERS["l1_filters"].prune(build_model(cfg.model.model, 10, 3),
+                                        cfg.pruning.filter_config or cfg.pruning.sparsity[0], arch=cfg.model.model)
         except ValueError as e:
             raise ConfigError(f"--pruner {structured[0]}: {e}") from None
 
@@ -151,7 +152,7 @@ def _check_model(cfg: StudyConfig) -> None:
 def run(cfg: StudyConfig, out: Path, callbacks: Sequence[Callback] = (), session: Session | None = None) -> list[dict]:
     """Run (or resume) the study into ``out``; writes results, table and plots; returns the records.
     ``session``: the distributed session from ``distributed.start`` (default: this process alone)."""
-    from nptm.train.plots import write_plots
+    from nptm.report import build_report
     from nptm.train.results import summary_table, write_results
     from nptm.train.study import Study
 
@@ -169,9 +170,9 @@ def run(cfg: StudyConfig, out: Path, callbacks: Sequence[Callback] = (), session
         write_results(out, records)
         table = summary_table(records)
         atomic_write(out / "table.txt", lambda f: f.write((table + "\n").encode()))
-        write_plots(out, records)
+        build_report([out], out)  # figures beside results.json, report.html, report.md
         print(table)
-        print(f"results: {out / 'results.json'}, {out / 'results.csv'}, table.txt and plots in {out}")
+        print(f"results: {out / 'results.json'}, {out / 'results.csv'}, table.txt, report.html/.md and plots in {out}")
     return records
 
 

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from nptm.data.imagenet import LOADERS
+from nptm.pruning.pruners import PRUNERS as PRUNER_REGISTRY
 from nptm.schedules.original import DECAYS
 from nptm.train.presets import PRESETS, preset_values
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
-UNSTRUCTURED = ("magnitude", "layer_magnitude", "random")
-STRUCTURED = ("l1_filters", "random_filters")
-PRUNERS = UNSTRUCTURED + STRUCTURED
+PRUNERS = PRUNER_REGISTRY.names()  # the registry decides; field choices below check against it live
 SCHEDULES = ("FT", "LRW", "SLR", "CLR", "LLR", "ALLR", "none")
 
 # dataset -> defaults for the fields left None (SPEC: CIFAR and ImageNet recipes; digits: small and fast)
@@ -85,13 +84,17 @@ class ModelOptions:
 
 @dataclass
 class PruningOptions:
-    pruner: tuple[str, ...] = opt(("magnitude", "random"), "pruners, comma separated", choices=PRUNERS)
+    pruner: tuple[str, ...] = opt(("magnitude", "random"), "pruners, comma separated (every criterion is one; gmp and "
+                                  "sfp prune during training within --epochs)", choices=PRUNER_REGISTRY)
     sparsity: tuple[float, ...] = opt(
         (0.9,), "target sparsity in [0, 1), comma separated (filter pruners: the per-layer filter ratio)")
     iterations: int = opt(1, "IMP cycles (prune 1-(1-s)^(1/n) of the remaining weights, retrain, repeat)")
     filter_config: str | None = opt(None, "PFEC preset for filter pruners instead of --sparsity", choices=("A", "B", "C", "D"))
     include_linear: bool = opt(False, "prune linear layers too (default: convolutions only)")
     bimp: bool = opt(False, "add BIMP runs (unstructured pruners): linear schedule for T - n*T_rt epochs, then IMP with ALLR")
+    calibration_batches: int = opt(16, "training batches that data-aware criteria (taylor, hrank) score with")
+    gmp_window: tuple[float, ...] = opt((0.1, 0.75), "GMP: prune from fraction START to END of --epochs, once per "
+                                                     "epoch on the cubic ramp", metavar="START,END")
 
 
 @dataclass
@@ -109,7 +112,9 @@ class ScheduleOptions:
 @dataclass
 class TrainingOptions:
     epochs: int | None = opt(None, "original (dense) training epochs T (default: digits 30, CIFAR 160, ImageNet 90)")
-    retrain_epochs: int | None = opt(None, "retraining budget T_rt in epochs (default: digits 10, CIFAR 40, ImageNet 45)")
+    retrain_epochs: tuple[int, ...] | None = opt(
+        None, "retraining budgets T_rt in epochs, comma separated: every schedule retrains the same pruned weights "
+              "for each (default: digits 10, CIFAR 40, ImageNet 45)")
     lr: float | None = opt(None, "peak learning rate of the original schedule (default 0.1)")
     momentum: float = opt(0.9, "SGD Nesterov momentum")
     weight_decay: float = opt(1e-4, "SGD weight decay")
@@ -340,7 +345,9 @@ def validate(cfg: StudyConfig) -> None:
     for x in p.sparsity:
         if not 0.0 <= x < 1.0:
             raise ConfigError(f"--sparsity {x} is outside [0, 1)")
-    for name, v, lo in [("iterations", p.iterations, 1), ("epochs", t.epochs, 1), ("retrain-epochs", t.retrain_epochs, 1),
+    budgets = t.retrain_epochs or ()
+    for name, v, lo in [("iterations", p.iterations, 1), ("epochs", t.epochs, 1),
+                        ("retrain-epochs", min(budgets, default=None), 1), ("calibration-batches", p.calibration_batches, 1),
                         ("batch-size", cfg.data.batch_size, 1), ("workers", cfg.data.workers, 0),
                         ("threads", t.threads, 1), ("train-resolution", cfg.data.train_resolution, 1),
                         ("val-resolution", cfg.data.val_resolution, 1)]:
@@ -361,19 +368,26 @@ def validate(cfg: StudyConfig) -> None:
         raise ConfigError(f"--seeds must be distinct non-negative integers, got {t.seeds}")
     if s.milestones is not None and not all(0 < m < 1 for m in s.milestones):
         raise ConfigError(f"--milestones must be fractions in (0, 1), got {s.milestones}")
-    for name, v in [("pruner", p.pruner), ("sparsity", p.sparsity), ("schedules", s.schedules)]:
+    for name, v in [("pruner", p.pruner), ("sparsity", p.sparsity), ("schedules", s.schedules), ("retrain-epochs", budgets)]:
         if len(set(v)) != len(v):
             raise ConfigError(f"--{name} lists a value twice: {v}")
-    if "LRW" in s.schedules and t.retrain_epochs is not None and t.epochs is not None and t.retrain_epochs > t.epochs:
-        raise ConfigError(f"LRW replays the last --retrain-epochs {t.retrain_epochs} of only --epochs {t.epochs}")
-    if p.filter_config and p.iterations > 1 and set(p.pruner) & set(STRUCTURED):
+    longest = max(budgets, default=0)
+    if "LRW" in s.schedules and t.epochs is not None and longest > t.epochs:
+        raise ConfigError(f"LRW replays the last --retrain-epochs {longest} of only --epochs {t.epochs}")
+    pruners = [PRUNER_REGISTRY[x] for x in p.pruner]
+    if p.filter_config and p.iterations > 1 and any(x.structured for x in pruners):
         raise ConfigError("--filter-config presets are one-shot: use --iterations 1 or a float --sparsity")
-    if p.bimp:
-        if not set(p.pruner) & set(UNSTRUCTURED):
-            raise ConfigError(f"--bimp needs an unstructured pruner ({', '.join(UNSTRUCTURED)})")
-        if t.epochs is not None and t.retrain_epochs is not None and t.epochs <= p.iterations * t.retrain_epochs:
-            raise ConfigError(f"--bimp needs --epochs > --iterations x --retrain-epochs "
-                              f"({t.epochs} <= {p.iterations} x {t.retrain_epochs})")
+    if len(p.gmp_window) != 2 or not 0 <= p.gmp_window[0] <= p.gmp_window[1] <= 1:
+        raise ConfigError(f"--gmp-window needs START,END with 0 <= START <= END <= 1, got {p.gmp_window}")
+    if t.epochs is not None and p.bimp and t.epochs <= p.iterations * longest:
+        raise ConfigError(f"--bimp needs --epochs > --iterations x --retrain-epochs ({t.epochs} <= {p.iterations} x {longest})")
+    soft = [x.name for x in pruners if x.during_training and x.structured]
+    if t.epochs is not None and soft and t.epochs <= longest:
+        raise ConfigError(f"--pruner {soft[0]} trains --epochs minus --retrain-epochs, then retrains: needs --epochs > "
+                          f"{longest}")
+    if p.bimp and not any(not x.structured and not x.during_training for x in pruners):
+        raise ConfigError("--bimp needs an unstructured pruner (" + ", ".join(
+            n for n, x in PRUNER_REGISTRY.items() if not x.structured and not x.during_training) + ")")
 
 
 def _validate_data(d: DataOptions) -> None:

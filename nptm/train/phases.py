@@ -1,7 +1,6 @@
 """The study's building blocks: measure a model, prune it, run one checkpointed training phase."""
 from __future__ import annotations
 
-import copy
 import math
 import time
 import zlib
@@ -15,16 +14,13 @@ from torch import nn
 from nptm.data.digits import mix_seed
 from nptm.data.imagenet import ProgressiveResize
 from nptm.models import count_flops, count_params
-from nptm.pruning import Masks, prunable_weights, prune_unstructured
+from nptm.pruning import Masks, Pruner, prunable_weights
 from nptm.schedules import OriginalSchedule, allr_scale
 from nptm.schedules.retrain import Schedule
 from nptm.train import distributed
 from nptm.train.callbacks import Checkpoint, Evaluate, Progress
 from nptm.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
-from nptm.train.config import STRUCTURED
 from nptm.train.loop import Callback, Trainer
-
-FILTER_METHODS = {"l1_filters": "l1", "random_filters": "random"}
 
 
 def stream_id(key: str) -> int:
@@ -80,15 +76,15 @@ def measure(model: nn.Module, masks: Masks | None, ref: Reference, include_linea
 
 
 @torch.no_grad()
-def prune(model: nn.Module, masks: Masks | None, pruner: str, amount: float | str, *, arch: str,
-          include_linear: bool, generator: torch.Generator, retrain_epochs: float, total_epochs: float):
+def prune(model: nn.Module, masks: Masks | None, pruner: Pruner, amount: float | str, *, arch: str,
+          include_linear: bool, generator: torch.Generator, retrain_epochs: float, total_epochs: float,
+          loader=None):
     """(pruned copy of ``model``, its masks or None, ALLR's d/d1/d2 for this step). ``amount``: the
-    fraction of the remaining weights (filter pruners: per-layer filter ratio, or a PFEC preset)."""
-    if pruner in STRUCTURED:
-        from nptm.pruning import prune_filters
-
+    fraction of the remaining weights (filter pruners: per-layer filter ratio, or a PFEC preset).
+    ``loader``: calibration batches for data-aware criteria."""
+    if pruner.structured:
         before = {n: w.detach().double() for n, w in prunable_weights(model, include_linear).items()}
-        pruned = prune_filters(model, arch, FILTER_METHODS[pruner], amount, generator=generator)
+        pruned, _ = pruner.prune(model, amount, arch=arch, generator=generator, loader=loader)
         after = {n: w.detach().double() for n, w in prunable_weights(pruned, include_linear).items()}
         # Kept weights are unchanged, so ||theta - theta_p||^2 = ||theta||^2 - ||theta_p||^2 (SPEC's d1).
         norm_sq = sum(float(w.square().sum()) for w in before.values())
@@ -97,9 +93,9 @@ def prune(model: nn.Module, masks: Masks | None, pruner: str, amount: float | st
         d1 = math.sqrt(max(norm_sq - kept_sq, 0.0)) / math.sqrt(norm_sq * s) if norm_sq > 0 and s > 0 else 0.0
         d2 = retrain_epochs / total_epochs
         return pruned, None, (min(1.0, max(d1, d2)), d1, d2)
-    pruned = copy.deepcopy(model)
     before = [w.detach().clone() for w in prunable_weights(model, include_linear).values()]
-    new_masks = prune_unstructured(pruned, pruner, amount, masks=masks, include_linear=include_linear, generator=generator)
+    pruned, new_masks = pruner.prune(model, amount, masks=masks, include_linear=include_linear, generator=generator,
+                                     loader=loader)
     after = list(prunable_weights(pruned, include_linear).values())
     return pruned, new_masks, allr_scale(before, after, amount, retrain_epochs, total_epochs)
 
@@ -129,7 +125,9 @@ class PhaseRunner:
         return self.ckpt_dir / (key.replace("/", "__") + ".pt")
 
     def run(self, key: str, model: nn.Module, masks: Masks | None, schedule: Schedule, epochs: int, data,
-            seed: int) -> tuple[nn.Module, dict[str, Any]]:
+            seed: int, first: Sequence[Callback] = ()) -> tuple[nn.Module, dict[str, Any]]:
+        """``first``: callbacks that run before evaluation and checkpointing (pruning during training); masks
+        they change in place are saved with the phase and restored on resume."""
         path = self.path(key)
         masks_state = masks.state_dict() if masks is not None else None
         evaluator = Evaluate(data.test, tta_flip=self.tta_flip)
@@ -138,14 +136,16 @@ class PhaseRunner:
         trainer = Trainer(model, data.train, schedule, epochs=epochs, masks=masks, momentum=self.momentum,
                           weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
                           device=self.device, seed=seed, stream=stream_id(key),
-                          name=key, callbacks=[evaluator, Checkpoint(path, lambda: self._context(key, masks_state)),
+                          name=key, callbacks=[*first, evaluator, Checkpoint(path, lambda: self._context(key, masks_state)),
                                                Progress(not self.quiet), *self.callbacks])
         state = distributed.from_rank0(lambda: self._load(path, key, masks_state))
         if state is not None:
             if state["done"]:
                 model.load_state_dict(state["model"])
+                _restore_masks(masks, state.get("final_masks"))
                 return model, state["summary"]
             trainer.load_state_dict(state["trainer"])
+            _restore_masks(masks, state["trainer"]["masks"])
             set_rng_state(state["rng"])
         trainer.fit()
         last = trainer.history[-1]
@@ -155,6 +155,7 @@ class PhaseRunner:
                    "time_eval_s": evaluator.time}
         if trainer.is_main:
             save_checkpoint(path, {"done": True, "model": model.state_dict(), "summary": summary,
+                                   "final_masks": masks.state_dict() if masks is not None else None,
                                    **self._context(key, masks_state)})
         return model, summary
 
@@ -177,6 +178,12 @@ class PhaseRunner:
             saved is None or (saved.keys() == masks_state.keys() and all(torch.equal(saved[n], masks_state[n].cpu()) for n in saved)))
         if not same:
             raise CheckpointError(f"{path}: its masks differ from the recomputed pruning (a different study?)")
+
+
+def _restore_masks(masks: Masks | None, saved: dict | None) -> None:
+    if masks is not None and saved is not None:
+        for n, m in saved.items():
+            masks[n].copy_(m)
 
 
 def timed(fn, *args, **kwargs):

@@ -1,10 +1,24 @@
-"""PNG plots of a study (matplotlib, Agg backend): lr schedules, accuracy per schedule, accuracy vs sparsity."""
+"""PNG figures of a study, drawn as the papers draw them (matplotlib, Agg backend).
+
+- ``lr_schedules.png``: the lr per iteration of every schedule;
+- ``accuracy.png``: top-1 per schedule and pruner (bars, mean ± std over seeds), one panel per target and budget;
+- ``accuracy_vs_budget.png`` (several budgets): top-1 against the retraining budget, one line per schedule
+  with the seeds' spread shaded, one panel per pruner and target (Le & Hua 2021, Fig. 2);
+- ``accuracy_vs_sparsity.png`` (several targets): top-1 against sparsity, one line per schedule, one panel per
+  pruner (Fig. 3/7);
+- ``random_vs_methodical.png``: random pruning + restarting schedules against methodical pruning + FT (§4.2).
+
+Bar charts zoom their y axis onto the bars (the papers' differences vanish on a 0-100 axis) and say so.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
 
-from nptm.train.results import _mean_std, group_runs
+from nptm.train.results import group_runs, mean_std
+
+NOT_RESTARTING = ("FT", "none", "original")
+MARKERS = "osD^v<>p*h"
 
 
 def _pyplot():
@@ -16,14 +30,57 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _grid(plt, n: int, width: float = 5.5, height: float = 3.8, cols: int = 3):
+    cols = min(cols, max(n, 1))
+    rows = -(-max(n, 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat
+
+
+def _top1(runs) -> tuple[float, float]:
+    return mean_std([100 * r["top1"] for r in runs])
+
+
+def _is_random(pruner: str) -> bool:
+    from nptm.pruning import PRUNERS
+
+    return pruner in PRUNERS and PRUNERS[pruner].random
+
+
+def _dense(records) -> float | None:
+    dense = [100 * r["top1"] for r in records if r["kind"] == "dense"]
+    return mean_std(dense)[0] if dense else None
+
+
+def _zoom(ax, lows: Sequence[float], highs: Sequence[float]) -> None:
+    """A y axis around the plotted values (at least 1 point tall), labelled as not starting at 0."""
+    if not lows:
+        return
+    lo, hi = min(lows), max(highs)
+    pad = max(0.15 * (hi - lo), 0.5)
+    ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+    ax.set_ylabel("top-1 (%), zoomed axis")
+
+
 def plot_lr_schedules(records: Sequence[dict[str, Any]], path: Path) -> None:
-    """The lr per iteration (x in epochs) of every schedule used, for the first seed/pruner/target."""
+    """The lr per iteration (x in epochs of its phase) of every schedule, for the first seed/pruner/target/budget."""
     plt = _pyplot()
-    first = next((r for r in records if r["kind"] != "dense"), None)
+    first = next((r for r in records if r["kind"] == "retrain"), next((r for r in records if r["kind"] != "dense"), None))
+    ident = lambda r: (r["seed"], r["pruner"], r["sparsity_target"], r.get("retrain_epochs"))  # noqa: E731
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in records:
-        same = first is None or (r["seed"], r["pruner"], r["sparsity_target"]) == (first["seed"], first["pruner"], first["sparsity_target"])
-        if r["kind"] == "dense" and r["seed"] == records[0]["seed"] or r["kind"] != "dense" and same and r["lr_trace"]["lr"]:
+        dense = r["kind"] == "dense" and r["seed"] == records[0]["seed"]
+        same = r["kind"] != "dense" and (first is None or ident(r) == ident(first)) and r["lr_trace"]["lr"]
+        if dense or same:
             t = r["lr_trace"]
             ax.plot([i / r["iters_per_epoch"] for i in t["iteration"]], t["lr"], label=r["schedule"],
                     linestyle="--" if r["kind"] == "dense" else "-")
@@ -33,62 +90,143 @@ def plot_lr_schedules(records: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def plot_accuracy(records: Sequence[dict[str, Any]], path: Path) -> None:
-    """Grouped bars: top-1 per schedule (x) and pruner (bars), mean ± std over seeds; one panel per target."""
+    """Grouped bars: top-1 per schedule (x) and pruner (bars), mean ± std over seeds; a panel per target and budget.
+    Runs without a budget (GMP) appear in every panel of their target."""
     plt = _pyplot()
     groups = group_runs([r for r in records if r["kind"] != "dense"])
-    targets = list(dict.fromkeys(k[2] for k in groups))
-    pruners = list(dict.fromkeys(k[1] for k in groups))
-    dense = [r["top1"] for r in records if r["kind"] == "dense"]
-    fig, axes = plt.subplots(1, max(len(targets), 1), figsize=(7 * max(len(targets), 1), 4), squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        schedules = list(dict.fromkeys(k[3] for k in groups if k[2] == target))
+    panels = list(dict.fromkeys((k[2], k[4]) for k in groups if k[4] is not None)) or \
+        list(dict.fromkeys((k[2], None) for k in groups))
+    dense = _dense(records)
+    fig, axes = _grid(plt, len(panels), width=max(5.5, 0.5 * len({k[3] for k in groups}) * len({k[1] for k in groups})))
+    for ax, (target, budget) in zip(axes, panels):
+        here = {k: v for k, v in groups.items() if k[2] == target and k[4] in (budget, None)}
+        schedules = list(dict.fromkeys(k[3] for k in here))
+        pruners = list(dict.fromkeys(k[1] for k in here))
         width = 0.8 / len(pruners)
+        lows, highs = [], []
         for j, pruner in enumerate(pruners):
-            stats = [_mean_std([100 * r["top1"] for r in runs]) if (runs := next((v for k, v in groups.items() if k[1:] == (pruner, target, s)), None)) else (0.0, 0.0)
-                     for s in schedules]
-            xs = [i + (j - (len(pruners) - 1) / 2) * width for i in range(len(schedules))]
-            ax.bar(xs, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=3, label=pruner)
-        if dense:
-            ax.axhline(100 * _mean_std(dense)[0], color="k", linestyle="--", linewidth=1, label="dense")
-        ax.set_xticks(range(len(schedules)), schedules)
-        ax.set(ylabel="top-1 (%)", title=f"target sparsity {target}")
-        ax.legend(fontsize=8)
+            xs, ms, ss = [], [], []
+            for i, s in enumerate(schedules):
+                runs = next((v for k, v in here.items() if (k[1], k[3]) == (pruner, s)), None)
+                if runs:
+                    m, sd = _top1(runs)
+                    xs.append(i + (j - (len(pruners) - 1) / 2) * width)
+                    ms.append(m)
+                    ss.append(sd)
+                    lows.append(m - sd)
+                    highs.append(m + sd)
+            ax.bar(xs, ms, width, yerr=ss, capsize=3, label=pruner, color=f"C{j % 10}")
+        if dense is not None:
+            ax.axhline(dense, color="k", linestyle="--", linewidth=1, label="dense")
+            highs.append(dense)
+        _zoom(ax, lows, highs)
+        ax.set_xticks(range(len(schedules)), schedules, rotation=30 if len(schedules) > 6 else 0)
+        ax.set_title(f"target {target}" + (f", T_rt = {budget} epochs" if budget is not None else ""))
+        ax.legend(fontsize=7, ncol=2)
+    _save(plt, fig, path)
+
+
+def plot_accuracy_vs_budget(records: Sequence[dict[str, Any]], path: Path) -> None:
+    """Top-1 against the retraining budget: a line per schedule (BIMP, SFP too) with the seeds' spread shaded;
+    one panel per (pruner, target). GMP (no budget) and the dense model are horizontal lines."""
+    plt = _pyplot()
+    groups = group_runs([r for r in records if r["kind"] != "dense"])
+    panels = list(dict.fromkeys((k[1], k[2]) for k in groups if k[4] is not None))
+    schedules = list(dict.fromkeys(k[3] for k in groups if k[4] is not None))
+    dense = _dense(records)
+    fig, axes = _grid(plt, len(panels))
+    for ax, (pruner, target) in zip(axes, panels):
+        for schedule in schedules:
+            pts = sorted((k[4], *_top1(v)) for k, v in groups.items()
+                         if (k[1], k[2], k[3]) == (pruner, target, schedule) and k[4] is not None)
+            if not pts:
+                continue
+            i = schedules.index(schedule)
+            xs, ms, ss = zip(*pts)
+            ax.plot(xs, ms, marker=MARKERS[i % len(MARKERS)], color=f"C{i % 10}", label=schedule)
+            ax.fill_between(xs, [m - s for m, s in zip(ms, ss)], [m + s for m, s in zip(ms, ss)],
+                            color=f"C{i % 10}", alpha=0.15)
+        for k, v in groups.items():
+            if k[4] is None and k[2] == target:
+                ax.axhline(_top1(v)[0], color="gray", linestyle=":", label=f"{k[3]} ({k[1]}, total budget)")
+        if dense is not None:
+            ax.axhline(dense, color="k", linestyle="--", linewidth=1, label="dense")
+        ax.set(xlabel="retraining budget T_rt (epochs)", ylabel="top-1 (%)", title=f"{pruner}, target {target}")
+        ax.legend(fontsize=7, ncol=2)
     _save(plt, fig, path)
 
 
 def plot_accuracy_vs_sparsity(records: Sequence[dict[str, Any]], path: Path) -> None:
-    """Top-1 against achieved sparsity, one line per (pruner, schedule)."""
+    """Top-1 against achieved sparsity, one line per schedule, one panel per pruner (at the largest budget)."""
     plt = _pyplot()
-    lines: dict[tuple, list] = {}
-    for (kind, pruner, target, schedule), runs in group_runs([r for r in records if r["kind"] != "dense"]).items():
-        m, s = _mean_std([100 * r["top1"] for r in runs])
-        lines.setdefault((pruner, schedule), []).append((_mean_std([r["sparsity"] for r in runs])[0], m, s))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    schedules = list(dict.fromkeys(k[1] for k in lines))
-    pruners = list(dict.fromkeys(k[0] for k in lines))
-    styles, markers = ["-", "--", ":", "-."], "osD^v"
-    for (pruner, schedule), pts in lines.items():  # colour: schedule; line and marker: pruner
-        pts.sort()
-        i = pruners.index(pruner)
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], capsize=3,
-                    color=f"C{schedules.index(schedule) % 10}", linestyle=styles[i % 4], marker=markers[i % 5],
-                    label=f"{pruner} {schedule}")
-    ax.set(xlabel="sparsity", ylabel="top-1 (%)", title="accuracy vs sparsity")
-    ax.legend(fontsize=7, ncol=2)
+    groups = group_runs([r for r in records if r["kind"] != "dense"])
+    budgets = [k[4] for k in groups if k[4] is not None]
+    top = max(budgets, default=None)
+    here = {k: v for k, v in groups.items() if k[4] in (top, None)}
+    pruners = list(dict.fromkeys(k[1] for k in here))
+    schedules = list(dict.fromkeys(k[3] for k in here))
+    fig, axes = _grid(plt, len(pruners))
+    for ax, pruner in zip(axes, pruners):
+        for i, schedule in enumerate(schedules):
+            pts = sorted((mean_std([r["sparsity"] for r in v])[0], *_top1(v)) for k, v in here.items()
+                         if (k[1], k[3]) == (pruner, schedule))
+            if pts:
+                xs, ms, ss = zip(*pts)
+                ax.errorbar(xs, ms, yerr=ss, capsize=3, marker=MARKERS[i % len(MARKERS)], color=f"C{i % 10}",
+                            label=schedule)
+        ax.set(xlabel="sparsity", ylabel="top-1 (%)",
+               title=f"{pruner}" + (f" (T_rt = {top} epochs)" if top is not None else ""))
+        ax.legend(fontsize=7, ncol=2)
     _save(plt, fig, path)
 
 
+def plot_random_vs_methodical(records: Sequence[dict[str, Any]], path: Path) -> bool:
+    """Bars per target (largest budget): each methodical pruner retrained with FT beside each random pruner
+    retrained with each restarting schedule. False (nothing drawn) when the study lacks either side."""
+    groups = group_runs([r for r in records if r["kind"] == "retrain"])
+    top = max((k[4] for k in groups), default=None)
+    targets = list(dict.fromkeys(k[2] for k in groups))
+    panels = []
+    for target in targets:
+        here = {k: v for k, v in groups.items() if k[2] == target and k[4] == top}
+        methodical = [(f"{k[1]} + FT", v) for k, v in here.items() if k[3] == "FT" and not _is_random(k[1])]
+        random = [(f"{k[1]} + {k[3]}", v) for k, v in here.items() if k[3] not in NOT_RESTARTING and _is_random(k[1])]
+        if methodical and random:
+            panels.append((target, methodical, random))
+    if not panels:
+        return False
+    plt = _pyplot()
+    fig, axes = _grid(plt, len(panels), width=max(5.5, 0.6 * max(len(m) + len(r) for _, m, r in panels)))
+    dense = _dense(records)
+    for ax, (target, methodical, random) in zip(axes, panels):
+        bars = methodical + random
+        stats = [_top1(v) for _, v in bars]
+        colors = ["C3"] * len(methodical) + ["C0"] * len(random)
+        ax.bar(range(len(bars)), [m for m, _ in stats], yerr=[s for _, s in stats], capsize=3, color=colors)
+        ax.set_xticks(range(len(bars)), [name for name, _ in bars], rotation=35, ha="right", fontsize=8)
+        highs = [m + s for m, s in stats]
+        if dense is not None:
+            ax.axhline(dense, color="k", linestyle="--", linewidth=1, label="dense")
+            highs.append(dense)
+            ax.legend(fontsize=7)
+        _zoom(ax, [m - s for m, s in stats], highs)
+        ax.set_title(f"random + restarting (blue) vs methodical + FT (red), target {target}", fontsize=9)
+    _save(plt, fig, path)
+    return True
+
+
 def write_plots(out: Path, records: Sequence[dict[str, Any]]) -> list[Path]:
+    """Every figure that the records can fill, into ``out``; returns their paths."""
     paths = [out / "lr_schedules.png", out / "accuracy.png"]
     plot_lr_schedules(records, paths[0])
     plot_accuracy(records, paths[1])
-    if len({str(r["sparsity_target"]) for r in records if r["kind"] != "dense"}) > 1:
+    runs = [r for r in records if r["kind"] != "dense"]
+    if len({r.get("retrain_epochs") for r in runs} - {None}) > 1:
+        paths.append(out / "accuracy_vs_budget.png")
+        plot_accuracy_vs_budget(records, paths[-1])
+    if len({str(r["sparsity_target"]) for r in runs}) > 1:
         paths.append(out / "accuracy_vs_sparsity.png")
         plot_accuracy_vs_sparsity(records, paths[-1])
+    if plot_random_vs_methodical(records, out / "random_vs_methodical.png"):
+        paths.append(out / "random_vs_methodical.png")
     return paths
-
-
-def _save(plt, fig, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -41,7 +41,7 @@ def load_results(out: Path) -> list[dict[str, Any]]:
     return json.loads((out / "results.json").read_text())
 
 
-def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
+def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     m = sum(xs) / len(xs)
     return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
 
@@ -54,26 +54,27 @@ def _si(n: float) -> str:
 
 
 def group_runs(records: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    """(kind, pruner, sparsity target, schedule) -> the runs of every seed, in first-seen order."""
+    """(kind, pruner, sparsity target, schedule, retraining budget or None) -> the runs of every seed, in
+    first-seen order."""
     groups: dict[tuple, list] = defaultdict(list)
     for r in records:
-        groups[(r["kind"], r["pruner"], str(r["sparsity_target"]), r["schedule"])].append(r)
+        groups[(r["kind"], r["pruner"], str(r["sparsity_target"]), r["schedule"], r.get("retrain_epochs"))].append(r)
     return groups
 
 
 def summary_table(records: Sequence[dict[str, Any]]) -> str:
     """One row per (pruner, sparsity, schedule): top-1 mean ± sample std over seeds, and costs (means)."""
-    head = ("pruner", "target", "schedule", "seeds", "top-1 %", "pruned %", "sparsity", "params", "eff. FLOPs",
+    head = ("pruner", "target", "schedule", "T_rt", "seeds", "top-1 %", "pruned %", "sparsity", "params", "eff. FLOPs",
             "speedup", "epochs", "time s")
     rows = []
-    for (kind, pruner, target, schedule), runs in group_runs(records).items():
-        top1, std = _mean_std([100 * r["top1"] for r in runs])
+    for (kind, pruner, target, schedule, budget), runs in group_runs(records).items():
+        top1, std = mean_std([100 * r["top1"] for r in runs])
         pruned = [100 * r["pruned_top1"] for r in runs if "pruned_top1" in r]
         avg = lambda k: sum(r[k] for r in runs) / len(runs)  # noqa: E731
-        rows.append((pruner, target if kind != "dense" else "-", schedule, str(len(runs)), f"{top1:.2f} ± {std:.2f}",
+        rows.append((pruner, target if kind != "dense" else "-", schedule, "-" if budget is None else str(budget), str(len(runs)), f"{top1:.2f} ± {std:.2f}",
                      f"{sum(pruned) / len(pruned):.2f}" if pruned else "-", f"{avg('sparsity'):.4f}",
                      _si(avg("params_nonzero")), _si(avg("flops_effective")), f"{avg('speedup'):.2f}x",
                      str(runs[0]["epochs"]), f"{avg('time_total_s'):.1f}"))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    line = lambda cells: "  ".join(c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])

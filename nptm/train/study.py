@@ -1,8 +1,9 @@
 """The retraining study: dense training, pruning, retraining under each schedule, baselines.
 
 Per seed: train the dense model once under the original schedule; then per pruner and sparsity,
-prune (one-shot, or IMP with ``iterations`` cycles) and retrain the same pruned weights under every
-schedule with the same budget (a schedule's IMP chain keeps its own weights). ``scratch`` adds
+prune (one-shot, or IMP with ``iterations`` cycles) and, for each retraining budget, retrain the same
+pruned weights under every schedule (a schedule's IMP chain keeps its own weights). Pruners that prune
+during training (GMP, SFP: ``nptm.train.during``) run within the total budget T instead. ``scratch`` adds
 Scratch-E (pruned architecture/mask from random init, T + n*T_rt epochs) and Scratch-B (that times
 dense/pruned effective FLOPs), both for the mask/architecture of one-shot pruning the dense model;
 ``bimp`` adds BIMP (linear schedule for T0 = T - n*T_rt epochs, then IMP with ALLR: same budget T).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from itertools import islice
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,16 +25,30 @@ from torch import nn
 from nptm.data import DataConfig, build_dataset
 from nptm.data.digits import mix_seed
 from nptm.models import build_model, reinitialize
-from nptm.pruning import Masks, iterative_amounts, prunable_weights
+from nptm.pruning import PRUNERS, Masks, Pruner, iterative_amounts, prunable_weights
 from nptm.schedules import OriginalSchedule, build_schedule
 from nptm.train import distributed
-from nptm.train.config import STRUCTURED, StudyConfig
-from nptm.train.loop import Callback, dist_info, evaluate
+from nptm.train.config import StudyConfig
+from nptm.train.during import run_during_training
+from nptm.train.loop import Callback, dist_info, evaluate, set_loader_epoch
 from nptm.train.phases import (PhaseRunner, Reference, measure, original_schedule, phase_resize, prune,
                                seeded_generator, stream_id, subsample_trace, timed)
 from nptm.train.presets import WARMUP_START
 from nptm.train.results import load_results, write_results
 
+
+
+@dataclasses.dataclass
+class Calibration:
+    """Re-iterable: the first ``batches`` batches of ``loader``'s epoch 0 in stream ``stream``, loaded lazily."""
+
+    loader: Any
+    stream: int
+    batches: int
+
+    def __iter__(self):
+        set_loader_epoch(self.loader, 0, self.stream)
+        return islice(iter(self.loader), self.batches)
 
 
 def fmt_sparsity(s: float | str) -> str:
@@ -73,20 +89,33 @@ class Study:
                 distributed.all_ok(self.on_ready)
                 self.on_ready = None
             dense = self.dense(seed, data)
-            for pruner in p.pruner:
+            for pruner in map(PRUNERS.__getitem__, p.pruner):
                 for sparsity in self._targets(pruner):
-                    for schedule in self.cfg.schedule.schedules:
-                        self.retrain(seed, data, dense, pruner, sparsity, schedule)
-                    if self.cfg.training.scratch:
-                        for kind in ("scratch-e", "scratch-b"):
-                            self.scratch(seed, data, dense, pruner, sparsity, kind)
-                    if p.bimp and pruner not in STRUCTURED:
-                        self.bimp(seed, data, dense, pruner, sparsity)
+                    if pruner.during_training:
+                        run_during_training(self, seed, data, dense, pruner, sparsity)
+                        continue
+                    for budget in self.cfg.training.retrain_epochs:
+                        for schedule in self.cfg.schedule.schedules:
+                            self.retrain(seed, data, dense, pruner, sparsity, schedule, budget)
+                        if self.cfg.training.scratch:
+                            for kind in ("scratch-e", "scratch-b"):
+                                self.scratch(seed, data, dense, pruner, sparsity, kind, budget)
+                        if p.bimp and not pruner.structured:
+                            self.bimp(seed, data, dense, pruner, sparsity, budget)
         return self.results
 
-    def _targets(self, pruner: str) -> list[float | str]:
+    def _targets(self, pruner: Pruner) -> list[float | str]:
         p = self.cfg.pruning
-        return [p.filter_config] if pruner in STRUCTURED and p.filter_config else list(p.sparsity)
+        return [p.filter_config] if pruner.structured and p.filter_config else list(p.sparsity)
+
+    def key(self, seed: int, pruner: Pruner, sparsity, name: str, budget: int | None = None) -> str:
+        """A run's name and checkpoint key; the budget is part of it when the study has several."""
+        several = budget is not None and len(self.cfg.training.retrain_epochs) > 1
+        return f"s{seed}/{pruner.name}-{fmt_sparsity(sparsity)}/{name}" + (f"-rt{budget}" if several else "")
+
+    def calibration(self, data, key: str) -> "Calibration":
+        """The first ``--calibration-batches`` training batches in the order of stream ``key``."""
+        return Calibration(data.train, stream_id(f"{key}/calibration"), self.cfg.pruning.calibration_batches)
 
     def _amounts(self, pruner: str, sparsity: float | str) -> list[float | str]:
         return [sparsity] if isinstance(sparsity, str) else iterative_amounts(sparsity, self.cfg.pruning.iterations)
@@ -133,11 +162,12 @@ class Study:
                       **summary, "lr_trace": subsample_trace(schedule.lrs())})
         return model, summary
 
-    def _prune_step(self, seed, data, model, masks, pruner, amount, key, before_loss):
+    def _prune_step(self, seed, data, model, masks, pruner, amount, key, before_loss, budget):
         p, t = self.cfg.pruning, self.cfg.training
+        loader = self.calibration(data, key) if pruner.needs_data else None
         (pruned, masks, (d, d1, d2)), prune_s = timed(
             prune, model, masks, pruner, amount, arch=self.cfg.model.model, include_linear=p.include_linear,
-            generator=seeded_generator(seed, key), retrain_epochs=t.retrain_epochs, total_epochs=t.epochs)
+            generator=seeded_generator(seed, key), retrain_epochs=budget, total_epochs=t.epochs, loader=loader)
         d, d1, d2 = self._sync_pruned(pruned, masks, (d, d1, d2))
         if self.device.type == "cuda":  # filter pruning builds new tensors
             pruned = pruned.to(memory_format=torch.channels_last)
@@ -154,11 +184,12 @@ class Study:
         distributed.broadcast_masks(masks)
         return distributed.broadcast_object(info)
 
-    def _chain(self, seed, data, start, start_loss, pruner, sparsity, schedule_name, key, cycles_schedule, lrs=(),
-               prune_key=None):
+    def _chain(self, seed, data, start, start_loss, pruner, sparsity, schedule_name, key, cycles_schedule, budget,
+               lrs=(), prune_key=None):
         """IMP chain: per amount, prune then retrain under ``cycles_schedule(name, d, ipe)``; returns the record
         fields. ``lrs``: the lr trace before the chain (BIMP's initial training). Pruning randomness comes from
-        ``prune_key`` (default: the chain's target), so every schedule starts from the same pruned weights."""
+        ``prune_key`` (default: the chain's target), so every schedule and budget starts from the same pruned
+        weights; ALLR's d2 = budget / T is set per budget."""
         prune_key = prune_key or key.rsplit("/", 1)[0]
         model, masks, loss, lrs = start, None, start_loss, list(lrs)
         cycles, totals = [], {"time_prune_s": 0.0, "time_train_s": 0.0, "time_eval_s": 0.0}
@@ -169,9 +200,12 @@ class Study:
             if c == 0 and self._cache[0] == cache_key:  # another schedule of the same one-shot/first prune
                 model, masks, info = copy.deepcopy(self._cache[1]), self._cache[2], dict(self._cache[3])
             else:
-                model, masks, info = self._prune_step(seed, data, model, masks, pruner, amount, cache_key[0], loss)
+                model, masks, info = self._prune_step(seed, data, model, masks, pruner, amount, cache_key[0], loss,
+                                                      budget)
                 if c == 0:
                     self._cache = (cache_key, copy.deepcopy(model), masks, dict(info))
+            info["d2"] = budget / self.cfg.training.epochs
+            info["d"] = min(1.0, max(info["d1"], info["d2"]))
             cycle = {"cycle": c + 1, "amount": amount, **{k: v for k, v in info.items() if not k.startswith("time")}}
             totals["time_prune_s"] += info["time_prune_s"]
             totals["time_eval_s"] += info["time_eval_s"]
@@ -179,8 +213,7 @@ class Study:
                 summary = {"top1": info["pruned_top1"], "loss": info["pruned_loss"]}
             else:
                 schedule = cycles_schedule(schedule_name, info["d"], ipe)
-                model, summary = self.runner.run(f"{key}/c{c + 1}", model, masks, schedule,
-                                                 self.cfg.training.retrain_epochs, data, seed)
+                model, summary = self.runner.run(f"{key}/c{c + 1}", model, masks, schedule, budget, data, seed)
                 lrs += schedule.lrs()
                 totals["time_train_s"] += summary["time_train_s"]
                 totals["time_eval_s"] += summary["time_eval_s"]
@@ -188,69 +221,76 @@ class Study:
             cycles.append(cycle)
             loss = summary["loss"]
         first = cycles[0]
-        return {"seed": seed, "pruner": pruner, "sparsity_target": sparsity, "iterations": len(cycles),
+        return {"seed": seed, "pruner": pruner.name, "sparsity_target": sparsity, "iterations": len(cycles),
+                "retrain_epochs": budget,
                 "iters_per_epoch": ipe, **measure(model, masks, self.ref, self.cfg.pruning.include_linear),
                 **{k: v for k, v in summary.items() if not k.startswith("time")}, **totals,
                 **{k: first[k] for k in ("pruned_top1", "pruned_loss", "loss_increase", "d", "d1", "d2")},
                 "cycles": cycles, "lr_trace": subsample_trace(lrs)}
 
-    def _retrain_schedule(self, name: str, d: float, ipe: int):
-        return build_schedule(name, self.original, self.cfg.training.retrain_epochs, ipe,
+    def _retrain_schedule(self, name: str, d: float, ipe: int, budget: int):
+        return build_schedule(name, self.original, budget, ipe,
                               peak_scale=d if name == "ALLR" else 1.0, cycle_momentum=self.cfg.schedule.cycle_momentum)
 
-    def retrain(self, seed, data, dense, pruner, sparsity, schedule_name):
+    def retrain(self, seed, data, dense, pruner, sparsity, schedule_name, budget):
         dense_model, dense_summary = dense
-        key = f"s{seed}/{pruner}-{fmt_sparsity(sparsity)}/{schedule_name}"
+        key = self.key(seed, pruner, sparsity, schedule_name, budget)
         rec = self._chain(seed, data, dense_model, dense_summary["loss"], pruner, sparsity, schedule_name, key,
-                          self._retrain_schedule)
+                          lambda name, d, ipe: self._retrain_schedule(name, d, ipe, budget), budget,
+                          prune_key=self.key(seed, pruner, sparsity, "").rstrip("/"))
         n = self.cfg.pruning.iterations if not isinstance(sparsity, str) else 1
         self._record({"run": key, "kind": "retrain", "schedule": schedule_name,
-                      "epochs": 0 if schedule_name == "none" else n * self.cfg.training.retrain_epochs,
+                      "epochs": 0 if schedule_name == "none" else n * budget,
                       "dense_top1": dense_summary["top1"], **rec})
 
-    def scratch(self, seed, data, dense, pruner, sparsity, kind):
+    def scratch(self, seed, data, dense, pruner, sparsity, kind, budget):
         dense_model, dense_summary = dense
-        key = f"s{seed}/{pruner}-{fmt_sparsity(sparsity)}/{kind}"
-        if pruner in STRUCTURED:  # the one-shot pruned architecture, re-drawn from its own init
+        key = self.key(seed, pruner, sparsity, kind, budget)
+        one_shot_key = self.key(seed, pruner, sparsity, "").rstrip("/") + "/prune0"  # as the retrained runs' prune
+        loader = self.calibration(data, one_shot_key) if pruner.needs_data else None
+        if pruner.structured:  # the one-shot pruned architecture, re-drawn from its own init
             shape_of, masks, _ = prune(dense_model, None, pruner, sparsity, arch=self.cfg.model.model,
                                        include_linear=self.cfg.pruning.include_linear,
-                                       generator=seeded_generator(seed, f"{key}/prune"), retrain_epochs=1, total_epochs=1)
+                                       generator=seeded_generator(seed, f"{key}/prune"), retrain_epochs=1, total_epochs=1,
+                                       loader=loader)
             torch.manual_seed(mix_seed(seed, stream_id(f"{key}/init")))
             model = reinitialize(shape_of)
             self._sync_pruned(model, None, None)
         else:  # the one-shot mask on a fresh init
             _, one_shot, _ = prune(dense_model, None, pruner, sparsity, arch=self.cfg.model.model,
                                    include_linear=self.cfg.pruning.include_linear,
-                                   generator=seeded_generator(seed, f"{key}/prune"), retrain_epochs=1, total_epochs=1)
+                                   generator=seeded_generator(seed, f"{key}/prune"), retrain_epochs=1, total_epochs=1,
+                                   loader=loader)
             model = self._fresh_model(seed, data, f"{key}/init")
             masks = Masks.from_state_dict(one_shot.state_dict())
             self._sync_pruned(model, masks, None)
             masks.apply(model)
         stats = measure(model, masks, self.ref, self.cfg.pruning.include_linear)
         n = 1 if isinstance(sparsity, str) else self.cfg.pruning.iterations
-        epochs = self.original.epochs + n * self.cfg.training.retrain_epochs
+        epochs = self.original.epochs + n * budget
         if kind == "scratch-b":
             epochs = max(1, round(epochs * self.ref.flops / max(stats["flops_effective"], 1)))
         original = dataclasses.replace(self.original, epochs=epochs)
         schedule = original_schedule(original, len(data.train), kind)
         model, summary = self.runner.run(key, model, masks, schedule, epochs, data, seed)
         stats = measure(model, masks, self.ref, self.cfg.pruning.include_linear)
-        self._record({"run": key, "kind": kind, "seed": seed, "pruner": pruner, "sparsity_target": sparsity,
-                      "schedule": kind, "epochs": epochs, "iters_per_epoch": len(data.train),
+        self._record({"run": key, "kind": kind, "seed": seed, "pruner": pruner.name, "sparsity_target": sparsity,
+                      "schedule": kind, "epochs": epochs, "retrain_epochs": budget, "iters_per_epoch": len(data.train),
                       "dense_top1": dense_summary["top1"], **stats, **summary,
                       "lr_trace": subsample_trace(schedule.lrs())})
 
-    def bimp(self, seed, data, dense, pruner, sparsity):
+    def bimp(self, seed, data, dense, pruner, sparsity, budget):
         dense_model, dense_summary = dense
         t, n = self.cfg.training, self.cfg.pruning.iterations
-        key = f"s{seed}/{pruner}-{fmt_sparsity(sparsity)}/bimp"
-        t0 = t.epochs - n * t.retrain_epochs
+        key = self.key(seed, pruner, sparsity, "bimp", budget)
+        t0 = t.epochs - n * budget
         ipe = len(data.train)
         linear = build_schedule("LLR", self.original, t0, ipe)
         model = self._fresh_model(seed, data)  # the dense model's init: same starting point
         model, pre = self.runner.run(f"{key}/train", model, None, linear, t0, data, seed)
         rec = self._chain(seed, data, model, pre["loss"], pruner, sparsity, "ALLR", key,
-                          lambda name, d, ipe: self._retrain_schedule("ALLR", d, ipe), lrs=linear.lrs(), prune_key=key)
+                          lambda name, d, ipe: self._retrain_schedule("ALLR", d, ipe, budget), budget, lrs=linear.lrs(),
+                          prune_key=key)
         rec["time_train_s"] += pre["time_train_s"]
         rec["time_eval_s"] += pre["time_eval_s"]
         self._record({"run": key, "kind": "bimp", "schedule": "BIMP", "epochs": t.epochs,

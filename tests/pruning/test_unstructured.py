@@ -45,10 +45,10 @@ def test_magnitude_exact_global_count_and_threshold(amount, second, include_line
 
 def test_layer_magnitude_per_layer_counts():
     m = digits()
-    masks = prune_unstructured(m, "layer_magnitude", 0.37)
+    masks = prune_unstructured(m, "magnitude", 0.37, per_layer=True)
     for n, w in prunable_weights(m).items():
         assert int(masks[n].sum()) == w.numel() - round(0.37 * w.numel())
-    again = prune_unstructured(m, "layer_magnitude", 0.5, masks=masks)
+    again = prune_unstructured(m, "magnitude", 0.5, masks=masks, per_layer=True)
     for n in masks:
         alive = int(masks[n].sum())
         assert int(again[n].sum()) == alive - round(0.5 * alive)
@@ -75,7 +75,9 @@ def test_bad_inputs():
         m.features[3].weight[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="features.3.weight"):
         prune_unstructured(m, "magnitude", 0.5)
-    assert set(PRUNERS) == {"magnitude", "layer_magnitude", "random"}
+    with pytest.raises(ValueError, match="scores channels"):
+        prune_unstructured(m, "l1_filters", 0.5)
+    assert {"magnitude", "layer_magnitude", "random", "lamp"} <= set(PRUNERS)
 
 
 @settings(max_examples=50, deadline=None)

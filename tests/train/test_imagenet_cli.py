@@ -157,12 +157,12 @@ def test_preset_values():
     p = IMAGENET_PRESET["rn18_16"]
     cfg = resolved("--preset", "rn18_16", "--epochs", "1")
     d, t, s = cfg.data, cfg.training, cfg.schedule
-    assert (d.dataset, cfg.model.model, d.batch_size, t.epochs, t.retrain_epochs) == ("imagenet", "resnet18", 1024, 1, 1)
+    assert (d.dataset, cfg.model.model, d.batch_size, t.epochs, t.retrain_epochs) == ("imagenet", "resnet18", 1024, 1, (1,))
     assert (t.lr, t.weight_decay, t.momentum, t.label_smoothing, t.tta_flip) == (0.5, 5e-5, 0.9, 0.1, True)
     assert (s.decay, s.warmup_epochs, d.val_resolution) == ("linear", 1 / 8, 256)
     assert d.progressive_resize == (160, 192, 11 / 16, 13 / 16) and d.train_resolution is None
     full = resolved("--preset", "rn18_16")
-    assert (full.training.epochs, full.training.retrain_epochs, full.schedule.warmup_epochs) == (16, 8, 2)
+    assert (full.training.epochs, full.training.retrain_epochs, full.schedule.warmup_epochs) == (16, (8,), 2)
     assert resolved("--preset", "rn50_88", "--epochs", "40").schedule.warmup_epochs == p["lr_peak_epoch"]
     rn50 = resolved("--preset", "rn50_16")
     assert (rn50.model.model, rn50.data.batch_size, rn50.training.lr) == ("resnet50", 512 * 8, 1.7)
@@ -178,7 +178,7 @@ def test_explicit_values_override_the_preset(tmp_path):
     path = tmp_path / "study.json"
     path.write_text(json.dumps({"training": {"epochs": 4}, "decay": "step"}))
     from_file = resolved("--config", str(path), "--preset", "rn18_16")
-    assert (from_file.training.epochs, from_file.training.retrain_epochs, from_file.schedule.decay) == (4, 2, "step")
+    assert (from_file.training.epochs, from_file.training.retrain_epochs, from_file.schedule.decay) == (4, (2,), "step")
     assert from_file.schedule.warmup_epochs == 0.5
 
 

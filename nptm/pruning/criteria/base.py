@@ -4,7 +4,8 @@ structured channel groups) is separate and consumes the scores.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from typing import ClassVar
 
 import torch
@@ -25,6 +26,7 @@ class Criterion:
     name: ClassVar[str] = ""
     structured: ClassVar[bool] = False
     needs_data: ClassVar[bool] = False  # True: ``scores`` needs ``loader`` (calibration batches)
+    random: ClassVar[bool] = False  # True: a random baseline (the papers compare methodical criteria with it)
 
     def scores(self, model: nn.Module, params: Mapping[str, Tensor], *, loader: Iterable | None = None,
                generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -46,3 +48,35 @@ def check_finite(params: Mapping[str, Tensor]) -> None:
     nan = [n for n, w in params.items() if bool(w.isnan().any())]
     if nan:
         raise ValueError(f"NaN weights in {nan}")
+
+
+class NoCalibrationData(ValueError):
+    """A data-aware criterion got no calibration batches."""
+
+
+def require_batches(loader: Iterable | None, criterion: Criterion) -> Iterator:
+    """The batches of ``loader``; a one-line error when there is none or it is empty."""
+    if loader is None:
+        raise NoCalibrationData(f"criterion {criterion.name or type(criterion).__name__} needs calibration batches (loader=...)")
+    seen = False
+    for batch in loader:
+        seen = True
+        yield batch
+    if not seen:
+        raise NoCalibrationData(f"criterion {criterion.name or type(criterion).__name__}: the calibration loader is empty")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """``model`` in eval mode inside the block, its former mode restored after."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+def owner_modules(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, nn.Module]:
+    """Parameter name (``a.b.weight``) -> the module holding it (``a.b``)."""
+    return {n: model.get_submodule(n.rpartition(".")[0]) for n in params}

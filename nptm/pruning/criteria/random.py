@@ -8,6 +8,8 @@ from nptm.pruning.criteria.base import CRITERIA, Criterion, uniform_scores
 
 @CRITERIA.register("random")
 class RandomWeights(Criterion):
+    random = True
+
     def scores(self, model, params, *, loader=None, generator=None):
         return {n: uniform_scores(w.shape, w, generator) for n, w in params.items()}
 
@@ -15,6 +17,7 @@ class RandomWeights(Criterion):
 @CRITERIA.register("random_filters")
 class RandomFilters(Criterion):
     structured = True
+    random = True
 
     def scores(self, model, params, *, loader=None, generator=None):
         return {n: uniform_scores((w.shape[0],), w, generator, torch.float64) for n, w in params.items()}

@@ -1,0 +1,185 @@
+"""Tables and the HTML/markdown report of one or more studies.
+
+Folders whose studies differ only in their seeds (and how they ran) are merged: their records pool into
+one set of tables and figures, so seeds run on several machines report together. Each table holds one
+sparsity target: a row per (pruner, retraining budget T_rt), a column per schedule (and BIMP, GMP, SFP,
+Scratch), cells top-1 mean ± sample std over seeds, the best value of each column in bold.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nptm.train.results import group_runs, mean_std
+
+IGNORED = {"training": ("seeds", "device", "threads", "dist_timeout"), "data": ("workers",)}  # and "output"
+
+
+class ReportError(ValueError):
+    """A folder that holds no study; the CLI prints it as one line and exits with status 2."""
+
+
+@dataclass
+class Study:
+    name: str  # the folder names it was read from
+    config: dict[str, Any]
+    records: list[dict[str, Any]]
+    folders: list[Path] = field(default_factory=list)
+    finished: list[bool] = field(default_factory=list)
+
+
+def load_study(folder: Path) -> Study:
+    """A study folder's config and records; an interrupted study has fewer records and no table.txt."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{folder}: no config.json (not a study folder)") from None
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{folder}: unreadable config.json ({e})") from None
+    try:
+        records = json.loads((folder / "results.json").read_text())
+    except FileNotFoundError:
+        records = []  # killed before its first run finished
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{folder}: unreadable results.json ({e})") from None
+    return Study(folder.name, config, records, [folder], [(folder / "table.txt").is_file()])
+
+
+def _identity(config: dict[str, Any]) -> str:
+    kept = {sec: {k: v for k, v in values.items() if k not in IGNORED.get(sec, ())}
+            for sec, values in config.items() if sec != "output"}
+    return json.dumps(kept, sort_keys=True)
+
+
+def merge_studies(studies: list[Study]) -> list[Study]:
+    """Studies that differ only in seeds (or runtime settings) pooled into one; a run seen twice counts once."""
+    merged: dict[str, Study] = {}
+    for s in studies:
+        key = _identity(s.config)
+        if key not in merged:
+            merged[key] = Study(s.name, s.config, [], [], [])
+        m = merged[key]
+        if m.folders:
+            m.name += f" + {s.name}"
+        seen = {r["run"] for r in m.records}
+        m.records += [r for r in s.records if r["run"] not in seen]
+        m.folders += s.folders
+        m.finished += s.finished
+    return list(merged.values())
+
+
+def study_tables(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One table per sparsity target: title, column names, rows of (label, cells), best cell per column."""
+    groups = group_runs([r for r in records if r["kind"] != "dense"])
+    targets = list(dict.fromkeys(k[2] for k in groups))
+    tables = []
+    for target in targets:
+        here = {k: v for k, v in groups.items() if k[2] == target}
+        columns = list(dict.fromkeys(k[3] for k in here))
+        rows = list(dict.fromkeys((k[1], k[4]) for k in here))
+        cells: dict[tuple, tuple[float, float, int]] = {}
+        for (kind, pruner, _, schedule, budget), runs in here.items():
+            m, s = mean_std([100 * r["top1"] for r in runs])
+            cells[(pruner, budget), schedule] = (m, s, len(runs))
+        best = {c: max((v[0], row) for (row, col), v in cells.items() if col == c)[1] for c in columns
+                if sum(col == c for _, col in cells) > 1}
+        tables.append({"title": f"target {target}", "columns": columns, "best": best,
+                       "rows": [(row[0] + (f", T_rt {row[1]}" if row[1] is not None else ""),
+                                 [cells.get((row, c)) for c in columns], row) for row in rows]})
+    return tables
+
+
+def _fmt(cell) -> str:
+    return "-" if cell is None else f"{cell[0]:.2f} ± {cell[1]:.2f}"
+
+
+def _dense_line(records) -> str:
+    dense = [100 * r["top1"] for r in records if r["kind"] == "dense"]
+    if not dense:
+        return "dense model: not finished"
+    m, s = mean_std(dense)
+    return f"dense model: {m:.2f} ± {s:.2f} top-1 % over {len(dense)} seed(s)"
+
+
+def _status(study: Study) -> str:
+    done = sum(study.finished)
+    runs = len(study.records)
+    state = "finished" if done == len(study.finished) else f"INTERRUPTED ({len(study.finished) - done} of " \
+                                                            f"{len(study.finished)} folder(s) unfinished)"
+    return f"{runs} run(s) recorded, {state}"
+
+
+def render_markdown(studies: list[Study], figures: dict[str, list[Path]], out: Path) -> str:
+    lines = ["# nptm report", ""]
+    for s in studies:
+        lines += [f"## {s.name}", "", f"{_status(s)}. {_dense_line(s.records)}. Cells: top-1 % mean ± std over "
+                  "seeds; **bold**: best in its column.", ""]
+        for t in study_tables(s.records):
+            lines += [f"### {t['title']}", "", "| pruner, T_rt | " + " | ".join(t["columns"]) + " |",
+                      "|---" * (len(t["columns"]) + 1) + "|"]
+            for label, cells, row in t["rows"]:
+                text = [f"**{_fmt(c)}**" if t["best"].get(col) == row and c is not None else _fmt(c)
+                        for c, col in zip(cells, t["columns"])]
+                lines.append(f"| {label} | " + " | ".join(text) + " |")
+            lines.append("")
+        lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures.get(s.name, [])]
+        lines += ["", "<details><summary>config</summary>", "", "```json", json.dumps(s.config, indent=1), "```",
+                  "", "</details>", ""]
+    return "\n".join(lines)
+
+
+CSS = ("body{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}table{border-collapse:collapse;"
+       "margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,"
+       "th:first-child{text-align:left}td.best{font-weight:bold;background:#e6f4e6}img{max-width:100%;"
+       "display:block;margin:1em 0}pre{background:#f6f6f6;padding:.5em;overflow:auto}")
+
+
+def render_html(studies: list[Study], figures: dict[str, list[Path]]) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>nptm report</title><style>{CSS}</style>"
+             "</head><body><h1>nptm report</h1>"]
+    for s in studies:
+        parts.append(f"<h2>{e(s.name)}</h2><p>{e(_status(s))}. {e(_dense_line(s.records))}. Cells: top-1 % mean ± "
+                     "std over seeds; best in its column highlighted.</p>")
+        for t in study_tables(s.records):
+            head = "".join(f"<th>{e(c)}</th>" for c in ["pruner, T_rt", *t["columns"]])
+            body = "".join("<tr><td>" + e(label) + "</td>" + "".join(
+                f"<td class='best'>{e(_fmt(c))}</td>" if t["best"].get(col) == row and c is not None
+                else f"<td>{e(_fmt(c))}</td>" for c, col in zip(cells, t["columns"])) + "</tr>"
+                for label, cells, row in t["rows"])
+            parts.append(f"<h3>{e(t['title'])}</h3><table><tr>{head}</tr>{body}</table>")
+        for p in figures.get(s.name, []):
+            data = base64.b64encode(p.read_bytes()).decode()
+            parts.append(f"<img alt='{e(p.stem)}' src='data:image/png;base64,{data}'>")
+        parts.append(f"<details><summary>config</summary><pre>{e(json.dumps(s.config, indent=1))}</pre></details>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
+    """Write ``out/report.html`` (self-contained) and ``out/report.md`` (figures under ``out/figures``, or beside
+    results.json when ``out`` is the one study folder reported)."""
+    from nptm.train.checkpoint import atomic_write
+    from nptm.train.plots import write_plots
+
+    studies = merge_studies([load_study(f) for f in folders])
+    out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, list[Path]] = {}
+    for i, s in enumerate(studies):
+        if s.records:  # a single study reported into its own folder: the figures beside its results.json
+            own = len(s.folders) == 1 and s.folders[0].resolve() == out.resolve()
+            folder = out if own else out / "figures" / (
+                f"{i + 1}-" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s.name))
+            folder.mkdir(parents=True, exist_ok=True)
+            figures[s.name] = write_plots(folder, s.records)
+    html_path, md_path = out / "report.html", out / "report.md"
+    text = render_html(studies, figures).encode()
+    atomic_write(html_path, lambda f: f.write(text))
+    md = render_markdown(studies, figures, out).encode()
+    atomic_write(md_path, lambda f: f.write(md))
+    return html_path, md_path
