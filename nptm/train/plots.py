@@ -50,10 +50,11 @@ def _top1(runs) -> tuple[float, float]:
     return mean_std([100 * r["top1"] for r in runs])
 
 
-def _is_random(pruner: str) -> bool:
+def _properties(pruner: str) -> tuple[bool, bool]:
+    """(random, structured) of a pruner name; a pruner no longer installed counts as methodical unstructured."""
     from nptm.pruning import PRUNERS
 
-    return pruner in PRUNERS and PRUNERS[pruner].random
+    return (PRUNERS[pruner].random, PRUNERS[pruner].structured) if pruner in PRUNERS else (False, False)
 
 
 def _dense(records) -> float | None:
@@ -67,8 +68,9 @@ def _zoom(ax, lows: Sequence[float], highs: Sequence[float]) -> None:
         return
     lo, hi = min(lows), max(highs)
     pad = max(0.15 * (hi - lo), 0.5)
-    ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
-    ax.set_ylabel("top-1 (%), zoomed axis")
+    bottom, top = max(0.0, lo - pad), min(100.0, hi + pad)
+    ax.set_ylim(bottom, top)
+    ax.set_ylabel("top-1 (%)" + (", axis zoomed" if bottom > 0 or top < 100 else ""))
 
 
 def plot_lr_schedules(records: Sequence[dict[str, Any]], path: Path) -> None:
@@ -97,7 +99,8 @@ def plot_accuracy(records: Sequence[dict[str, Any]], path: Path) -> None:
     panels = list(dict.fromkeys((k[2], k[4]) for k in groups if k[4] is not None)) or \
         list(dict.fromkeys((k[2], None) for k in groups))
     dense = _dense(records)
-    fig, axes = _grid(plt, len(panels), width=max(5.5, 0.5 * len({k[3] for k in groups}) * len({k[1] for k in groups})))
+    width = min(14.0, max(5.5, 0.3 * len({k[3] for k in groups}) * len({k[1] for k in groups})))
+    fig, axes = _grid(plt, len(panels), width=width, cols=1 if width > 8 else 3)
     for ax, (target, budget) in zip(axes, panels):
         here = {k: v for k, v in groups.items() if k[2] == target and k[4] in (budget, None)}
         schedules = list(dict.fromkeys(k[3] for k in here))
@@ -181,16 +184,18 @@ def plot_accuracy_vs_sparsity(records: Sequence[dict[str, Any]], path: Path) -> 
 
 
 def plot_random_vs_methodical(records: Sequence[dict[str, Any]], path: Path) -> bool:
-    """Bars per target (largest budget): each methodical pruner retrained with FT beside each random pruner
-    retrained with each restarting schedule. False (nothing drawn) when the study lacks either side."""
+    """Bars per target and kind (unstructured, structured), largest budget: each methodical pruner retrained with
+    FT beside the random pruner of the same kind retrained with each restarting schedule. False (nothing drawn)
+    when the study lacks either side."""
     groups = group_runs([r for r in records if r["kind"] == "retrain"])
     top = max((k[4] for k in groups), default=None)
-    targets = list(dict.fromkeys(k[2] for k in groups))
     panels = []
-    for target in targets:
-        here = {k: v for k, v in groups.items() if k[2] == target and k[4] == top}
-        methodical = [(f"{k[1]} + FT", v) for k, v in here.items() if k[3] == "FT" and not _is_random(k[1])]
-        random = [(f"{k[1]} + {k[3]}", v) for k, v in here.items() if k[3] not in NOT_RESTARTING and _is_random(k[1])]
+    for target, structured in dict.fromkeys((k[2], _properties(k[1])[1]) for k in groups):
+        here = {k: v for k, v in groups.items()
+                if k[2] == target and k[4] == top and _properties(k[1])[1] == structured}
+        methodical = [(f"{k[1]} + FT", v) for k, v in here.items() if k[3] == "FT" and not _properties(k[1])[0]]
+        random = [(f"{k[1]} + {k[3]}", v) for k, v in here.items()
+                  if k[3] not in NOT_RESTARTING and _properties(k[1])[0]]
         if methodical and random:
             panels.append((target, methodical, random))
     if not panels:

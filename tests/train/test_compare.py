@@ -53,7 +53,7 @@ def _md_tables(text):
     """Markdown tables -> list of (columns, rows of cells)."""
     tables, rows = [], None
     for line in text.splitlines() + [""]:
-        if line.startswith("| "):
+        if line.startswith("|"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             if rows is None:
                 rows, columns = [], cells
