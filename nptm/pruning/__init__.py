@@ -1,21 +1,12 @@
-"""Unstructured pruning with masks (global / per-layer magnitude, random) and structured filter pruning (PFEC)."""
-from nptm.pruning.filters import (
-    FILTER_ARCHS,
-    PFEC_CONFIGS,
-    FilterGroup,
-    counts_from_state_dict,
-    filter_counts,
-    filter_groups,
-    prune_filters,
-    select_filters,
-    shrink_filters,
-    shrink_to_counts,
-)
+"""Unstructured pruning with masks (global / per-layer magnitude, random) and structured channel pruning of
+any traceable CNN (``nptm.pruning.structured``)."""
 from nptm.pruning.masks import Masks, prunable_weights
+from nptm.pruning.structured import (
+    ChannelGroup, UnsupportedModel, channel_groups, load_pruned, prune_channels, save_pruned, shrink,
+)
 from nptm.pruning.unstructured import PRUNERS, iterative_amounts, prune_unstructured
 
 __all__ = [
     "prunable_weights", "Masks", "PRUNERS", "prune_unstructured", "iterative_amounts",
-    "prune_filters", "select_filters", "shrink_filters", "shrink_to_counts", "filter_counts",
-    "filter_groups", "counts_from_state_dict", "FilterGroup", "FILTER_ARCHS", "PFEC_CONFIGS",
+    "channel_groups", "prune_channels", "shrink", "save_pruned", "load_pruned", "ChannelGroup", "UnsupportedModel",
 ]

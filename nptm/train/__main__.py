@@ -137,13 +137,14 @@ def _check_model(cfg: StudyConfig) -> None:
     if cfg.model.model not in MODELS:
         raise ConfigError(f"--model: unknown model {cfg.model.model!r}; choose from {', '.join(MODELS)}")
     structured = [p for p in cfg.pruning.pruner if p in STRUCTURED]
-    if structured:  # filter pruning knows only some architectures: try it on a throwaway model
-        from nptm.models import build_model
-        from nptm.pruning import prune_filters
+    if structured:  # a model the channel tracer refuses, or a missing preset: fail before training
+        from nptm.models import build_model, filter_preset
+        from nptm.pruning import prune_channels
 
+        p = cfg.pruning
         try:
-            prune_filters(build_model(cfg.model.model, 10, 3), cfg.model.model, "l1",
-                          cfg.pruning.filter_config or cfg.pruning.sparsity[0])
+            ratios = filter_preset(cfg.model.model, p.filter_config) if p.filter_config else p.sparsity[0]
+            prune_channels(build_model(cfg.model.model, 10), "l1_filters", ratios, round_to=p.round_to, ignore=p.ignore)
         except ValueError as e:
             raise ConfigError(f"--pruner {structured[0]}: {e}") from None
 

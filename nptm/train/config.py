@@ -91,6 +91,10 @@ class PruningOptions:
     iterations: int = opt(1, "IMP cycles (prune 1-(1-s)^(1/n) of the remaining weights, retrain, repeat)")
     filter_config: str | None = opt(None, "PFEC preset for filter pruners instead of --sparsity", choices=("A", "B", "C", "D"))
     include_linear: bool = opt(False, "prune linear layers too (default: convolutions only)")
+    round_to: int = opt(1, "filter pruners: channels kept per group rounded down to a multiple of this (8: tensor cores)")
+    ignore: tuple[str, ...] = opt(("<classifier>",), "filter pruners: layer-name patterns (fnmatch or module prefix) "
+                                                     "whose channels are kept; <classifier>: the output layer")
+    save_models: bool = opt(True, "filter pruners: write each run's final model with nptm.save_pruned (models/)")
     bimp: bool = opt(False, "add BIMP runs (unstructured pruners): linear schedule for T - n*T_rt epochs, then IMP with ALLR")
 
 
@@ -366,6 +370,8 @@ def validate(cfg: StudyConfig) -> None:
             raise ConfigError(f"--{name} lists a value twice: {v}")
     if "LRW" in s.schedules and t.retrain_epochs is not None and t.epochs is not None and t.retrain_epochs > t.epochs:
         raise ConfigError(f"LRW replays the last --retrain-epochs {t.retrain_epochs} of only --epochs {t.epochs}")
+    if p.round_to < 1:
+        raise ConfigError(f"--round-to must be a positive integer, got {p.round_to}")
     if p.filter_config and p.iterations > 1 and set(p.pruner) & set(STRUCTURED):
         raise ConfigError("--filter-config presets are one-shot: use --iterations 1 or a float --sparsity")
     if p.bimp:

@@ -24,8 +24,6 @@ from nptm.train.checkpoint import CheckpointError, load_checkpoint, save_checkpo
 from nptm.train.config import STRUCTURED
 from nptm.train.loop import Callback, Trainer
 
-FILTER_METHODS = {"l1_filters": "l1", "random_filters": "random"}
-
 
 def stream_id(key: str) -> int:
     """A stable integer for a phase name (seeds its data order and randomness)."""
@@ -81,14 +79,21 @@ def measure(model: nn.Module, masks: Masks | None, ref: Reference, include_linea
 
 @torch.no_grad()
 def prune(model: nn.Module, masks: Masks | None, pruner: str, amount: float | str, *, arch: str,
-          include_linear: bool, generator: torch.Generator, retrain_epochs: float, total_epochs: float):
+          include_linear: bool, generator: torch.Generator, retrain_epochs: float, total_epochs: float,
+          round_to: int = 1, ignore: Sequence[str] = ("<classifier>",), input_shape: Sequence[int] | None = None):
     """(pruned copy of ``model``, its masks or None, ALLR's d/d1/d2 for this step). ``amount``: the
-    fraction of the remaining weights (filter pruners: per-layer filter ratio, or a PFEC preset)."""
+    fraction of the remaining weights (filter pruners: the ratio of every channel group, or a PFEC preset
+    of ``arch``; ``round_to``, ``ignore`` and the traced ``input_shape`` apply to them)."""
     if pruner in STRUCTURED:
-        from nptm.pruning import prune_filters
+        from nptm.models import filter_preset
+        from nptm.pruning import prune_channels
 
         before = {n: w.detach().double() for n, w in prunable_weights(model, include_linear).items()}
-        pruned = prune_filters(model, arch, FILTER_METHODS[pruner], amount, generator=generator)
+        ratios = filter_preset(arch, amount) if isinstance(amount, str) else amount
+        p = next(model.parameters())
+        example = torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype) if input_shape else None
+        pruned = prune_channels(model, pruner, ratios, example_input=example, round_to=round_to, ignore=ignore,
+                                generator=generator)
         after = {n: w.detach().double() for n, w in prunable_weights(pruned, include_linear).items()}
         # Kept weights are unchanged, so ||theta - theta_p||^2 = ||theta||^2 - ||theta_p||^2 (SPEC's d1).
         norm_sq = sum(float(w.square().sum()) for w in before.values())
