@@ -81,11 +81,11 @@ def build_train_step(spec: Spec, device: str) -> Case:
 
 def build_pruned_inference(spec: Spec, device: str) -> Case:
     name, config = spec.params
-    (prune_filters,) = _pruning("prune_filters")
-    from nptm.models import count_flops
+    (prune_channels,) = _pruning("prune_channels")
+    from nptm.models import count_flops, filter_preset
 
     dense = W.nptm_models().build_model(name, num_classes=10).to(device).eval()
-    pruned = prune_filters(copy.deepcopy(dense), name, method="l1", ratios=config).to(device).eval()
+    pruned = prune_channels(dense, "l1_filters", filter_preset(name, config)).to(device).eval()
     ratio = count_flops(dense, (3, 32, 32)) / count_flops(pruned, (3, 32, 32))
     x, _ = _batch(device)
 

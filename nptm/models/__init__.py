@@ -9,8 +9,9 @@ from torch import nn
 from nptm.models.chain import CifarVGG, ConvChain, DigitsNet
 from nptm.models.cifar_resnet import BasicBlock, CifarResNet
 from nptm.models.counting import count_flops, count_params
+from nptm.models.presets import FILTER_PRESETS, filter_preset
 
-__all__ = ["MODELS", "build_model", "reinitialize", "count_params", "count_flops", "CifarResNet", "CifarVGG", "DigitsNet", "ConvChain", "BasicBlock"]
+__all__ = ["MODELS", "FILTER_PRESETS", "filter_preset", "build_model", "reinitialize", "count_params", "count_flops", "CifarResNet", "CifarVGG", "DigitsNet", "ConvChain", "BasicBlock"]
 
 
 def _torchvision(name: str) -> Callable[[int, int], nn.Module]:

@@ -11,6 +11,8 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
+from nptm.models.presets import FILTER_PRESETS
+
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 DIGITS_CFG = (16, 32, "M", 64)
 
@@ -77,3 +79,12 @@ class DigitsNet(ConvChain):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, (nn.BatchNorm2d, nn.Linear)):
                 m.reset_parameters()
+
+
+def _vgg16_a(model: nn.Module) -> dict[str, float]:
+    """VGG-16-pruned-A: conv 1 and convs 8-13 lose half their filters."""
+    convs = [f"features.{n}" for n, m in model.features.named_children() if isinstance(m, nn.Conv2d)]
+    return {n: 0.5 if i == 0 or i >= 7 else 0.0 for i, n in enumerate(convs)}
+
+
+FILTER_PRESETS.register("vgg16", {"A": _vgg16_a})

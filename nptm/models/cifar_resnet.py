@@ -1,7 +1,11 @@
 """CIFAR ResNets (He et al. 2016, depth 6n+2) with option-A shortcuts, as in akamaster/pytorch_resnet_cifar10.
 
 Each basic block is conv1-bn1-relu-conv2-bn2 (+ shortcut) - relu. ``widths`` gives the output width of
-every block's conv1 (the only conv that filter pruning shrinks); residual widths stay 16/32/64.
+every block's conv1 (the only conv that filter pruning shrinks: the zero-padding shortcuts keep the
+residual widths 16/32/64 whole).
+
+PFEC presets (layer numbers as in Liu et al.'s res56prune.py / res110prune.py: every nn.Conv2d in module
+order, from 1; block b's conv1 is layer 2b + 2): each block's conv1 at its stage's ratio unless skipped.
 """
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from typing import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nptm.models.presets import FILTER_PRESETS, Preset, conv_ids
 
 
 class PadShortcut(nn.Module):
@@ -72,3 +78,27 @@ class CifarResNet(nn.Module):
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def pfec_preset(skip: tuple[int, ...], stage_ratios: tuple[float, float, float]) -> Preset:
+    def ratios(model: nn.Module) -> dict[str, float]:
+        ids, out = conv_ids(model), {}
+        for stage, r in zip(("layer1", "layer2", "layer3"), stage_ratios):
+            for b in range(len(model.get_submodule(stage))):
+                name = f"{stage}.{b}.conv1"
+                out[name] = 0.0 if ids[name] in skip else r
+        return out
+
+    return ratios
+
+
+FILTER_PRESETS.register("resnet56", {
+    "A": pfec_preset((16, 20, 38, 54), (0.1, 0.1, 0.1)),
+    "B": pfec_preset((16, 18, 20, 34, 38, 54), (0.6, 0.3, 0.1)),
+})
+FILTER_PRESETS.register("resnet110", {  # A, B: Li et al.; C, D: the ICLR 2021 study's extra configs
+    "A": pfec_preset((36,), (0.5, 0.0, 0.0)),
+    "B": pfec_preset((36, 38, 74), (0.5, 0.4, 0.3)),
+    "C": pfec_preset((36, 38, 74), (0.5, 0.5, 0.5)),
+    "D": pfec_preset((36, 38, 74), (0.5, 0.6, 0.7)),
+})

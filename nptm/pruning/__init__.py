@@ -1,22 +1,13 @@
-"""Pruning: criteria (plug-ins), pruners (criterion + algorithm), masks, unstructured and structured pruning."""
-from nptm.pruning.filters import (
-    FILTER_ARCHS,
-    PFEC_CONFIGS,
-    FilterGroup,
-    counts_from_state_dict,
-    filter_counts,
-    filter_groups,
-    prune_filters,
-    select_filters,
-    shrink_filters,
-    shrink_to_counts,
-)
+"""Pruning: criteria (plug-ins), pruners (criterion + algorithm, ``PRUNERS``), masks and unstructured pruning,
+and structured channel pruning of any traceable CNN (``nptm.pruning.structured``)."""
 from nptm.pruning.masks import Masks, prunable_weights
 from nptm.pruning.pruners import PRUNERS, Pruner
+from nptm.pruning.structured import (
+    ChannelGroup, UnsupportedModel, channel_groups, load_pruned, prune_channels, save_pruned, shrink,
+)
 from nptm.pruning.unstructured import iterative_amounts, prune_unstructured
 
 __all__ = [
     "prunable_weights", "Masks", "PRUNERS", "Pruner", "prune_unstructured", "iterative_amounts",
-    "prune_filters", "select_filters", "shrink_filters", "shrink_to_counts", "filter_counts",
-    "filter_groups", "counts_from_state_dict", "FilterGroup", "FILTER_ARCHS", "PFEC_CONFIGS",
+    "channel_groups", "prune_channels", "shrink", "save_pruned", "load_pruned", "ChannelGroup", "UnsupportedModel",
 ]

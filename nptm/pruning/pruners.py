@@ -17,13 +17,16 @@ from torch import Tensor, nn
 
 from nptm.pruning.criteria import CRITERIA
 from nptm.pruning.masks import Masks
-from nptm.pruning.unstructured import criterion_instance, prune_unstructured
+from nptm.pruning.structured.engine import prune_channels, select_channels
+from nptm.pruning.structured.graph import CLASSIFIER, trace_channels
+from nptm.pruning.unstructured import prune_unstructured
 from nptm.utils.registry import Registry, UnknownChoice
 
 ALGORITHMS = {
     "global": "one top-k over the scores of all prunable weights (masks)",
     "layer": "a top-k per layer (masks)",
-    "channels": "removes the lowest-scoring output channels of every prunable layer, the same ratio per layer",
+    "channels": "removes the lowest-scoring channels of every channel group (scores summed over its producing "
+                "layers; nptm.pruning.structured), the same ratio per group",
     "gradual": "during training: global magnitude masks on GMP's cubic sparsity ramp (Zhu & Gupta 2017)",
     "soft_channels": "during training: zero the lowest-scoring channels every epoch, let them regrow, remove "
                      "them at the end (SFP, He et al. 2018)",
@@ -60,15 +63,17 @@ class Pruner:
         """Its criterion scores with calibration batches."""
         return CRITERIA[self.criterion].needs_data
 
-    def prune(self, model: nn.Module, amount: float | str, *, masks: Masks | None = None, include_linear: bool = False,
+    def prune(self, model: nn.Module, amount, *, masks: Masks | None = None, include_linear: bool = False,
               generator: torch.Generator | None = None, loader: Iterable | None = None,
-              arch: str | None = None) -> tuple[nn.Module, Masks | None]:
+              example_input: Tensor | None = None, round_to: int = 1,
+              ignore=(CLASSIFIER,)) -> tuple[nn.Module, Masks | None]:
         """(pruned copy of ``model``, its masks; None for structured pruners). ``amount``: the fraction of the
-        remaining weights, or the per-layer channel ratio (or a named preset) for structured pruners.
+        remaining weights; for structured pruners the ratios of ``prune_channels`` (one float for every channel
+        group, layer -> ratio, or a preset), with its ``example_input``, ``round_to`` and ``ignore``.
         During-training pruners prune here as their last step does (GMP: global magnitude; SFP: removal)."""
         if self.structured:
-            keep = select_channels(model, self.criterion, amount, arch=arch, loader=loader, generator=generator)
-            return shrink_channels(model, keep, arch=arch), None
+            return prune_channels(model, self.criterion, amount, example_input=example_input, round_to=round_to,
+                                  ignore=ignore, loader=loader, generator=generator), None
         pruned = copy.deepcopy(model)
         new = prune_unstructured(pruned, self.criterion, amount, masks=masks, include_linear=include_linear,
                                  generator=generator, loader=loader, per_layer=self.algorithm == "layer")
@@ -105,34 +110,26 @@ for _p in (Pruner("layer_magnitude", "magnitude", "layer"), Pruner("gmp", "magni
     PRUNERS.register(_p.name, _p)
 
 
-# -- channels (until the structured engine: the per-architecture filter groups of nptm.pruning.filters) --------
-def select_channels(model: nn.Module, criterion, ratio: float | str, *, arch: str | None,
-                    loader: Iterable | None = None, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-    """Layer name -> sorted indices of the kept output channels: the int(C * (1 - ratio)) highest scores
-    (ties keep the lower index)."""
-    from nptm.pruning.filters import filter_counts
-
-    counts = filter_counts(model, arch, ratio)
-    params = {f"{n}.weight": model.get_submodule(n).weight for n in counts}
-    crit = criterion_instance(criterion)
-    with torch.no_grad() if not crit.needs_data else torch.enable_grad():
-        scores = crit.scores(model, params, loader=loader, generator=generator)
-    return {n: torch.sort(scores[f"{n}.weight"], descending=True, stable=True).indices[:k].sort().values
-            for n, k in counts.items()}
-
-
-def shrink_channels(model: nn.Module, keep: dict[str, Tensor], *, arch: str | None) -> nn.Module:
-    """A new model keeping only ``keep[layer]`` output channels (and what consumes them)."""
-    from nptm.pruning.filters import shrink_filters
-
-    return shrink_filters(model, arch, keep)
-
-
 @torch.no_grad()
-def zero_channels_(model: nn.Module, keep: dict[str, Tensor]) -> None:
-    """Zero, in place, the output channels of each layer in ``keep`` that it does not keep (SFP's soft prune)."""
-    for name, idx in keep.items():
-        w = model.get_submodule(name).weight
-        dropped = torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
-        dropped[idx.to(w.device)] = False
-        w[dropped] = 0
+def soft_prune_channels_(model: nn.Module, criterion, ratios, *, example_input: Tensor | None = None, round_to: int = 1,
+                         ignore=(CLASSIFIER,), loader=None, generator: torch.Generator | None = None) -> None:
+    """Zero, in place, the output channels (weight rows and biases of every producing layer) that
+    ``prune_channels`` with the same arguments would remove; the model keeps its shape (SFP's soft prune)."""
+    graph = trace_channels(model, example_input, ignore=tuple(ignore))
+    keep = select_channels(model, criterion, ratios, round_to=round_to, loader=loader, generator=generator, graph=graph)
+    kept = {g.id: keep[g.name] for g in graph.groups if g.name in keep}
+    for name, label in graph.producers:
+        dropped, pos = [], 0
+        for gid, start, n in label.segs:
+            idx = kept.get(graph.uf.find(gid))
+            if idx is not None:
+                gone = torch.ones(n, dtype=torch.bool)
+                gone[idx[(idx >= start) & (idx < start + n)] - start] = False
+                dropped.append(torch.nonzero(gone).flatten() + pos)
+            pos += n
+        if dropped:
+            module = model.get_submodule(name)
+            rows = torch.cat(dropped).to(module.weight.device)
+            module.weight[rows] = 0
+            if getattr(module, "bias", None) is not None:
+                module.bias[rows] = 0

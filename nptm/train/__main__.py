@@ -139,12 +139,14 @@ def _check_model(cfg: StudyConfig) -> None:
     from nptm.pruning import PRUNERS
 
     structured = [p for p in cfg.pruning.pruner if PRUNERS[p].structured]
-    if structured:  # filter pruning knows only some architectures: try it on a throwaway model
-        from nptm.models import build_model
+    if structured:  # a model the channel tracer refuses, or a missing preset: fail before training
+        from nptm.models import build_model, filter_preset
+        from nptm.pruning import prune_channels
 
+        p = cfg.pruning
         try:
-            PRUNERS["l1_filters"].prune(build_model(cfg.model.model, 10, 3),
-                                        cfg.pruning.filter_config or cfg.pruning.sparsity[0], arch=cfg.model.model)
+            ratios = filter_preset(cfg.model.model, p.filter_config) if p.filter_config else p.sparsity[0]
+            prune_channels(build_model(cfg.model.model, 10), "l1_filters", ratios, round_to=p.round_to, ignore=p.ignore)
         except ValueError as e:
             raise ConfigError(f"--pruner {structured[0]}: {e}") from None
 

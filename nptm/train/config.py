@@ -91,6 +91,10 @@ class PruningOptions:
     iterations: int = opt(1, "IMP cycles (prune 1-(1-s)^(1/n) of the remaining weights, retrain, repeat)")
     filter_config: str | None = opt(None, "PFEC preset for filter pruners instead of --sparsity", choices=("A", "B", "C", "D"))
     include_linear: bool = opt(False, "prune linear layers too (default: convolutions only)")
+    round_to: int = opt(1, "filter pruners: channels kept per group rounded down to a multiple of this (8: tensor cores)")
+    ignore: tuple[str, ...] = opt(("<classifier>",), "filter pruners: layer-name patterns (fnmatch or module prefix) "
+                                                     "whose channels are kept; <classifier>: the output layer")
+    save_models: bool = opt(True, "filter pruners: write each run's final model with nptm.save_pruned (models/)")
     bimp: bool = opt(False, "add BIMP runs (unstructured pruners): linear schedule for T - n*T_rt epochs, then IMP with ALLR")
     calibration_batches: int = opt(16, "training batches that data-aware criteria (taylor, hrank) score with")
     gmp_window: tuple[float, ...] = opt((0.1, 0.75), "GMP: prune from fraction START to END of --epochs, once per "
@@ -374,6 +378,8 @@ def validate(cfg: StudyConfig) -> None:
     longest = max(budgets, default=0)
     if "LRW" in s.schedules and t.epochs is not None and longest > t.epochs:
         raise ConfigError(f"LRW replays the last --retrain-epochs {longest} of only --epochs {t.epochs}")
+    if p.round_to < 1:
+        raise ConfigError(f"--round-to must be a positive integer, got {p.round_to}")
     pruners = [PRUNER_REGISTRY[x] for x in p.pruner]
     if p.filter_config and p.iterations > 1 and any(x.structured for x in pruners):
         raise ConfigError("--filter-config presets are one-shot: use --iterations 1 or a float --sparsity")

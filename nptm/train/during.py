@@ -16,9 +16,9 @@ import torch
 
 from nptm.pruning import Masks, Pruner, prunable_weights
 from nptm.pruning.gradual import GMPRamp, prune_to_sparsity
-from nptm.pruning.pruners import select_channels, zero_channels_
+from nptm.pruning.pruners import soft_prune_channels_
 from nptm.train.loop import Callback
-from nptm.train.phases import measure, original_schedule, subsample_trace
+from nptm.train.phases import channel_options, channel_ratios, measure, original_schedule, subsample_trace
 
 
 class GradualMagnitude(Callback):
@@ -35,13 +35,13 @@ class GradualMagnitude(Callback):
 
 
 class SoftFilterPruning(Callback):
-    """After every epoch, zero the lowest-scoring channels of every prunable layer (they may grow back)."""
+    """After every epoch, zero the lowest-scoring channels of every channel group (they may grow back)."""
 
-    def __init__(self, pruner: Pruner, ratio, arch: str):
-        self.pruner, self.ratio, self.arch = pruner, ratio, arch
+    def __init__(self, pruner: Pruner, ratios, options: dict):
+        self.pruner, self.ratios, self.options = pruner, ratios, options
 
     def on_epoch_end(self, trainer, epoch) -> None:
-        zero_channels_(trainer.model, select_channels(trainer.model, self.pruner.criterion, self.ratio, arch=self.arch))
+        soft_prune_channels_(trainer.model, self.pruner.criterion, self.ratios, **self.options)
 
 
 def run_during_training(study, seed: int, data, dense, pruner: Pruner, target) -> None:
@@ -78,14 +78,16 @@ def _soft_filters(study, seed, data, dense, pruner: Pruner, target, budget: int)
     key = study.key(seed, pruner, target, "SFP", budget)
     t0 = study.original.epochs - budget
     model = study._fresh_model(seed, data)
+    ratios, options = channel_ratios(cfg.model.model, target), channel_options(model, **study._structured_opts())
     soft = original_schedule(dataclasses.replace(study.original, epochs=t0), ipe, "SFP")
     model, pre = study.runner.run(f"{key}/train", model, None, soft, t0, data, seed,
-                                  first=[SoftFilterPruning(pruner, target, cfg.model.model)])
-    pruned, _ = pruner.prune(model, target, arch=cfg.model.model)
+                                  first=[SoftFilterPruning(pruner, ratios, options)])
+    pruned, _ = pruner.prune(model, ratios, **options)
     if study.device.type == "cuda":  # removal builds new tensors
         pruned = pruned.to(memory_format=torch.channels_last)
     clr = study._retrain_schedule("CLR", 1.0, ipe, budget)
     model, summary = study.runner.run(f"{key}/CLR", pruned, None, clr, budget, data, seed)
+    study._save_model(key, model, None, pruner)
     summary = {**summary, "time_train_s": summary["time_train_s"] + pre["time_train_s"],
                "time_eval_s": summary["time_eval_s"] + pre["time_eval_s"]}
     _record(study, key, "sfp", "SFP+CLR", seed, pruner, target, dense, model, None, summary,

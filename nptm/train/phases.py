@@ -78,13 +78,16 @@ def measure(model: nn.Module, masks: Masks | None, ref: Reference, include_linea
 @torch.no_grad()
 def prune(model: nn.Module, masks: Masks | None, pruner: Pruner, amount: float | str, *, arch: str,
           include_linear: bool, generator: torch.Generator, retrain_epochs: float, total_epochs: float,
+          round_to: int = 1, ignore: Sequence[str] = ("<classifier>",), input_shape: Sequence[int] | None = None,
           loader=None):
     """(pruned copy of ``model``, its masks or None, ALLR's d/d1/d2 for this step). ``amount``: the
-    fraction of the remaining weights (filter pruners: per-layer filter ratio, or a PFEC preset).
+    fraction of the remaining weights (filter pruners: the ratio of every channel group, or a PFEC preset
+    of ``arch``; ``round_to``, ``ignore`` and the traced ``input_shape`` apply to them).
     ``loader``: calibration batches for data-aware criteria."""
     if pruner.structured:
         before = {n: w.detach().double() for n, w in prunable_weights(model, include_linear).items()}
-        pruned, _ = pruner.prune(model, amount, arch=arch, generator=generator, loader=loader)
+        pruned, _ = pruner.prune(model, channel_ratios(arch, amount), generator=generator, loader=loader,
+                                 **channel_options(model, round_to, ignore, input_shape))
         after = {n: w.detach().double() for n, w in prunable_weights(pruned, include_linear).items()}
         # Kept weights are unchanged, so ||theta - theta_p||^2 = ||theta||^2 - ||theta_p||^2 (SPEC's d1).
         norm_sq = sum(float(w.square().sum()) for w in before.values())
@@ -98,6 +101,20 @@ def prune(model: nn.Module, masks: Masks | None, pruner: Pruner, amount: float |
                                      loader=loader)
     after = list(prunable_weights(pruned, include_linear).values())
     return pruned, new_masks, allr_scale(before, after, amount, retrain_epochs, total_epochs)
+
+
+def channel_ratios(arch: str, amount: float | str):
+    """A float ratio for every channel group, or the model's PFEC preset named ``amount``."""
+    from nptm.models import filter_preset
+
+    return filter_preset(arch, amount) if isinstance(amount, str) else amount
+
+
+def channel_options(model: nn.Module, round_to: int, ignore: Sequence[str], input_shape: Sequence[int] | None) -> dict:
+    """Structured pruners' keyword arguments: ``round_to``, ``ignore`` and an example input traced on."""
+    p = next(model.parameters())
+    example = torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype) if input_shape else None
+    return {"example_input": example, "round_to": round_to, "ignore": tuple(ignore)}
 
 
 @dataclass

@@ -167,7 +167,8 @@ class Study:
         loader = self.calibration(data, key) if pruner.needs_data else None
         (pruned, masks, (d, d1, d2)), prune_s = timed(
             prune, model, masks, pruner, amount, arch=self.cfg.model.model, include_linear=p.include_linear,
-            generator=seeded_generator(seed, key), retrain_epochs=budget, total_epochs=t.epochs, loader=loader)
+            generator=seeded_generator(seed, key), retrain_epochs=budget, total_epochs=t.epochs, loader=loader,
+            **self._structured_opts())
         d, d1, d2 = self._sync_pruned(pruned, masks, (d, d1, d2))
         if self.device.type == "cuda":  # filter pruning builds new tensors
             pruned = pruned.to(memory_format=torch.channels_last)
@@ -175,6 +176,19 @@ class Study:
         info = {"pruned_top1": ev["top1"], "pruned_loss": ev["loss"], "loss_increase": ev["loss"] - before_loss,
                 "d": d, "d1": d1, "d2": d2, "time_prune_s": prune_s, "time_eval_s": eval_s}
         return pruned, masks, info
+
+    def _structured_opts(self) -> dict[str, Any]:
+        p = self.cfg.pruning
+        return {"round_to": p.round_to, "ignore": p.ignore, "input_shape": self.ref.input_shape}
+
+    def _save_model(self, key: str, model: nn.Module, masks, pruner: Pruner) -> None:
+        """``--save-models``: the run's final model as ``models/<run>.pt`` (``nptm.load_pruned`` reads it)."""
+        if self.cfg.pruning.save_models and pruner.structured and self.rank == 0:
+            from nptm.pruning import save_pruned
+
+            (self.out / "models").mkdir(parents=True, exist_ok=True)
+            save_pruned(model, self.out / "models" / (key.replace("/", "__") + ".pt"),
+                        masks.state_dict() if masks is not None else None)
 
     @staticmethod
     def _sync_pruned(model, masks, info):
@@ -221,6 +235,7 @@ class Study:
             cycles.append(cycle)
             loss = summary["loss"]
         first = cycles[0]
+        self._save_model(key, model, masks, pruner)
         return {"seed": seed, "pruner": pruner.name, "sparsity_target": sparsity, "iterations": len(cycles),
                 "retrain_epochs": budget,
                 "iters_per_epoch": ipe, **measure(model, masks, self.ref, self.cfg.pruning.include_linear),
@@ -252,7 +267,7 @@ class Study:
             shape_of, masks, _ = prune(dense_model, None, pruner, sparsity, arch=self.cfg.model.model,
                                        include_linear=self.cfg.pruning.include_linear,
                                        generator=seeded_generator(seed, f"{key}/prune"), retrain_epochs=1, total_epochs=1,
-                                       loader=loader)
+                                       loader=loader, **self._structured_opts())
             torch.manual_seed(mix_seed(seed, stream_id(f"{key}/init")))
             model = reinitialize(shape_of)
             self._sync_pruned(model, None, None)
@@ -260,7 +275,7 @@ class Study:
             _, one_shot, _ = prune(dense_model, None, pruner, sparsity, arch=self.cfg.model.model,
                                    include_linear=self.cfg.pruning.include_linear,
                                    generator=seeded_generator(seed, f"{key}/prune"), retrain_epochs=1, total_epochs=1,
-                                   loader=loader)
+                                   loader=loader, **self._structured_opts())
             model = self._fresh_model(seed, data, f"{key}/init")
             masks = Masks.from_state_dict(one_shot.state_dict())
             self._sync_pruned(model, masks, None)
@@ -273,6 +288,7 @@ class Study:
         original = dataclasses.replace(self.original, epochs=epochs)
         schedule = original_schedule(original, len(data.train), kind)
         model, summary = self.runner.run(key, model, masks, schedule, epochs, data, seed)
+        self._save_model(key, model, masks, pruner)
         stats = measure(model, masks, self.ref, self.cfg.pruning.include_linear)
         self._record({"run": key, "kind": kind, "seed": seed, "pruner": pruner.name, "sparsity_target": sparsity,
                       "schedule": kind, "epochs": epochs, "retrain_epochs": budget, "iters_per_epoch": len(data.train),

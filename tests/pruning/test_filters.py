@@ -1,13 +1,11 @@
+"""PFEC (filter pruning) presets on the structured engine: exactly the published pruned architectures."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-import nptm.ops
-from nptm.models import build_model, count_flops, count_params
-from nptm.pruning import (
-    counts_from_state_dict, filter_counts, filter_groups, prune_filters, select_filters, shrink_filters, shrink_to_counts,
-)
+from nptm.models import build_model, count_flops, count_params, filter_preset
+from nptm.pruning.structured import prune_channels, select_channels
 
 # Li et al.'s ResNet-56 configs, written out independently of the library: (skipped layers, stage ratios).
 CONFIGS = {"A": ({16, 20, 38, 54}, [0.1, 0.1, 0.1]), "B": ({16, 18, 20, 34, 38, 54}, [0.6, 0.3, 0.1])}
@@ -30,7 +28,8 @@ def randomized(name, seed=0, in_channels=3):
 @pytest.mark.parametrize("config", ["A", "B"])
 def test_resnet56_config_shapes(config):
     m = randomized("resnet56")
-    pruned = prune_filters(m, "resnet56", "l1", config)
+    preset = filter_preset("resnet56", config)
+    pruned = prune_channels(m, "l1_filters", preset)
     skip, ratios = CONFIGS[config]
     blocks = [b for stage in (pruned.layer1, pruned.layer2, pruned.layer3) for b in stage]
     for i, block in enumerate(blocks):
@@ -50,101 +49,55 @@ def test_resnet56_config_shapes(config):
     assert count_flops(pruned, (3, 32, 32)) == dense_macs - removed > 0
     assert count_params(pruned)[0] < count_params(m)[0]
     # reference selection: numpy argsort of the L1 norms, the largest kept (as res56prune.py)
-    keep = select_filters(m, "resnet56", "l1", config)
+    keep = select_channels(m, "l1_filters", preset)
+    assert keep
     for name, idx in keep.items():
         l1 = np.abs(m.get_submodule(name).weight.detach().numpy()).sum(axis=(1, 2, 3))
         ref = np.sort(np.argsort(l1)[::-1][: idx.numel()])
         assert idx.tolist() == ref.tolist(), name
 
 
-def _masked_dense(model, arch, keep):
-    """The dense model with pruned filters zeroed and their BN channels set to output exactly zero."""
-    dense = build_model(arch, 10, 1 if arch == "digits_net" else 3).double().eval()
-    dense.load_state_dict(model.state_dict())
-    groups = {g.conv: g for g in filter_groups(dense, arch)}
-    with torch.no_grad():
-        for name, idx in keep.items():
-            conv = dense.get_submodule(name)
-            drop = torch.ones(conv.out_channels, dtype=torch.bool)
-            drop[idx] = False
-            conv.weight[drop] = 0
-            bn = dense.get_submodule(groups[name].bn)
-            bn.weight[drop] = 0
-            bn.bias[drop] = 0
-    return dense
+@pytest.mark.parametrize("config,stage_ratios,skip", [
+    ("A", (0.5, 0.0, 0.0), {36}), ("B", (0.5, 0.4, 0.3), {36, 38, 74}),
+    ("C", (0.5, 0.5, 0.5), {36, 38, 74}), ("D", (0.5, 0.6, 0.7), {36, 38, 74}),
+])
+def test_resnet110_configs(config, stage_ratios, skip):
+    m = build_model("resnet110", 10)
+    pruned = prune_channels(m, "l1_filters", filter_preset("resnet110", config))
+    blocks = [b for stage in (pruned.layer1, pruned.layer2, pruned.layer3) for b in stage]
+    widths = [b.conv1.out_channels for b in blocks]
+    expected = [(16, 32, 64)[i // 18] if 2 * i + 2 in skip else int((16, 32, 64)[i // 18] * (1 - stage_ratios[i // 18]))
+                for i in range(54)]
+    assert widths == expected
+    assert [b.conv2.out_channels for b in blocks] == [(16, 32, 64)[i // 18] for i in range(54)]
 
 
-CASES = [
-    ("resnet56", "A", "l1"), ("resnet56", "B", "random"), ("resnet20", 0.5, "l1"), ("vgg16", "A", "l1"),
-    ("digits_net", 0.6, "l1"), ("digits_net", 0.6, "random"), ("resnet18", 0.4, "random"),
-    ("resnet50", 0.3, "l1"),
-]
-
-
-@pytest.mark.parametrize("arch,ratios,method", CASES)
-def test_pruned_model_equals_masked_dense(arch, ratios, method):
-    ic, size = {"digits_net": (1, 8), "resnet18": (3, 16), "resnet50": (3, 16)}.get(arch, (3, 32))
-    m = randomized(arch, in_channels=ic)
-    keep = select_filters(m, arch, method, ratios, generator=torch.Generator().manual_seed(3))
-    assert {n: i.numel() for n, i in keep.items()} == filter_counts(m, arch, ratios)
-    pruned = shrink_filters(m, arch, keep).eval()
-    x = torch.randn(2, ic, size, size, dtype=torch.float64)
-    expected = _masked_dense(m, arch, keep)(x)
-    out = pruned(x)
-    assert out.dtype == torch.float64
-    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
+def test_vgg16_config_a():
+    m = randomized("vgg16")
+    pruned = prune_channels(m, "l1_filters", filter_preset("vgg16", "A"))
+    convs = [c for c in pruned.features if isinstance(c, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 128, 128, 256, 256, 256, 256, 256, 256, 256, 256, 256]
+    assert [c.in_channels for c in convs[1:]] == [c.out_channels for c in convs[:-1]]
+    assert pruned.classifier[0].in_features == 256 and pruned.classifier[0].out_features == 512
+    assert all(b.num_features == c.out_channels for b, c in zip([b for b in pruned.features if isinstance(b, nn.BatchNorm2d)], convs))
     assert count_params(pruned)[0] < count_params(m)[0]
 
 
 def test_random_filters_same_counts_seeded():
     m = randomized("resnet56")
-    l1 = select_filters(m, "resnet56", "l1", "B")
-    r1 = select_filters(m, "resnet56", "random", "B", generator=torch.Generator().manual_seed(0))
-    r2 = select_filters(m, "resnet56", "random", "B", generator=torch.Generator().manual_seed(0))
-    r3 = select_filters(m, "resnet56", "random", "B", generator=torch.Generator().manual_seed(1))
+    preset = filter_preset("resnet56", "B")
+    l1 = select_channels(m, "l1_filters", preset)
+    r1 = select_channels(m, "random_filters", preset, generator=torch.Generator().manual_seed(0))
+    r2 = select_channels(m, "random_filters", preset, generator=torch.Generator().manual_seed(0))
+    r3 = select_channels(m, "random_filters", preset, generator=torch.Generator().manual_seed(1))
     assert {n: i.numel() for n, i in r1.items()} == {n: i.numel() for n, i in l1.items()}
     assert all(torch.equal(r1[n], r2[n]) for n in r1)
     assert any(not torch.equal(r1[n], r3[n]) for n in r1)
     assert any(not torch.equal(r1[n], l1[n]) for n in r1)
 
 
-def test_one_batched_gather(monkeypatch):
-    m = randomized("vgg16")
-    calls = []
-    real = nptm.ops.gather_channels
-    monkeypatch.setattr(nptm.ops, "gather_channels", lambda t: (calls.append(t), real(t))[1])
-    prune_filters(m, "vgg16", "l1", 0.5)
-    assert len(calls) == 1
-    # 13 convs (weights, 12 of them sliced on both dims at once) + 13 BNs x 4 + the classifier input
-    assert len(calls[0]) == 13 + 13 * 4 + 1
-
-
-def test_input_model_untouched_and_checkpoint_roundtrip():
-    m = randomized("resnet56")
-    before = {k: v.clone() for k, v in m.state_dict().items()}
-    pruned = prune_filters(m, "resnet56", "l1", "B").eval()
-    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
-    sd = pruned.state_dict()
-    counts = counts_from_state_dict(m, "resnet56", sd)
-    assert counts == filter_counts(m, "resnet56", "B")
-    rebuilt = shrink_to_counts(build_model("resnet56", 10).double(), "resnet56", counts).eval()
-    rebuilt.load_state_dict(sd)
-    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
-    assert torch.equal(rebuilt(x), pruned(x))
-
-
-def test_bad_arguments():
-    m = build_model("resnet20", 10)
-    with pytest.raises(ValueError, match="supported"):
-        prune_filters(m, "resnet21", "l1", 0.5)
-    with pytest.raises(ValueError, match="not a resnet56"):
-        prune_filters(m, "resnet56", "l1", "A")
-    with pytest.raises(ValueError, match="not a vgg16"):
-        prune_filters(build_model("digits_net", 10, 1), "vgg16", "l1", 0.5)
-    with pytest.raises(ValueError, match="no PFEC config"):
-        prune_filters(m, "resnet20", "l1", "A")
-    with pytest.raises(ValueError, match="method"):
-        prune_filters(m, "resnet20", "taylor", 0.5)
-    with pytest.raises(ValueError, match="ratios"):
-        prune_filters(m, "resnet20", "l1", 1.0)
-    assert min(filter_counts(m, "resnet20", 0.99).values()) == 1  # at least one filter kept
+def test_unknown_presets():
+    with pytest.raises(ValueError, match="no PFEC config 'A' for resnet20"):
+        filter_preset("resnet20", "A")
+    with pytest.raises(ValueError, match="configs: A, B, C, D"):
+        filter_preset("resnet110", "E")

@@ -8,7 +8,8 @@ from nptm.models import build_model
 from nptm.pruning import PRUNERS, Pruner, prunable_weights
 from nptm.pruning.criteria import CRITERIA
 from nptm.pruning.criteria.lamp import lamp_scores
-from nptm.pruning.pruners import select_channels, zero_channels_
+from nptm.pruning.pruners import soft_prune_channels_
+from nptm.pruning.structured import select_channels
 from nptm.utils.registry import UnknownChoice
 
 
@@ -70,7 +71,7 @@ def _batches(n=2, size=8, seed=0):
 def test_channel_pruners_keep_the_highest_scores(name):
     model = build_model("digits_net", 10, 1)
     loader = _batches()
-    keep = select_channels(model, name, 0.5, arch="digits_net", loader=loader)
+    keep = select_channels(model, name, 0.5, example_input=loader[0][0][:1], loader=loader)  # group -> kept channels
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     params = {f"{n}.weight": m.weight for n, m in convs.items()}
     scores = CRITERIA[name]().scores(model, params, loader=loader)
@@ -81,18 +82,25 @@ def test_channel_pruners_keep_the_highest_scores(name):
         dropped = torch.ones(conv.out_channels, dtype=torch.bool)
         dropped[keep[n]] = False
         assert s[keep[n]].min() >= s[dropped].max()
-    pruned, masks = PRUNERS[name].prune(model, 0.5, arch="digits_net", loader=loader)
+    pruned, masks = PRUNERS[name].prune(model, 0.5, example_input=loader[0][0][:1], loader=loader)
     assert masks is None and [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)] == \
         [c.out_channels // 2 for c in convs.values()]
     assert pruned(loader[0][0]).shape == (8, 10)
 
 
-def test_zero_channels_keeps_only_the_listed_filters():
+def test_soft_prune_zeroes_what_removal_would_remove():
     model = build_model("digits_net", 10, 1)
-    keep = select_channels(model, "l2_filters", 0.25, arch="digits_net")
-    zero_channels_(model, keep)
+    x = torch.zeros(1, 1, 8, 8)
+    keep = select_channels(model, "l2_filters", 0.25, example_input=x)
+    soft_prune_channels_(model, "l2_filters", 0.25, example_input=x)
+    assert len(keep) == 3
     for n, idx in keep.items():
         norms = model.get_submodule(n).weight.flatten(1).norm(dim=1)
         assert torch.nonzero(norms).flatten().tolist() == idx.tolist()
-    again = select_channels(model, "l2_filters", 0.25, arch="digits_net")  # the zeroed filters score lowest
+    again = select_channels(model, "l2_filters", 0.25, example_input=x)  # the zeroed filters score lowest
     assert all(torch.equal(again[n], keep[n]) for n in keep)
+    # removing the zeroed channels changes nothing while BN maps zero to zero (its initial statistics)
+    hard, _ = PRUNERS["sfp"].prune(model.eval(), 0.25, example_input=x)
+    images = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert sum(p.numel() for p in hard.parameters()) < sum(p.numel() for p in model.parameters())
+    torch.testing.assert_close(hard.eval()(images), model(images))

@@ -103,6 +103,7 @@ def test_bad_flags(argv, message):
     (["--bimp", "--epochs", "10", "--retrain-epochs", "5", "--iterations", "2"], "--bimp needs --epochs >"),
     (["--bimp", "--pruner", "l1_filters"], "--bimp needs an unstructured pruner"),
     (["--milestones", "0.5,1.5"], "--milestones"),
+    (["--round-to", "0"], "--round-to must be a positive integer"),
 ])
 def test_invalid_combinations(argv, message):
     with pytest.raises(ConfigError, match=message):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nptm.models import build_model
-from nptm.pruning import prunable_weights
+from nptm.models import build_model, count_params
+from nptm.pruning import load_pruned, prunable_weights
 from nptm.schedules import OriginalSchedule
 from nptm.train.__main__ import main
 from nptm.train.checkpoint import load_checkpoint
@@ -187,3 +187,6 @@ def test_imp_filters_scratch_bimp_after_a_resume(tmp_path, capsys):
     filt = runs["s0/l1_filters-0.5/FT"]
     assert filt["params_total"] < dense["params_total"] and filt["flops_dense"] < dense["flops_dense"]
     assert filt["speedup"] == dense["flops_dense"] / filt["flops_effective"] and len(filt["cycles"]) == 2
+    saved = sorted(p.name for p in (out / "models").iterdir())  # --save-models: filter-pruned runs' final models
+    assert saved == [f"s0__l1_filters-0.5__{k}.pt" for k in ("FT", "scratch-b", "scratch-e")]
+    assert count_params(load_pruned(build_model("digits_net", 10, 1), out / "models" / saved[0]))[0] == filt["params_total"]

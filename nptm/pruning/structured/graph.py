@@ -1,0 +1,506 @@
+"""Model -> channel groups: trace with torch.fx, run the example input through the trace for shapes, and
+propagate channel labels node by node. Convs/linears start new groups; adds/muls couple groups; concats
+and chunks map offsets; grouped convs add block constraints. Channels that reach the model's output or
+pass through an op whose channel semantics are unknown are *fixed* (kept whole, with the reason); a
+reshape that moves channels into the batch dimension is refused.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from nptm.pruning.structured.labels import Label, UnionFind
+
+CLASSIFIER = "<classifier>"  # the layer(s) producing the model's output: always kept whole
+
+_ACTIVATIONS = tuple(
+    c for c in vars(nn.modules.activation).values()
+    if isinstance(c, type) and issubclass(c, nn.Module) and c not in (nn.Softmax, nn.Softmin, nn.LogSoftmax, nn.Softmax2d,
+                                                                      nn.MultiheadAttention, nn.PReLU, nn.Module)
+)
+PASS_MODULES = _ACTIVATIONS + (
+    nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd, nn.Upsample,
+)
+PASS_OPS = {
+    "relu", "relu_", "relu6", "gelu", "silu", "sigmoid", "sigmoid_", "hardswish", "hardsigmoid", "hardtanh", "tanh", "elu",
+    "leaky_relu", "selu", "mish", "softplus", "dropout", "dropout2d", "alpha_dropout", "clone", "contiguous", "detach", "to",
+    "float", "double", "half", "neg", "abs", "exp", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
+    "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool2d", "interpolate",
+    "stochastic_depth", "relu6_", "hardswish_", "silu_",
+}
+BINARY_OPS = {"add", "sub", "mul", "truediv", "div", "iadd", "isub", "imul", "itruediv", "add_", "mul_", "sub_", "div_",
+              "maximum", "minimum"}
+REDUCE_OPS = {"mean", "sum", "amax", "amin"}
+
+
+class UnsupportedModel(ValueError):
+    """The engine cannot prune this model safely (the message names the layer)."""
+
+
+@dataclass(frozen=True)
+class TensorSlice:
+    """Dimension ``dim`` of parameter/buffer ``tensor`` holds the channels of ``label``; ``conv_groups`` > 1:
+    a grouped conv's weight dim 1 (each output block sees only its own input block)."""
+
+    tensor: str
+    dim: int
+    label: Label
+    conv_groups: int = 1
+
+
+@dataclass
+class ChannelGroup:
+    """Coupled channels: pruning channel j removes slice j of every member.
+
+    ``name``: the first producing layer (the key of ``shrink``'s ``keep``); ``producers``: layers whose
+    output channels these are (their weights are scored); ``members``: (tensor, dim) sliced; ``blocks``:
+    channels are kept evenly across this many equal blocks (grouped convs); ``reason``: why the group is
+    kept whole (None: prunable).
+    """
+
+    name: str
+    size: int
+    producers: tuple[str, ...]
+    members: tuple[tuple[str, int], ...]
+    blocks: int = 1
+    reason: str | None = None
+    id: int = field(default=-1, repr=False)
+
+    @property
+    def prunable(self) -> bool:
+        return self.reason is None
+
+
+@dataclass
+class ChannelGraph:
+    groups: list[ChannelGroup]
+    slices: list[TensorSlice]
+    producers: list[tuple[str, Label]]  # layer name -> label of its weight's dim 0
+    uf: UnionFind
+
+
+def _op_name(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    if node.op == "call_module":
+        return type(modules[node.target]).__name__
+    if node.op == "call_method":
+        return node.target
+    return getattr(node.target, "__name__", str(node.target))
+
+
+def _where(node: fx.Node) -> str:
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack") or {}
+    owner = list(stack)[-1] if stack else ""
+    return f"{owner or 'forward'} ({node.name})"
+
+
+def _shape(node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+class _Propagator:
+    def __init__(self, model: nn.Module, gm: fx.GraphModule):
+        self.model, self.gm = model, gm
+        self.modules = dict(model.named_modules())
+        self.uf = UnionFind()
+        self.labels: dict[fx.Node, object] = {}
+        self.slices: dict[tuple[str, int], TensorSlice] = {}
+        self.producers: dict[str, Label] = {}
+        self.module_io: dict[str, tuple[Label | None, object]] = {}  # shared layers: first call's (input, output)
+
+    # -- helpers
+    def label(self, a) -> Label | None:
+        lab = self.labels.get(a) if isinstance(a, fx.Node) else None
+        return lab if isinstance(lab, Label) else None
+
+    def tracked(self, args) -> list[Label]:
+        out = []
+        for a in _flat(args):
+            lab = self.labels.get(a) if isinstance(a, fx.Node) else None
+            if isinstance(lab, Label):
+                out.append(lab)
+            elif isinstance(lab, tuple):
+                out += [x for x in lab if isinstance(x, Label)]
+        return out
+
+    def fix_all(self, args, reason: str) -> None:
+        for lab in self.tracked(args):
+            self.uf.fix_label(lab, reason)
+
+    def add_slice(self, tensor: str, dim: int, label: Label, conv_groups: int = 1) -> None:
+        key = (tensor, dim)
+        old = self.slices.get(key)
+        if old is None:
+            self.slices[key] = TensorSlice(tensor, dim, label, conv_groups)
+        else:
+            self.uf.unify(old.label, label, f"{tensor} is used with different channels")
+
+    def fresh(self, size: int, dim: int, blocks: int = 1) -> Label:
+        return Label(dim, ((self.uf.new(size, blocks), 0, size),))
+
+    # -- node rules
+    def run(self) -> None:
+        for node in self.gm.graph.nodes:
+            if node.op in ("placeholder", "get_attr"):
+                self.labels[node] = None
+            elif node.op == "output":
+                self.fix_all(node.args, "feeds the model's output")
+            else:
+                self.labels[node] = self.visit(node)
+
+    def visit(self, node: fx.Node):
+        name = _op_name(node, self.modules)
+        x = self.label(node.args[0]) if node.args else None
+        out = _shape(node)
+        if node.op == "call_module":
+            return self.visit_module(node, self.modules[node.target], x)
+        if "tensor_meta" not in node.meta and name not in ("chunk", "split", "split_with_sizes", "tensor_split"):
+            return None  # sizes and other non-tensor values
+        if not self.tracked(list(node.args) + list(node.kwargs.values())):
+            return self.untracked_split(node) if name in ("chunk", "split", "split_with_sizes") else None
+        where = f"{name} at {_where(node)}"
+        if name in BINARY_OPS:
+            return self.elementwise(node, where)
+        if name == "cat" or name == "concat":
+            return self.cat(node, where)
+        if name in ("chunk", "split", "split_with_sizes", "tensor_split") and x is not None:
+            return self.split(node, x, where)
+        if name == "getitem" and isinstance(self.labels.get(node.args[0]), tuple):
+            return self.labels[node.args[0]][node.args[1]]
+        if x is None:  # tracked channels only in later arguments
+            self.fix_all(node.args, f"passes through {where}")
+            return None
+        in_shape = _shape(node.args[0])
+        if name == "getitem":
+            return self.getitem(node, x, in_shape, where)
+        if name in ("view", "reshape"):
+            return self.reshape(node, x, in_shape, out, where)
+        if name == "flatten":
+            return self.flatten(x, in_shape, *_flatten_range(node, len(in_shape)), where)
+        if name in ("permute", "transpose"):
+            return self.permute(node, x, len(in_shape), name, where)
+        if name in REDUCE_OPS:
+            return self.reduce(node, x, len(in_shape), where)
+        if name == "pad":
+            pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+            touched = len(in_shape) - 1 - x.dim < len(pad) // 2
+            if touched and any(pad[2 * (len(in_shape) - 1 - x.dim) : 2 * (len(in_shape) - x.dim)]):
+                self.uf.fix_label(x, f"padded along channels by {where}")
+                return None
+            return self.passthrough(x, in_shape, out, where)
+        if name == "layer_norm":
+            return self.layer_norm(node, x, in_shape, where)
+        if name in PASS_OPS:
+            return self.passthrough(x, in_shape, out, where)
+        self.fix_all(node.args, f"passes through {where}")
+        return None
+
+    def passthrough(self, x: Label, in_shape, out, where: str) -> Label | None:
+        if out is not None and len(out) == len(in_shape) and out[x.dim] == in_shape[x.dim]:
+            return x
+        self.uf.fix_label(x, f"changes channels in {where}")
+        return None
+
+    def visit_module(self, node: fx.Node, m: nn.Module, x: Label | None):
+        name, in_shape, out = node.target, _shape(node.args[0]) if node.args else None, _shape(node)
+        stateful = next(m.parameters(recurse=False), None) is not None or next(m.buffers(recurse=False), None) is not None
+        if stateful and name in self.module_io:  # a shared layer: same output channels, inputs coupled
+            first_in, first_out = self.module_io[name]
+            if first_in is not None and x is not None:
+                self.uf.unify(first_in, x, f"{name} is shared between inputs that do not align")
+            elif first_in is not None or x is not None:
+                self.uf.fix_label(first_in or x, f"{name} is shared with an untracked input")
+            return first_out
+        result = self.visit_new_module(node, name, m, x, in_shape, out)
+        self.module_io[name] = (x, result)
+        return result
+
+    def visit_new_module(self, node, name: str, m: nn.Module, x: Label | None, in_shape, out):
+        if isinstance(m, nn.modules.conv._ConvNd) and not m.transposed:
+            if x is not None and x.dim != 1:
+                self.uf.fix_label(x, f"reaches {name} off the channel dimension")
+                x = None
+            g = m.groups
+            if g > 1 and g == m.in_channels == m.out_channels:  # depthwise: output channel c follows input c
+                y = x if x is not None else self.fresh(m.out_channels, 1)
+                if x is None:
+                    self.uf.fix(y.segs[0][0], f"depthwise {name} has an input that is not pruned")
+            else:
+                if x is not None:
+                    if g > 1:
+                        if len(x.segs) == 1 and x.segs[0][2] == self.uf.sizes[x.segs[0][0]]:
+                            self.uf.add_blocks(x.segs[0][0], g)
+                        else:
+                            self.uf.fix_label(x, f"grouped {name} sees concatenated channels")
+                    self.add_slice(f"{name}.weight", 1, x, g)
+                y = self.fresh(m.out_channels, 1, g)
+            self.producers[name] = y
+            self.add_slice(f"{name}.weight", 0, y)
+            if m.bias is not None:
+                self.add_slice(f"{name}.bias", 0, y)
+            return y
+        if isinstance(m, nn.Linear):
+            last = len(in_shape) - 1
+            if x is not None and x.dim != last:
+                return x  # applied along another dimension: channels pass through
+            if x is not None:
+                self.add_slice(f"{name}.weight", 1, x)
+            y = self.fresh(m.out_features, len(out) - 1)
+            self.producers[name] = y
+            self.add_slice(f"{name}.weight", 0, y)
+            if m.bias is not None:
+                self.add_slice(f"{name}.bias", 0, y)
+            return y
+        if x is None:
+            return None
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and x.dim == 1 and x.inner == 1:
+            for attr in ("weight", "bias", "running_mean", "running_var"):
+                if getattr(m, attr, None) is not None:
+                    self.add_slice(f"{name}.{attr}", 0, x)
+            return x
+        if isinstance(m, nn.LayerNorm):
+            return self.layer_norm(node, x, in_shape, name, module=m)
+        if isinstance(m, nn.PReLU) and x.dim == 1:
+            if m.num_parameters > 1:
+                self.add_slice(f"{name}.weight", 0, x)
+            return x
+        if isinstance(m, nn.Flatten):
+            return self.flatten(x, in_shape, m.start_dim % len(in_shape), m.end_dim % len(in_shape), name)
+        if isinstance(m, PASS_MODULES):
+            return self.passthrough(x, in_shape, out, name)
+        self.uf.fix_label(x, f"passes through {type(m).__name__} {name}")
+        return None
+
+    def layer_norm(self, node, x: Label, in_shape, where: str, module: nn.Module | None = None):
+        shape = module.normalized_shape if module is not None else node.args[1]
+        if x.dim < len(in_shape) - len(shape):
+            return x  # channels not normalised over
+        if len(shape) != 1 or x.inner != 1:
+            self.uf.fix_label(x, f"normalised together with other dimensions in {where}")
+            return None
+        if module is not None:
+            params = [f"{where}.{a}" for a in ("weight", "bias") if getattr(module, a, None) is not None]
+        else:
+            args = list(node.args[2:4]) + [node.kwargs.get("weight"), node.kwargs.get("bias")]
+            params = [a.target for a in args if isinstance(a, fx.Node) and a.op == "get_attr"]
+            if any(isinstance(a, fx.Node) and a.op != "get_attr" for a in args):
+                self.uf.fix_label(x, f"normalised with computed weights in {where}")
+                return None
+        for p in params:
+            self.add_slice(p, 0, x)
+        return x
+
+    def elementwise(self, node: fx.Node, where: str) -> Label | None:
+        out = _shape(node)
+        operands = [a for a in node.args if isinstance(a, fx.Node)]
+        labs = [(a, self.label(a)) for a in operands]
+        tracked = [(a, lab) for a, lab in labs if lab is not None]
+        pos = {lab.dim + len(out) - len(_shape(a)) for a, lab in tracked}
+        if len(pos) != 1:
+            self.fix_all(node.args, f"combined along different dimensions in {where}")
+            return None
+        pos = pos.pop()
+        y = tracked[0][1]
+        for _, lab in tracked[1:]:
+            y = y and self.uf.unify(y, lab, f"combined in {where}")
+        if y is None:
+            return None
+        for a, lab in labs:
+            shape = _shape(a)
+            if lab is not None or shape is None:
+                continue
+            j = pos - (len(out) - len(shape))
+            if j < 0 or shape[j] == 1:
+                continue
+            if a.op == "get_attr" and y.inner == 1:
+                self.add_slice(a.target, j, y.moved(j))
+            else:
+                self.uf.fix_label(y, f"combined with an unpruned tensor in {where}")
+                return None
+        return y.moved(pos)
+
+    def cat(self, node: fx.Node, where: str) -> Label | None:
+        tensors = node.args[0]
+        out = _shape(node)
+        dim = (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) % len(out)
+        labs = [self.label(t) for t in tensors]
+        if any(lab is None for lab in labs) or len({(lab.dim, lab.inner) for lab in labs}) != 1:
+            self.fix_all(node.args, f"concatenated with unpruned channels in {where}")
+            return None
+        if labs[0].dim != dim:  # concatenated along another dimension: channels must agree
+            y = labs[0]
+            for lab in labs[1:]:
+                y = y and self.uf.unify(y, lab, f"concatenated in {where}")
+            return y
+        return Label(dim, tuple(s for lab in labs for s in lab.segs), labs[0].inner)
+
+    def split(self, node: fx.Node, x: Label, where: str):
+        outs = node.meta["tensor_meta"]
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        dim %= len(outs[0].shape)
+        if dim != x.dim:
+            return tuple(x for _ in outs)
+        if x.inner != 1:
+            self.uf.fix_label(x, f"split inside flattened channels in {where}")
+            return tuple(None for _ in outs)
+        res, start = [], 0
+        for meta in outs:
+            res.append(x.sliced(start, meta.shape[dim]))
+            start += meta.shape[dim]
+        return tuple(res)
+
+    def untracked_split(self, node: fx.Node):
+        metas = node.meta.get("tensor_meta")
+        return tuple(None for _ in metas) if isinstance(metas, (tuple, list)) else None
+
+    def getitem(self, node: fx.Node, x: Label, in_shape, where: str) -> Label | None:
+        idx = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        if any(i is Ellipsis for i in idx):
+            k = idx.index(Ellipsis)
+            idx = idx[:k] + (slice(None),) * (len(in_shape) - len(idx) + 1) + idx[k + 1 :]
+        d_in = d_out = 0
+        for i in idx:
+            if i is None:
+                d_out += 1
+                continue
+            if d_in == x.dim:
+                if isinstance(i, slice) and i == slice(None) and d_out > 0:
+                    return x.moved(d_out)
+                break
+            if not isinstance(i, (int, slice)):
+                break
+            d_out += isinstance(i, slice)
+            d_in += 1
+        else:
+            if d_out > 0:
+                return x.moved(d_out + x.dim - d_in)
+        self.uf.fix_label(x, f"indexed along channels in {where}")
+        return None
+
+    def reshape(self, node: fx.Node, x: Label, s, t, where: str) -> Label | None:
+        if t[0] != s[0] or x.dim == 0:
+            raise UnsupportedModel(f"cannot prune channels through {where}: the reshape moves channels into the batch dimension")
+        sizes = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
+        d = x.dim
+        if s[:d] == t[:d] and len(t) > d and (len(sizes) <= d or not _literal(sizes[d])):
+            if t[d] == s[d]:
+                return x
+            k = next((k for k in range(d + 1, len(s) + 1) if math.prod(s[d:k]) == t[d]), None)
+            if k is not None:
+                return x.moved(d, x.inner * math.prod(s[d + 1 : k]))
+        self.uf.fix_label(x, f"reshaped in {where}")
+        return None
+
+    def flatten(self, x: Label, s, start: int, end: int, where: str) -> Label | None:
+        if x.dim < start:
+            return x
+        if x.dim > end:
+            return x.moved(x.dim - (end - start))
+        if start == 0:
+            raise UnsupportedModel(f"cannot prune channels through {where}: it flattens channels into the batch dimension")
+        if math.prod(s[start : x.dim]) != 1:
+            self.uf.fix_label(x, f"flattened behind other dimensions in {where}")
+            return None
+        return x.moved(start, x.inner * math.prod(s[x.dim + 1 : end + 1]))
+
+    def permute(self, node: fx.Node, x: Label, ndim: int, name: str, where: str) -> Label | None:
+        args = list(node.args[1:]) or list(node.kwargs.values())
+        if name == "transpose":
+            a, b = (int(v) % ndim for v in args[:2])
+            order = list(range(ndim))
+            order[a], order[b] = b, a
+        else:
+            order = [int(v) % ndim for v in (args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args)]
+        if order[0] != 0:
+            raise UnsupportedModel(f"cannot prune channels through {where}: it moves the batch dimension")
+        return x.moved(order.index(x.dim))
+
+    def reduce(self, node: fx.Node, x: Label, ndim: int, where: str) -> Label | None:
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+        if dims is None:
+            self.uf.fix_label(x, f"reduced over channels in {where}")
+            return None
+        dims = {int(d) % ndim for d in (dims if isinstance(dims, (tuple, list)) else (dims,))}
+        if x.dim in dims or 0 in dims:
+            self.uf.fix_label(x, f"reduced over channels in {where}")
+            return None
+        return x if keep else x.moved(x.dim - sum(d < x.dim for d in dims))
+
+
+def _literal(v) -> bool:
+    return isinstance(v, int) and v != -1
+
+
+def _flat(args):
+    out = []
+    fx.node.map_aggregate(args, lambda a: out.append(a))
+    return out
+
+
+def _flatten_range(node: fx.Node, ndim: int) -> tuple[int, int]:
+    start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+    end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+    return start % ndim, end % ndim
+
+
+def default_input(model: nn.Module) -> torch.Tensor:
+    """One 32x32 sample with the first conv's input channels (or the first linear's features)."""
+    p = next(model.parameters())
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return torch.zeros(1, m.in_channels, *(32,) * (m.weight.dim() - 2), device=p.device, dtype=p.dtype)
+        if isinstance(m, nn.Linear):
+            return torch.zeros(1, m.in_features, device=p.device, dtype=p.dtype)
+    raise ValueError(f"{type(model).__name__} has no conv or linear layer to prune")
+
+
+def trace_channels(model: nn.Module, example_input: torch.Tensor | None = None, *, ignore=()) -> ChannelGraph:
+    """Trace ``model`` on ``example_input`` (eval mode, no grad; training flags restored) into channel groups."""
+    x = default_input(model) if example_input is None else example_input
+    try:
+        gm = fx.GraphModule(model, fx.Tracer().trace(model))
+    except Exception as e:  # noqa: BLE001  (fx raises many types)
+        raise UnsupportedModel(f"cannot trace {type(model).__name__} with torch.fx: {str(e).splitlines()[0]}") from None
+    flags = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            ShapeProp(gm).propagate(x)
+    finally:
+        for m, f in flags.items():
+            m.training = f
+    prop = _Propagator(model, gm)
+    prop.run()
+    uf = prop.uf
+    patterns = [p for p in ignore if p != CLASSIFIER]
+    for name, lab in prop.producers.items():
+        if any(fnmatch.fnmatchcase(name, p) or name == p or name.startswith(p + ".") for p in patterns):
+            uf.fix_label(lab, f"{name} is ignored")
+    return ChannelGraph(_groups(prop), list(prop.slices.values()), list(prop.producers.items()), uf)
+
+
+def _groups(prop: _Propagator) -> list[ChannelGroup]:
+    uf, by_root = prop.uf, {}
+    for name, lab in prop.producers.items():
+        for gid, _, _ in lab.segs:
+            by_root.setdefault(uf.find(gid), []).append(name)
+    members: dict[int, list] = {}
+    for s in prop.slices.values():
+        for gid, _, _ in s.label.segs:
+            members.setdefault(uf.find(gid), []).append((s.tensor, s.dim))
+    return [
+        ChannelGroup(names[0], uf.sizes[root], tuple(dict.fromkeys(names)), tuple(dict.fromkeys(members.get(root, ()))),
+                     uf.blocks[root], uf.fixed.get(root), root)
+        for root, names in by_root.items()
+    ]
