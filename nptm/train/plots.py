@@ -92,17 +92,20 @@ def plot_lr_schedules(records: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 def plot_accuracy(records: Sequence[dict[str, Any]], path: Path) -> None:
-    """Grouped bars: top-1 per schedule (x) and pruner (bars), mean ± std over seeds; a panel per target and budget.
-    Runs without a budget (GMP) appear in every panel of their target."""
+    """Grouped bars: top-1 per schedule (x) and pruner (bars), mean ± std over seeds; a panel per target, budget
+    and kind (unstructured, structured: their accuracies differ too much to share a zoomed axis). Runs without
+    a budget (GMP) appear in every panel of their target and kind."""
     plt = _pyplot()
     groups = group_runs([r for r in records if r["kind"] != "dense"])
-    panels = list(dict.fromkeys((k[2], k[4]) for k in groups if k[4] is not None)) or \
-        list(dict.fromkeys((k[2], None) for k in groups))
+    kind = lambda k: _properties(k[1])[1]  # noqa: E731
+    panels = list(dict.fromkeys((k[2], k[4], kind(k)) for k in groups if k[4] is not None)) or \
+        list(dict.fromkeys((k[2], None, kind(k)) for k in groups))
+    panels += [(k[2], None, kind(k)) for k in groups if not any(p[0] == k[2] and p[2] == kind(k) for p in panels)]
     dense = _dense(records)
     width = min(14.0, max(5.5, 0.3 * len({k[3] for k in groups}) * len({k[1] for k in groups})))
     fig, axes = _grid(plt, len(panels), width=width, cols=1 if width > 8 else 3)
-    for ax, (target, budget) in zip(axes, panels):
-        here = {k: v for k, v in groups.items() if k[2] == target and k[4] in (budget, None)}
+    for ax, (target, budget, structured) in zip(axes, panels):
+        here = {k: v for k, v in groups.items() if k[2] == target and k[4] in (budget, None) and kind(k) == structured}
         schedules = list(dict.fromkeys(k[3] for k in here))
         pruners = list(dict.fromkeys(k[1] for k in here))
         width = 0.8 / len(pruners)
@@ -124,7 +127,8 @@ def plot_accuracy(records: Sequence[dict[str, Any]], path: Path) -> None:
             highs.append(dense)
         _zoom(ax, lows, highs)
         ax.set_xticks(range(len(schedules)), schedules, rotation=30 if len(schedules) > 6 else 0)
-        ax.set_title(f"target {target}" + (f", T_rt = {budget} epochs" if budget is not None else ""))
+        ax.set_title(f"{'structured' if structured else 'unstructured'}, target {target}"
+                     + (f", T_rt = {budget} epochs" if budget is not None else ""))
         ax.legend(fontsize=7, ncol=2)
     _save(plt, fig, path)
 
