@@ -123,6 +123,8 @@ def test_structured_coverage(name, tmp_path):
     loaded = load_pruned(fresh, tmp_path / "m.pt").eval()
     assert torch.equal(loaded(x), out)
 
+    torch.export.export(pruned, (x,))
+
     # Torch-Pruning's model for the same kept channels (grouped convs: the same local channels in every block,
     # the only pattern it supports)
     if name not in NO_TORCH_PRUNING:
@@ -136,5 +138,3 @@ def test_structured_coverage(name, tmp_path):
                     same[g.name] = (local[None, :] + per * torch.arange(g.blocks)[:, None]).reshape(-1)
             ours = shrink_graph(model, graph, same).eval()(x)
         torch.testing.assert_close(ours, torch_pruning_model(model, graph, same, x)(x), rtol=1e-4, atol=1e-5)
-
-    torch.export.export(pruned, (x,))

@@ -102,6 +102,7 @@ class _Propagator(ShapeOps):
     def __init__(self, model: nn.Module, gm: fx.GraphModule):
         self.model, self.gm = model, gm
         self.modules = dict(model.named_modules())
+        self.tensors = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
         self.uf = UnionFind()
         self.labels: dict[fx.Node, object] = {}
         self.slices: dict[tuple[str, int], TensorSlice] = {}
@@ -159,6 +160,9 @@ class _Propagator(ShapeOps):
         if not self.tracked(list(node.args) + list(node.kwargs.values())):
             return self.untracked_split(node) if name in ("chunk", "split", "split_with_sizes") else None
         where = f"{name} at {_where(node)}"
+        if not node.args or self.tracked(node.kwargs):  # tensors passed by keyword: not followed
+            self.fix_all((node.args, node.kwargs), f"passes through {where}")
+            return None
         if name in BINARY_OPS:
             return self.elementwise(node, where)
         if name == "cat" or name == "concat":
@@ -312,7 +316,7 @@ class _Propagator(ShapeOps):
             j = pos - (len(out) - len(shape))
             if j < 0 or shape[j] == 1:
                 continue
-            if a.op == "get_attr" and y.inner == 1:
+            if a.op == "get_attr" and a.target in self.tensors and y.inner == 1:
                 self.add_slice(a.target, j, y.moved(j))
             else:
                 self.uf.fix_label(y, f"combined with an unpruned tensor in {where}")
