@@ -23,17 +23,10 @@ NPTM = ["resnet20", "resnet56", "vgg16"]
 NO_TORCH_PRUNING = {"shufflenet_v2_x1_0"}  # Torch-Pruning 1.6 fails on channel_shuffle's reshape (ZeroDivisionError)
 
 
-def build(name: str) -> nn.Module:
+def build(name: str, randomize_bn) -> nn.Module:
     torch.manual_seed(0)
     m = build_model(name, 10) if name in NPTM else getattr(torchvision.models, name)(num_classes=10)
-    with torch.no_grad():  # random BN statistics and affine parameters: eval outputs depend on all of them
-        for mod in m.modules():
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.uniform_(-0.2, 0.2)
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 1.5)
-    return m.eval()
+    return randomize_bn(m).eval()
 
 
 def kept_along(s, keep_by_id, uf) -> int:
@@ -72,8 +65,8 @@ def torch_pruning_model(model, graph, keep, x):
 
 @pytest.mark.parametrize("name", TORCHVISION + NPTM)
 @torch.no_grad()
-def test_structured_coverage(name, tmp_path):
-    model = build(name)
+def test_structured_coverage(name, tmp_path, randomize_bn):
+    model = build(name, randomize_bn)
     x = torch.randn(1, 3, 32, 32)
     dense_out = model(x)
     graph = trace_channels(model, x)
