@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from nptm.models import build_model, count_flops, count_params, filter_preset
-from nptm.pruning.structured import prune_channels, select_channels
+from nptm.pruning.structured import prune_channels, select_channels, trace_channels
 
 # Li et al.'s ResNet-56 configs, written out independently of the library: (skipped layers, stage ratios).
 CONFIGS = {"A": ({16, 20, 38, 54}, [0.1, 0.1, 0.1]), "B": ({16, 18, 20, 34, 38, 54}, [0.6, 0.3, 0.1])}
@@ -76,11 +76,10 @@ def test_vgg16_config_a(randomize_bn):
 
 def test_random_filters_same_counts_seeded(randomize_bn):
     m = randomized(randomize_bn, "resnet56")
-    preset = filter_preset("resnet56", "B")
-    l1 = select_channels(m, "l1_filters", preset)
-    r1 = select_channels(m, "random_filters", preset, generator=torch.Generator().manual_seed(0))
-    r2 = select_channels(m, "random_filters", preset, generator=torch.Generator().manual_seed(0))
-    r3 = select_channels(m, "random_filters", preset, generator=torch.Generator().manual_seed(1))
+    preset, graph = filter_preset("resnet56", "B"), trace_channels(m)
+    l1 = select_channels(m, "l1_filters", preset, graph=graph)
+    r1, r2, r3 = (select_channels(m, "random_filters", preset, generator=torch.Generator().manual_seed(s), graph=graph)
+                  for s in (0, 0, 1))
     assert {n: i.numel() for n, i in r1.items()} == {n: i.numel() for n, i in l1.items()}
     assert all(torch.equal(r1[n], r2[n]) for n in r1)
     assert any(not torch.equal(r1[n], r3[n]) for n in r1)
