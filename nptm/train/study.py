@@ -230,7 +230,7 @@ class Study:
             shape_of, masks, _ = prune(dense_model, None, pruner, sparsity, arch=self.cfg.model.model,
                                        include_linear=self.cfg.pruning.include_linear,
                                        generator=seeded_generator(seed, f"{key}/prune"), retrain_epochs=1, total_epochs=1,
-                                   **self._structured_opts())
+                                       **self._structured_opts())
             torch.manual_seed(mix_seed(seed, stream_id(f"{key}/init")))
             model = reinitialize(shape_of)
             self._sync_pruned(model, None, None)
