@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from harness import Case, Spec, Timed, Unavailable, pytest_bench
+from bench_training import inference_case
+from harness import Case, Spec, Unavailable, pytest_bench
 
 RATIO, BATCH, SIZE = 0.3, 8, 128
 
@@ -25,24 +26,14 @@ def build(spec: Spec, device: str) -> Case:
     try:
         import torchvision
 
-        from nptm.models import count_flops
         from nptm.pruning.structured import prune_channels
     except ImportError as e:
         raise Unavailable(f"structured pruning is not available ({e})") from None
     torch.manual_seed(0)
     dense = getattr(torchvision.models, name)().eval()
     pruned = prune_channels(dense, "l1_filters", RATIO, round_to=round_to).to(device).eval()
-    dense = dense.to(device)
-    ratio = count_flops(dense, (3, SIZE, SIZE)) / count_flops(pruned, (3, SIZE, SIZE))
     x = torch.randn(BATCH, 3, SIZE, SIZE, device=device)
-
-    def forward(m):
-        with torch.inference_mode():
-            m(x)
-
-    timed = {"pruned": Timed(lambda: forward(pruned)), "dense": Timed(lambda: forward(dense))}
-    note = lambda t: f"measured {t['dense'] / t['pruned']:.2f}x vs FLOPs {ratio:.2f}x" if {"dense", "pruned"} <= set(t) else None  # noqa: E731
-    return Case(spec, device, timed, note=note, keep=[dense, pruned, x])
+    return inference_case(spec, device, dense.to(device), pruned, x)
 
 
 def test_structured_inference(benchmark, device, spec, impl, budget):

@@ -82,12 +82,18 @@ def build_train_step(spec: Spec, device: str) -> Case:
 def build_pruned_inference(spec: Spec, device: str) -> Case:
     name, config = spec.params
     (prune_channels,) = _pruning("prune_channels")
-    from nptm.models import count_flops, filter_preset
+    from nptm.models import filter_preset
 
     dense = W.nptm_models().build_model(name, num_classes=10).to(device).eval()
     pruned = prune_channels(dense, "l1_filters", filter_preset(name, config)).to(device).eval()
-    ratio = count_flops(dense, (3, 32, 32)) / count_flops(pruned, (3, 32, 32))
-    x, _ = _batch(device)
+    return inference_case(spec, device, dense, pruned, _batch(device)[0])
+
+
+def inference_case(spec: Spec, device: str, dense, pruned, x) -> Case:
+    """Eval forwards of ``x`` through the pruned and the dense model, noted with the FLOPs speedup."""
+    from nptm.models import count_flops
+
+    ratio = count_flops(dense, tuple(x.shape[1:])) / count_flops(pruned, tuple(x.shape[1:]))
 
     def forward(m):
         with torch.inference_mode():

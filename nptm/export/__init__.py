@@ -13,6 +13,7 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.Pa
     model.eval()
     with warnings.catch_warnings():  # the torch.export-based exporter needs onnxscript, not a dependency
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", "Constant folding", UserWarning)
         torch.onnx.export(model, (example_input,), os.fspath(path), dynamo=False, opset_version=opset,
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})

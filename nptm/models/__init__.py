@@ -44,7 +44,7 @@ def reinitialize(model: nn.Module) -> nn.Module:
     """Re-draw every weight with the model's own init (for Scratch-E/B baselines on a pruned architecture).
 
     nptm models use their reference init; others get torchvision's ResNet init (Kaiming-normal fan_out
-    convs, BN 1/0, default linear init).
+    convs) and every other layer's own ``reset_parameters`` (BN 1/0, LayerNorm, linear, PReLU).
     """
     if hasattr(model, "reset_parameters"):
         model.reset_parameters()
@@ -54,6 +54,6 @@ def reinitialize(model: nn.Module) -> nn.Module:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Linear)):
+        elif hasattr(m, "reset_parameters"):
             m.reset_parameters()
     return model

@@ -5,29 +5,20 @@ import torch
 from torch import nn
 
 from nptm.models import build_model, count_flops, count_params, filter_preset
-from nptm.pruning.structured import prune_channels, select_channels
+from nptm.pruning.structured import prune_channels, select_channels, trace_channels
 
 # Li et al.'s ResNet-56 configs, written out independently of the library: (skipped layers, stage ratios).
 CONFIGS = {"A": ({16, 20, 38, 54}, [0.1, 0.1, 0.1]), "B": ({16, 18, 20, 34, 38, 54}, [0.6, 0.3, 0.1])}
 
 
-def randomized(name, seed=0, in_channels=3):
-    """A model with random BN affine parameters and running statistics (eval outputs depend on all of them)."""
-    torch.manual_seed(seed)
-    m = build_model(name, 10, in_channels)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.uniform_(-0.2, 0.2)
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 1.5)
-    return m.double().eval()
+def randomized(randomize_bn, name):
+    torch.manual_seed(0)
+    return randomize_bn(build_model(name, 10)).double().eval()
 
 
 @pytest.mark.parametrize("config", ["A", "B"])
-def test_resnet56_config_shapes(config):
-    m = randomized("resnet56")
+def test_resnet56_config_shapes(config, randomize_bn):
+    m = randomized(randomize_bn, "resnet56")
     preset = filter_preset("resnet56", config)
     pruned = prune_channels(m, "l1_filters", preset)
     skip, ratios = CONFIGS[config]
@@ -72,8 +63,8 @@ def test_resnet110_configs(config, stage_ratios, skip):
     assert [b.conv2.out_channels for b in blocks] == [(16, 32, 64)[i // 18] for i in range(54)]
 
 
-def test_vgg16_config_a():
-    m = randomized("vgg16")
+def test_vgg16_config_a(randomize_bn):
+    m = randomized(randomize_bn, "vgg16")
     pruned = prune_channels(m, "l1_filters", filter_preset("vgg16", "A"))
     convs = [c for c in pruned.features if isinstance(c, nn.Conv2d)]
     assert [c.out_channels for c in convs] == [32, 64, 128, 128, 256, 256, 256, 256, 256, 256, 256, 256, 256]
@@ -83,13 +74,12 @@ def test_vgg16_config_a():
     assert count_params(pruned)[0] < count_params(m)[0]
 
 
-def test_random_filters_same_counts_seeded():
-    m = randomized("resnet56")
-    preset = filter_preset("resnet56", "B")
-    l1 = select_channels(m, "l1_filters", preset)
-    r1 = select_channels(m, "random_filters", preset, generator=torch.Generator().manual_seed(0))
-    r2 = select_channels(m, "random_filters", preset, generator=torch.Generator().manual_seed(0))
-    r3 = select_channels(m, "random_filters", preset, generator=torch.Generator().manual_seed(1))
+def test_random_filters_same_counts_seeded(randomize_bn):
+    m = randomized(randomize_bn, "resnet56")
+    preset, graph = filter_preset("resnet56", "B"), trace_channels(m)
+    l1 = select_channels(m, "l1_filters", preset, graph=graph)
+    r1, r2, r3 = (select_channels(m, "random_filters", preset, generator=torch.Generator().manual_seed(s), graph=graph)
+                  for s in (0, 0, 1))
     assert {n: i.numel() for n, i in r1.items()} == {n: i.numel() for n, i in l1.items()}
     assert all(torch.equal(r1[n], r2[n]) for n in r1)
     assert any(not torch.equal(r1[n], r3[n]) for n in r1)

@@ -38,17 +38,6 @@ class Branchy(nn.Module):
         return self.head(y.mean((2, 3)))
 
 
-def randomize_bn(m):
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.uniform_(-0.2, 0.2)
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 1.5)
-    return m
-
-
 def masked_dense(model, graph, keep):
     """The dense model with every pruned channel's producer rows, biases and BN scale/shift zeroed: all its ops
     map 0 to 0 per channel, so it computes what the pruned model computes."""
@@ -86,7 +75,7 @@ def test_branchy_groups():
 
 
 @pytest.mark.parametrize("ratio,round_to", [(0.4, 1), (0.5, 1), (0.3, 2)])
-def test_branchy_equals_masked_dense(ratio, round_to):
+def test_branchy_equals_masked_dense(ratio, round_to, randomize_bn):
     torch.manual_seed(0)
     m, x = randomize_bn(Branchy()).double().eval(), torch.randn(3, 3, 8, 8, dtype=torch.float64)
     graph = trace_channels(m, x[:1])
@@ -103,7 +92,7 @@ def test_branchy_equals_masked_dense(ratio, round_to):
     torch.testing.assert_close(pruned(x), masked_dense(m, graph, keep)(x), rtol=1e-10, atol=1e-12)
 
 
-def test_one_batched_gather_and_input_untouched(monkeypatch):
+def test_one_batched_gather_and_input_untouched(monkeypatch, randomize_bn):
     m = randomize_bn(Branchy()).eval()
     before = {k: v.clone() for k, v in m.state_dict().items()}
     calls, real = [], nptm.ops.gather_channels

@@ -55,10 +55,10 @@ def group_ratios(graph: ChannelGraph, ratios: Ratios, model: nn.Module) -> dict[
     return out
 
 
-@torch.no_grad()
 def group_scores(model: nn.Module, graph: ChannelGraph, criterion: Criterion, *, loader=None,
                  generator: torch.Generator | None = None) -> dict[int, Tensor]:
-    """Group id -> float64 score per channel: the criterion's per-output-channel scores summed over producers."""
+    """Group id -> float64 score per channel: the criterion's per-output-channel scores summed over producers
+    (grad mode is left as it is: data-aware criteria may need gradients)."""
     modules = dict(model.named_modules())
     params = {f"{name}.weight": modules[name].weight for name, _ in graph.producers}
     scores = criterion.scores(model, params, loader=loader, generator=generator)

@@ -7,8 +7,6 @@ reshape that moves channels into the batch dimension is refused.
 from __future__ import annotations
 
 import fnmatch
-import math
-import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +15,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from nptm.pruning.structured.labels import Label, UnionFind
+from nptm.pruning.structured.shape_ops import ShapeOps, UnsupportedModel, flatten_range, tensor_shape
 
 CLASSIFIER = "<classifier>"  # the layer(s) producing the model's output: always kept whole
 
@@ -39,10 +38,6 @@ PASS_OPS = {
 BINARY_OPS = {"add", "sub", "mul", "truediv", "div", "iadd", "isub", "imul", "itruediv", "add_", "mul_", "sub_", "div_",
               "maximum", "minimum"}
 REDUCE_OPS = {"mean", "sum", "amax", "amin"}
-
-
-class UnsupportedModel(ValueError):
-    """The engine cannot prune this model safely (the message names the layer)."""
 
 
 @dataclass(frozen=True)
@@ -103,15 +98,11 @@ def _where(node: fx.Node) -> str:
     return f"{owner or 'forward'} ({node.name})"
 
 
-def _shape(node) -> tuple[int, ...] | None:
-    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
-    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
-
-
-class _Propagator:
+class _Propagator(ShapeOps):
     def __init__(self, model: nn.Module, gm: fx.GraphModule):
         self.model, self.gm = model, gm
         self.modules = dict(model.named_modules())
+        self.tensors = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
         self.uf = UnionFind()
         self.labels: dict[fx.Node, object] = {}
         self.slices: dict[tuple[str, int], TensorSlice] = {}
@@ -161,7 +152,7 @@ class _Propagator:
     def visit(self, node: fx.Node):
         name = _op_name(node, self.modules)
         x = self.label(node.args[0]) if node.args else None
-        out = _shape(node)
+        out = tensor_shape(node)
         if node.op == "call_module":
             return self.visit_module(node, self.modules[node.target], x)
         if "tensor_meta" not in node.meta and name not in ("chunk", "split", "split_with_sizes", "tensor_split"):
@@ -169,6 +160,9 @@ class _Propagator:
         if not self.tracked(list(node.args) + list(node.kwargs.values())):
             return self.untracked_split(node) if name in ("chunk", "split", "split_with_sizes") else None
         where = f"{name} at {_where(node)}"
+        if not node.args or self.tracked(node.kwargs):  # tensors passed by keyword: not followed
+            self.fix_all((node.args, node.kwargs), f"passes through {where}")
+            return None
         if name in BINARY_OPS:
             return self.elementwise(node, where)
         if name == "cat" or name == "concat":
@@ -180,13 +174,13 @@ class _Propagator:
         if x is None:  # tracked channels only in later arguments
             self.fix_all(node.args, f"passes through {where}")
             return None
-        in_shape = _shape(node.args[0])
+        in_shape = tensor_shape(node.args[0])
         if name == "getitem":
             return self.getitem(node, x, in_shape, where)
         if name in ("view", "reshape"):
             return self.reshape(node, x, in_shape, out, where)
         if name == "flatten":
-            return self.flatten(x, in_shape, *_flatten_range(node, len(in_shape)), where)
+            return self.flatten(x, in_shape, *flatten_range(node, len(in_shape)), where)
         if name in ("permute", "transpose"):
             return self.permute(node, x, len(in_shape), name, where)
         if name in REDUCE_OPS:
@@ -212,7 +206,7 @@ class _Propagator:
         return None
 
     def visit_module(self, node: fx.Node, m: nn.Module, x: Label | None):
-        name, in_shape, out = node.target, _shape(node.args[0]) if node.args else None, _shape(node)
+        name, in_shape, out = node.target, tensor_shape(node.args[0]) if node.args else None, tensor_shape(node)
         stateful = next(m.parameters(recurse=False), None) is not None or next(m.buffers(recurse=False), None) is not None
         if stateful and name in self.module_io:  # a shared layer: same output channels, inputs coupled
             first_in, first_out = self.module_io[name]
@@ -301,11 +295,11 @@ class _Propagator:
         return x
 
     def elementwise(self, node: fx.Node, where: str) -> Label | None:
-        out = _shape(node)
+        out = tensor_shape(node)
         operands = [a for a in node.args if isinstance(a, fx.Node)]
         labs = [(a, self.label(a)) for a in operands]
         tracked = [(a, lab) for a, lab in labs if lab is not None]
-        pos = {lab.dim + len(out) - len(_shape(a)) for a, lab in tracked}
+        pos = {lab.dim + len(out) - len(tensor_shape(a)) for a, lab in tracked}
         if len(pos) != 1:
             self.fix_all(node.args, f"combined along different dimensions in {where}")
             return None
@@ -316,142 +310,23 @@ class _Propagator:
         if y is None:
             return None
         for a, lab in labs:
-            shape = _shape(a)
+            shape = tensor_shape(a)
             if lab is not None or shape is None:
                 continue
             j = pos - (len(out) - len(shape))
             if j < 0 or shape[j] == 1:
                 continue
-            if a.op == "get_attr" and y.inner == 1:
+            if a.op == "get_attr" and a.target in self.tensors and y.inner == 1:
                 self.add_slice(a.target, j, y.moved(j))
             else:
                 self.uf.fix_label(y, f"combined with an unpruned tensor in {where}")
                 return None
         return y.moved(pos)
 
-    def cat(self, node: fx.Node, where: str) -> Label | None:
-        tensors = node.args[0]
-        out = _shape(node)
-        dim = (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) % len(out)
-        labs = [self.label(t) for t in tensors]
-        if any(lab is None for lab in labs) or len({(lab.dim, lab.inner) for lab in labs}) != 1:
-            self.fix_all(node.args, f"concatenated with unpruned channels in {where}")
-            return None
-        if labs[0].dim != dim:  # concatenated along another dimension: channels must agree
-            y = labs[0]
-            for lab in labs[1:]:
-                y = y and self.uf.unify(y, lab, f"concatenated in {where}")
-            return y
-        return Label(dim, tuple(s for lab in labs for s in lab.segs), labs[0].inner)
-
-    def split(self, node: fx.Node, x: Label, where: str):
-        outs = node.meta["tensor_meta"]
-        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
-        dim %= len(outs[0].shape)
-        if dim != x.dim:
-            return tuple(x for _ in outs)
-        if x.inner != 1:
-            self.uf.fix_label(x, f"split inside flattened channels in {where}")
-            return tuple(None for _ in outs)
-        res, start = [], 0
-        for meta in outs:
-            res.append(x.sliced(start, meta.shape[dim]))
-            start += meta.shape[dim]
-        return tuple(res)
-
-    def untracked_split(self, node: fx.Node):
-        metas = node.meta.get("tensor_meta")
-        return tuple(None for _ in metas) if isinstance(metas, (tuple, list)) else None
-
-    def getitem(self, node: fx.Node, x: Label, in_shape, where: str) -> Label | None:
-        idx = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
-        if any(i is Ellipsis for i in idx):
-            k = idx.index(Ellipsis)
-            idx = idx[:k] + (slice(None),) * (len(in_shape) - len(idx) + 1) + idx[k + 1 :]
-        d_in = d_out = 0
-        for i in idx:
-            if i is None:
-                d_out += 1
-                continue
-            if d_in == x.dim:
-                if isinstance(i, slice) and i == slice(None) and d_out > 0:
-                    return x.moved(d_out)
-                break
-            if not isinstance(i, (int, slice)):
-                break
-            d_out += isinstance(i, slice)
-            d_in += 1
-        else:
-            if d_out > 0:
-                return x.moved(d_out + x.dim - d_in)
-        self.uf.fix_label(x, f"indexed along channels in {where}")
-        return None
-
-    def reshape(self, node: fx.Node, x: Label, s, t, where: str) -> Label | None:
-        if t[0] != s[0] or x.dim == 0:
-            raise UnsupportedModel(f"cannot prune channels through {where}: the reshape moves channels into the batch dimension")
-        sizes = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
-        d = x.dim
-        if s[:d] == t[:d] and len(t) > d and (len(sizes) <= d or not _literal(sizes[d])):
-            if t[d] == s[d]:
-                return x
-            k = next((k for k in range(d + 1, len(s) + 1) if math.prod(s[d:k]) == t[d]), None)
-            if k is not None:
-                return x.moved(d, x.inner * math.prod(s[d + 1 : k]))
-        self.uf.fix_label(x, f"reshaped in {where}")
-        return None
-
-    def flatten(self, x: Label, s, start: int, end: int, where: str) -> Label | None:
-        if x.dim < start:
-            return x
-        if x.dim > end:
-            return x.moved(x.dim - (end - start))
-        if start == 0:
-            raise UnsupportedModel(f"cannot prune channels through {where}: it flattens channels into the batch dimension")
-        if math.prod(s[start : x.dim]) != 1:
-            self.uf.fix_label(x, f"flattened behind other dimensions in {where}")
-            return None
-        return x.moved(start, x.inner * math.prod(s[x.dim + 1 : end + 1]))
-
-    def permute(self, node: fx.Node, x: Label, ndim: int, name: str, where: str) -> Label | None:
-        args = list(node.args[1:]) or list(node.kwargs.values())
-        if name == "transpose":
-            a, b = (int(v) % ndim for v in args[:2])
-            order = list(range(ndim))
-            order[a], order[b] = b, a
-        else:
-            order = [int(v) % ndim for v in (args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args)]
-        if order[0] != 0:
-            raise UnsupportedModel(f"cannot prune channels through {where}: it moves the batch dimension")
-        return x.moved(order.index(x.dim))
-
-    def reduce(self, node: fx.Node, x: Label, ndim: int, where: str) -> Label | None:
-        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-        keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-        if dims is None:
-            self.uf.fix_label(x, f"reduced over channels in {where}")
-            return None
-        dims = {int(d) % ndim for d in (dims if isinstance(dims, (tuple, list)) else (dims,))}
-        if x.dim in dims or 0 in dims:
-            self.uf.fix_label(x, f"reduced over channels in {where}")
-            return None
-        return x if keep else x.moved(x.dim - sum(d < x.dim for d in dims))
-
-
-def _literal(v) -> bool:
-    return isinstance(v, int) and v != -1
-
-
 def _flat(args):
     out = []
     fx.node.map_aggregate(args, lambda a: out.append(a))
     return out
-
-
-def _flatten_range(node: fx.Node, ndim: int) -> tuple[int, int]:
-    start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-    end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-    return start % ndim, end % ndim
 
 
 def default_input(model: nn.Module) -> torch.Tensor:
