@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nptm.data.imagenet import LOADERS
+from nptm.schedules import SCHEDULES as SCHEDULE_REGISTRY
 from nptm.schedules.original import DECAYS
 from nptm.train.presets import PRESETS, preset_values
 
@@ -25,7 +26,7 @@ DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
 UNSTRUCTURED = ("magnitude", "layer_magnitude", "random")
 STRUCTURED = ("l1_filters", "random_filters")
 PRUNERS = UNSTRUCTURED + STRUCTURED
-SCHEDULES = ("FT", "LRW", "SLR", "CLR", "LLR", "ALLR", "none")
+SCHEDULES = SCHEDULE_REGISTRY.names()
 
 # dataset -> defaults for the fields left None (SPEC: CIFAR and ImageNet recipes; digits: small and fast)
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
