@@ -7,8 +7,11 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from nptm import _C  # noqa: F401  (registers torch.ops.nptm.*)
-from nptm.ops import _fake  # noqa: F401  (shapes for torch.compile)
+from nptm.ops._torch_check import check_build
+
+check_build()  # one clear line, instead of an undefined symbol, when torch changed since the build
+from nptm import _C  # noqa: E402,F401  (registers torch.ops.nptm.*)
+from nptm.ops import _fake  # noqa: E402,F401  (shapes for torch.compile)
 
 __all__ = ["has_cuda_kernels", "apply_masks_", "global_magnitude_masks", "gather_channels", "count_to_prune"]
 

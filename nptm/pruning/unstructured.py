@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from nptm import ops
-from nptm.pruning.masks import Masks, prunable_weights
+from nptm.pruning.masks import Masks, named_parameters, prunable_weights
 
 Pruner = Callable[[Sequence[Tensor], float, Sequence[Tensor], "torch.Generator | None"], list[Tensor]]
 
@@ -44,19 +44,24 @@ def prune_unstructured(
 ) -> Masks:
     """Prune ``amount`` of the REMAINING prunable weights (k = round(amount * alive)) with ``method``.
 
-    Weights pruned in ``masks`` stay pruned. The returned masks (old and new prunes together) are
+    Weights pruned in ``masks`` stay pruned; given ``masks`` also choose the prunable weights (else
+    ``prunable_weights(model, include_linear)``). The returned masks (old and new prunes together) are
     already applied to the model's weights; call ``masks.apply(model, optimizer)`` to clear an
     optimizer's buffers too.
     """
     if method not in PRUNERS:
         raise ValueError(f"unknown pruner {method!r}; choices: {', '.join(PRUNERS)}")
-    params = prunable_weights(model, include_linear)
+    if masks is None:
+        params = prunable_weights(model, include_linear)
+        masks = Masks.ones(params)
+    else:  # the masks choose what is prunable (e.g. Masks.for_model(model, types=...))
+        named = named_parameters(model)
+        missing = [n for n in masks if n not in named]
+        if missing:
+            raise ValueError(f"masks name no parameter of {type(model).__name__}: {missing}")
+        params = {n: named[n] for n in masks}
     if not params:
         raise ValueError(f"{type(model).__name__} has no prunable weights")
-    if masks is None:
-        masks = Masks.ones(params)
-    elif set(masks) != set(params):
-        raise ValueError(f"masks cover {sorted(set(masks) ^ set(params))} differently from the prunable weights")
     names = list(params)
     weights = [params[n] for n in names]
     nan = torch.stack([w.isnan().any().cpu() for w in weights])
