@@ -10,6 +10,12 @@ from torch import Tensor, nn
 
 from nptm import ops
 
+try:  # FSDP2 (fully_shard) parameters and their optimizer states are DTensors
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+except ImportError:  # torch built without distributed support
+    DTensor = ()
+
 # Module-name segments that wrappers insert (torch.compile, FSDP, activation checkpointing); DDP and
 # DataParallel add ``module.`` at the top, removed by unwrapping them.
 WRAPPER_SEGMENTS = frozenset({"_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"})
@@ -35,6 +41,19 @@ def clean_name(name: str) -> str:
 def named_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """Clean name -> parameter for every name a parameter has (a shared parameter under each of its names)."""
     return {clean_name(n): p for n, p in unwrap(model).named_parameters(remove_duplicate=False)}
+
+
+def _local(t: Tensor | None) -> Tensor | None:
+    """This rank's shard of a DTensor (a view: masking it in place masks the DTensor); other tensors as they are."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def _local_mask(mask: Tensor, p: Tensor) -> Tensor:
+    """The part of a full-size mask that lies on this rank, when ``p`` is a DTensor."""
+    if not isinstance(p, DTensor):
+        return mask
+    shape, offset = compute_local_shape_and_global_offset(mask.shape, p.device_mesh, p.placements)
+    return mask[tuple(slice(o, o + n) for o, n in zip(offset, shape))]
 
 
 def prunable_weights(
@@ -163,7 +182,7 @@ class Masks(Mapping[str, Tensor]):
                 mask = mask & self._masks[n].to(p.device)
             for n in names:
                 self._masks[n] = mask
-            self._targets.append((p, mask))
+            self._targets.append((p, _local_mask(mask, p)))
         self._model = weakref.ref(model)
         return self
 
@@ -178,13 +197,14 @@ class Masks(Mapping[str, Tensor]):
             raise ValueError("Masks.apply needs the model the first time: masks.apply(model) or masks.bind(model)")
         params = [p for p, _ in self._targets]
         masks = [m for _, m in self._targets]
-        extra: list[list[Tensor | None]] = [[p.grad for p in params]]
+        extra: list[list[Tensor | None]] = [[_local(p.grad) for p in params]]
         if optimizer is not None:
             states = [optimizer.state.get(p, {}) for p in params]
             keys = dict.fromkeys(k for s, p in zip(states, params) for k, v in s.items() if isinstance(v, Tensor) and v.shape == p.shape)
             for key in keys:
-                extra.append([s[key] if isinstance(s.get(key), Tensor) and s[key].shape == p.shape else None for s, p in zip(states, params)])
-        ops.apply_masks_(params, masks, extra=extra)
+                extra.append([_local(s[key]) if isinstance(s.get(key), Tensor) and s[key].shape == p.shape else None
+                              for s, p in zip(states, params)])
+        ops.apply_masks_([_local(p) for p in params], masks, extra=extra)
 
     def attach(self, optimizer: torch.optim.Optimizer, model: nn.Module | None = None) -> "Masks":
         """Apply the masks (weights, grads, ``optimizer``'s states) after every ``optimizer.step()``, through

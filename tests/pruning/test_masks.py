@@ -1,5 +1,8 @@
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -184,6 +187,20 @@ def test_fsdp_names_and_training(gloo):
     step(wrapped, opt, *batch())
     w = dict(prunable_weights(wrapped, include_linear=True))["fc.weight"]
     assert bool((w[~keep] == 0).all()) and bool((w[keep] != 0).all())
+
+
+def test_fsdp2_sharded_parameters_over_two_ranks():
+    pytest.importorskip("torch.distributed.fsdp", reason="torch without FSDP")
+    if not hasattr(torch.distributed.fsdp, "fully_shard"):
+        pytest.skip("this torch has no FSDP2 fully_shard")
+    worker, port = Path(__file__).with_name("fsdp2_worker.py"), _free_port()
+    root = str(Path(__file__).resolve().parents[2])  # this checkout's nptm
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, str(worker), str(r), "2", str(port)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env) for r in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert all(f"rank {r} ok" in o for r, o in enumerate(outs))
 
 
 @pytest.mark.slow
