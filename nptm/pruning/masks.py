@@ -190,9 +190,11 @@ class Masks(Mapping[str, Tensor]):
     def apply(self, model: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Zero the pruned entries of the weights, their .grad and the optimizer's per-parameter state
         buffers shaped like them (momentum_buffer, exp_avg, ...), of any dtypes, in one
-        ``nptm.ops.apply_masks_`` call. ``model`` (re)binds the masks; without it the bound model is used."""
+        ``nptm.ops.apply_masks_`` call. ``model`` binds the masks when it is not the model they are bound to
+        or its parameters moved to another device (call ``bind`` after replacing parameters)."""
         if model is not None:
-            self.bind(model)
+            if self._model is None or self._model() is not model or any(p.device != m.device for p, m in self._targets):
+                self.bind(model)
         elif self._model is None or self._model() is None:
             raise ValueError("Masks.apply needs the model the first time: masks.apply(model) or masks.bind(model)")
         params = [p for p, _ in self._targets]

@@ -113,6 +113,29 @@ def test_shared_parameter_is_masked_once_with_the_and(monkeypatch):
     assert torch.equal(m.a.weight != 0, both)
 
 
+def test_mixed_dtypes_masked_in_one_call(monkeypatch):
+    m = Net()
+    m.conv.to(torch.bfloat16)  # bf16 weights beside fp32 ones
+    masks = Masks.for_model(m, include_linear=True)
+    g = torch.Generator().manual_seed(4)
+    masks = Masks({n: torch.rand(k.shape, generator=g) > 0.5 for n, k in masks.items()}).bind(m)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    for n in masks:  # fp32 optimizer states (as mixed-precision optimizers keep them), bf16 grads where the weight is bf16
+        p = m.get_parameter(n)
+        p.grad = torch.randn(p.shape, generator=g).to(p.dtype)
+        opt.state[p] = {"exp_avg": torch.randn(p.shape, generator=g), "step": torch.tensor(1.0)}
+    calls = []
+    real = ops.apply_masks_
+    monkeypatch.setattr(ops, "apply_masks_", lambda t, mk, extra=None: calls.append(1) or real(t, mk, extra=extra))
+    masks.apply(m, opt)
+    assert len(calls) == 1
+    for n, keep in masks.items():
+        p = m.get_parameter(n)
+        for t in (p, p.grad, opt.state[p]["exp_avg"]):
+            assert bool((t[~keep] == 0).all()) and bool((t[keep] != 0).all()), (n, t.dtype)
+    assert {m.get_parameter(n).dtype for n in masks} == {torch.bfloat16, torch.float32}
+
+
 def test_attach_and_detach():
     m = Net()
     masks = prune_unstructured(m, "magnitude", 0.7, include_linear=True)
@@ -129,6 +152,19 @@ def test_attach_and_detach():
     assert any(bool((w[~masks[n]] != 0).any()) for n, w in prunable_weights(m, include_linear=True).items())
     with pytest.raises(ValueError, match="needs the model"):
         Masks({"conv.weight": torch.ones(8, 3, 3, 3, dtype=torch.bool)}).attach(opt)
+
+
+def test_apply_to_another_model_rebinds():
+    import copy
+    m = Net()
+    masks = prune_unstructured(m, "random", 0.5, include_linear=True, generator=torch.Generator().manual_seed(0))
+    other = copy.deepcopy(m)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.fill_(1.0)
+    masks.apply(other)
+    for n in masks:
+        assert torch.equal(other.get_parameter(n) != 0, masks[n]), n
 
 
 def test_bad_masks_are_refused():
