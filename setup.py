@@ -69,7 +69,8 @@ def nvidia_wheel_includes():
 
 
 def extension():
-    sources = sorted(glob.glob(f"{CSRC}/*.cpp") + glob.glob(f"{CSRC}/ops/*.cpp") + glob.glob(f"{CSRC}/ops/cpu/*.cpp"))
+    # ops/emu: the CUDA kernels compiled for the CPU emulator (test-only ops nptm::_emu_*), in every build.
+    sources = sorted(glob.glob(f"{CSRC}/*.cpp") + glob.glob(f"{CSRC}/ops/*.cpp") + glob.glob(f"{CSRC}/ops/cpu/*.cpp") + glob.glob(f"{CSRC}/ops/emu/*.cpp"))
     cxx = ["-O3", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"]
     reason = cuda_unavailable_reason()
     if reason is not None:

@@ -93,9 +93,13 @@ def global_magnitude_masks(
 
 
 @torch.no_grad()
-def gather_channels(tensors_and_indices: Sequence[tuple[Tensor, int, Tensor]]) -> list[Tensor]:
-    """For each (tensor, dim, index) a new contiguous tensor keeping only ``index`` along ``dim``."""
+def gather_channels(tensors_and_indices: Sequence[tuple[Tensor, int, Tensor]], *, synchronous_check: bool = True) -> list[Tensor]:
+    """For each (tensor, dim, index) a new contiguous tensor keeping only ``index`` along ``dim``.
+
+    Out-of-range indices raise ``IndexError``; on CUDA that costs one host sync per call, which
+    ``synchronous_check=False`` skips (a bad index then fails a device assert at the next sync).
+    """
     if not tensors_and_indices:
         return []
     tensors, dims, indices = zip(*tensors_and_indices)
-    return list(torch.ops.nptm.gather_channels(list(tensors), [int(d) for d in dims], list(indices)))
+    return list(torch.ops.nptm.gather_channels(list(tensors), [int(d) for d in dims], list(indices), synchronous_check))
