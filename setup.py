@@ -1,7 +1,10 @@
 """Builds nptm._C: CPU kernels (OpenMP) always, CUDA kernels when nvcc and a CUDA build of torch exist."""
 import glob
+import importlib.metadata
 import os
+import re
 import shutil
+import subprocess
 
 
 def _find_cuda_home():
@@ -22,6 +25,20 @@ from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, C
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("csrc")
+RUNTIME_DEPENDENCIES = ["torchvision", "numpy", "scikit-learn", "tqdm", "matplotlib", "pyyaml"]
+# nptm._C only loads beside the torch it was compiled against: the wheel pins it, as torchvision's do.
+TORCH_PIN = f"torch=={importlib.metadata.version('torch')}"
+
+
+def nvcc_older_than_torch():
+    """nvcc's CUDA release when it is older than the one torch was built with (torch's headers then clash)."""
+    try:
+        out = subprocess.run([os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    found = re.search(r"release (\d+)\.(\d+)", out)
+    nvcc = tuple(int(x) for x in found.groups()) if found else None
+    return nvcc if nvcc and nvcc < tuple(int(x) for x in torch.version.cuda.split(".")[:2]) else None
 
 
 def cuda_unavailable_reason():
@@ -31,7 +48,16 @@ def cuda_unavailable_reason():
         return f"torch {torch.__version__} is a CPU-only build"
     if CUDA_HOME is None:
         return "nvcc was not found (set CUDA_HOME)"
+    old = nvcc_older_than_torch()
+    if old:
+        return f"nvcc {old[0]}.{old[1]} is older than the CUDA {torch.version.cuda} of torch {torch.__version__}"
     return None
+
+
+def write_build_info(cuda_kernels):
+    """nptm/_build_info.py: what nptm.ops checks before loading the extension."""
+    with open(os.path.join(ROOT, "nptm", "_build_info.py"), "w") as f:
+        f.write(f'"""Written by setup.py."""\nTORCH_VERSION = {torch.__version__!r}\nCUDA_KERNELS = {cuda_kernels!r}\n')
 
 
 def nvidia_wheel_includes():
@@ -43,15 +69,18 @@ def nvidia_wheel_includes():
 
 
 def extension():
-    sources = sorted(glob.glob(f"{CSRC}/*.cpp") + glob.glob(f"{CSRC}/ops/*.cpp") + glob.glob(f"{CSRC}/ops/cpu/*.cpp"))
+    # ops/emu: the CUDA kernels compiled for the CPU emulator (test-only ops nptm::_emu_*), in every build.
+    sources = sorted(glob.glob(f"{CSRC}/*.cpp") + glob.glob(f"{CSRC}/ops/*.cpp") + glob.glob(f"{CSRC}/ops/cpu/*.cpp") + glob.glob(f"{CSRC}/ops/emu/*.cpp"))
     cxx = ["-O3", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"]
     reason = cuda_unavailable_reason()
     if reason is not None:
         print(f"nptm: building CPU kernels only ({reason})", flush=True)
+        write_build_info(False)
         return CppExtension("nptm._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         # No GPU to detect: build for A100 and H100/H200, plus PTX for newer GPUs.
         os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
+    write_build_info(True)
     sources += sorted(glob.glob(f"{CSRC}/ops/cuda/*.cu"))
     nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-DNPTM_WITH_CUDA"]
     return CUDAExtension(
@@ -65,6 +94,7 @@ def extension():
 
 
 setup(
+    install_requires=[TORCH_PIN, *RUNTIME_DEPENDENCIES],
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

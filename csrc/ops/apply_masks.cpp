@@ -10,10 +10,8 @@ void check_apply_masks(at::TensorList tensors, at::TensorList masks) {
   TORCH_CHECK_VALUE(tensors.size() == masks.size(), "apply_masks_: ", tensors.size(), " tensors but ", masks.size(), " masks");
   if (tensors.empty()) return;
   common_device(tensors, masks, "apply_masks_");
-  const auto dtype = tensors[0].scalar_type();
-  TORCH_CHECK_VALUE(is_float_dtype(dtype), "apply_masks_: unsupported dtype ", dtype);
   for (size_t i = 0; i < tensors.size(); ++i) {
-    TORCH_CHECK_VALUE(tensors[i].scalar_type() == dtype, "apply_masks_: tensor ", i, " is ", tensors[i].scalar_type(), " but tensor 0 is ", dtype);
+    TORCH_CHECK_VALUE(is_float_dtype(tensors[i].scalar_type()), "apply_masks_: tensor ", i, " has unsupported dtype ", tensors[i].scalar_type());
     TORCH_CHECK_VALUE(is_mask_dtype(masks[i].scalar_type()), "apply_masks_: mask ", i, " must be bool or uint8, got ", masks[i].scalar_type());
     TORCH_CHECK_VALUE(masks[i].numel() == tensors[i].numel(), "apply_masks_: mask ", i, " has ", masks[i].numel(), " elements but tensor ", i, " has ", tensors[i].numel());
   }

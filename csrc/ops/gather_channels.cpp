@@ -24,7 +24,7 @@ std::vector<int64_t> check_gather_channels(at::TensorList tensors, at::IntArrayR
 
 namespace {
 // Reference semantics for backends without a kernel (and empty lists, which dispatch to no backend).
-std::vector<at::Tensor> gather_channels_composite(at::TensorList tensors, at::IntArrayRef dims, at::TensorList indices) {
+std::vector<at::Tensor> gather_channels_composite(at::TensorList tensors, at::IntArrayRef dims, at::TensorList indices, bool) {
   const auto d = check_gather_channels(tensors, dims, indices);
   std::vector<at::Tensor> out;
   for (size_t i = 0; i < tensors.size(); ++i) out.push_back(tensors[i].index_select(d[i], indices[i]).contiguous());
@@ -33,7 +33,9 @@ std::vector<at::Tensor> gather_channels_composite(at::TensorList tensors, at::In
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(nptm, m) {
-  m.def("gather_channels(Tensor[] tensors, int[] dims, Tensor[] indices) -> Tensor[]");
+  // synchronous_check: out-of-range indices raise IndexError during the call (on CUDA: one host sync);
+  // false: no sync, a CUDA device assert fires instead (reported at the next sync). CPU always raises.
+  m.def("gather_channels(Tensor[] tensors, int[] dims, Tensor[] indices, bool synchronous_check=True) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(nptm, CompositeExplicitAutograd, m) { m.impl("gather_channels", TORCH_FN(gather_channels_composite)); }

@@ -7,8 +7,11 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from nptm import _C  # noqa: F401  (registers torch.ops.nptm.*)
-from nptm.ops import _fake  # noqa: F401  (shapes for torch.compile)
+from nptm.ops._torch_check import check_build
+
+check_build()  # one clear line, instead of an undefined symbol, when torch changed since the build
+from nptm import _C  # noqa: E402,F401  (registers torch.ops.nptm.*)
+from nptm.ops import _fake  # noqa: E402,F401  (shapes for torch.compile)
 
 __all__ = ["has_cuda_kernels", "apply_masks_", "global_magnitude_masks", "gather_channels", "count_to_prune"]
 
@@ -90,9 +93,13 @@ def global_magnitude_masks(
 
 
 @torch.no_grad()
-def gather_channels(tensors_and_indices: Sequence[tuple[Tensor, int, Tensor]]) -> list[Tensor]:
-    """For each (tensor, dim, index) a new contiguous tensor keeping only ``index`` along ``dim``."""
+def gather_channels(tensors_and_indices: Sequence[tuple[Tensor, int, Tensor]], *, synchronous_check: bool = True) -> list[Tensor]:
+    """For each (tensor, dim, index) a new contiguous tensor keeping only ``index`` along ``dim``.
+
+    Out-of-range indices raise ``IndexError``; on CUDA that costs one host sync per call, which
+    ``synchronous_check=False`` skips (a bad index then fails a device assert at the next sync).
+    """
     if not tensors_and_indices:
         return []
     tensors, dims, indices = zip(*tensors_and_indices)
-    return list(torch.ops.nptm.gather_channels(list(tensors), [int(d) for d in dims], list(indices)))
+    return list(torch.ops.nptm.gather_channels(list(tensors), [int(d) for d in dims], list(indices), synchronous_check))

@@ -24,7 +24,7 @@ def _global_magnitude_masks_fake(scores, masks, k, use_abs):
 
 
 @torch.library.register_fake("nptm::gather_channels")
-def _gather_channels_fake(tensors, dims, indices):
+def _gather_channels_fake(tensors, dims, indices, synchronous_check=True):
     _one_device("gather_channels", tensors, indices)
     out = []
     for t, d, i in zip(tensors, dims, indices):

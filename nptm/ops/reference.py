@@ -9,7 +9,12 @@ from torch import Tensor
 
 @torch.no_grad()
 def apply_masks_(tensors: Sequence[Tensor], masks: Sequence[Tensor]) -> None:
-    """Zero (+0.0) every entry of tensors[i] whose mask entry is 0/False."""
+    """Zero (+0.0) every entry of tensors[i] whose mask entry is 0/False.
+
+    Tensors may mix float dtypes. Memory reached through several tensors (a parameter shared by two
+    modules listed twice, overlapping views) is zeroed where any of their masks is 0: the masks are
+    ANDed, whatever the list order.
+    """
     for t, m in zip(tensors, masks, strict=True):
         t.masked_fill_(m.reshape(t.shape).logical_not(), 0)
 

@@ -11,7 +11,7 @@ from nptm import ops
 from nptm.pruning.criteria import CRITERIA, Criterion
 from nptm.pruning.criteria.base import check_finite
 from nptm.pruning.criteria.magnitude import Magnitude
-from nptm.pruning.masks import Masks, prunable_weights
+from nptm.pruning.masks import Masks, named_parameters, prunable_weights
 
 
 def criterion_instance(criterion: str | Criterion) -> Criterion:
@@ -33,20 +33,25 @@ def prune_unstructured(
     """Prune ``amount`` of the REMAINING prunable weights (k = round(amount * alive)) with the lowest
     ``criterion`` scores: one global top-k, or with ``per_layer`` round(amount * alive_in_layer) per layer.
 
-    Weights pruned in ``masks`` stay pruned. The returned masks (old and new prunes together) are
+    Weights pruned in ``masks`` stay pruned; given ``masks`` also choose the prunable weights (else
+    ``prunable_weights(model, include_linear)``). The returned masks (old and new prunes together) are
     already applied to the model's weights; call ``masks.apply(model, optimizer)`` to clear an
     optimizer's buffers too. ``loader``: calibration batches for data-aware criteria.
     """
     crit = criterion_instance(criterion)
     if crit.structured:
         raise ValueError(f"criterion {type(crit).__name__} scores channels; use structured pruning")
-    params = prunable_weights(model, include_linear)
+    if masks is None:
+        params = prunable_weights(model, include_linear)
+        masks = Masks.ones(params)
+    else:  # the masks choose what is prunable (e.g. Masks.for_model(model, types=...))
+        named = named_parameters(model)
+        missing = [n for n in masks if n not in named]
+        if missing:
+            raise ValueError(f"masks name no parameter of {type(model).__name__}: {missing}")
+        params = {n: named[n] for n in masks}
     if not params:
         raise ValueError(f"{type(model).__name__} has no prunable weights")
-    if masks is None:
-        masks = Masks.ones(params)
-    elif set(masks) != set(params):
-        raise ValueError(f"masks cover {sorted(set(masks) ^ set(params))} differently from the prunable weights")
     check_finite(params)
     names = list(params)
     weights = [params[n] for n in names]

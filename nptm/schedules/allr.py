@@ -1,4 +1,4 @@
-"""ALLR's peak-lr discount d (Zimmer, Spiegel & Pokutta 2023)."""
+"""ALLR: LLR with its peak discounted by d, and d itself (Zimmer, Spiegel & Pokutta 2023)."""
 from __future__ import annotations
 
 import math
@@ -6,6 +6,8 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
+
+from nptm.schedules.retrain import SCHEDULES, Schedule, warmup_linear_decay
 
 
 @torch.no_grad()
@@ -35,3 +37,13 @@ def allr_scale(
     d1 = math.sqrt(diff_sq) / (math.sqrt(norm_sq) * math.sqrt(pruned_fraction)) if norm_sq > 0 and pruned_fraction > 0 else 0.0
     d2 = retrain_epochs / total_epochs
     return min(1.0, max(d1, d2)), d1, d2
+
+
+@SCHEDULES.register("ALLR")
+def adaptive_linear_restart(o, n, ipe, t_rt, *, warmup_frac, peak_scale, **_) -> Schedule:
+    """ALLR: LLR with peak d * eta_max, d = peak_scale (compute it with ``allr_scale``)."""
+    if peak_scale is None:
+        raise ValueError("ALLR needs its peak factor d: compute it with nptm.schedules.allr_scale(before, after, ...)")
+    if not 0 < peak_scale <= 1:
+        raise ValueError(f"ALLR peak_scale must be in (0, 1], got {peak_scale}")
+    return warmup_linear_decay("ALLR", peak_scale * o.eta_max, n, warmup_frac)

@@ -1,10 +1,29 @@
 """The original (dense) training schedule that every retraining schedule is defined against."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
 
 _EPS = 1e-9
 DECAYS = ("step", "linear")  # milestone comparisons tolerate float noise (e.g. (1/3) * 90)
+
+
+@runtime_checkable
+class Original(Protocol):
+    """What the retraining schedules read of an original schedule, T units long (epochs or steps)."""
+
+    @property
+    def T(self) -> float: ...  # length
+    @property
+    def eta_max(self) -> float: ...  # largest lr
+    @property
+    def eta_min(self) -> float: ...  # last lr
+    def lr_at(self, t: float) -> float: ...  # lr at a (fractional) point of [0, T]
+    def lr_at_fraction(self, fraction: float) -> float: ...  # the decay part (after any warm-up) at fraction of its length
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,81 @@ class OriginalSchedule:
         if epoch < w:
             lr *= self.warmup_start + (1 - self.warmup_start) * epoch / w
         return lr
+
+
+@dataclass(frozen=True)
+class StepwiseOriginal:
+    """Any original schedule given per step: ``lrs[t]`` is the lr of step t, T = len(lrs) steps.
+
+    eta_max = max(lrs), eta_min = lrs[-1]. The decay part (SLR's resampling) runs from the first step at
+    eta_max to the end, so a one-cycle or warm-up recipe is not warmed up twice. Build one from a callable
+    of the step (``from_function``) or by recording a torch scheduler (``from_torch``: cosine, one-cycle...).
+    """
+
+    lrs: tuple[float, ...]
+    peak: int = field(init=False, repr=False)  # first step at eta_max
+
+    def __post_init__(self) -> None:
+        lrs = tuple(float(x) for x in self.lrs)
+        if not lrs or any(not math.isfinite(x) or x < 0 for x in lrs) or max(lrs) <= 0:
+            raise ValueError("an original schedule needs at least one step, finite lrs >= 0 and a positive maximum")
+        object.__setattr__(self, "lrs", lrs)
+        object.__setattr__(self, "peak", lrs.index(max(lrs)))
+
+    @classmethod
+    def from_function(cls, lr_of_step: Callable[[int], float], steps: int) -> "StepwiseOriginal":
+        """``lr_of_step(t)`` for t in range(steps)."""
+        return cls(tuple(float(lr_of_step(t)) for t in range(steps)))
+
+    @classmethod
+    def from_torch(cls, make_scheduler: Callable[[torch.optim.Optimizer], object], steps: int, lr: float) -> "StepwiseOriginal":
+        """Record ``steps`` lrs of ``make_scheduler(optimizer)`` (a torch LRScheduler, stepped once per step)
+        on a throwaway SGD optimizer created with ``lr``: e.g. ``lambda opt: CosineAnnealingLR(opt, steps)``."""
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+        sched, lrs = make_scheduler(opt), []
+        for t in range(steps):
+            lrs.append(float(opt.param_groups[0]["lr"]))
+            if t + 1 < steps:
+                opt.step()
+                sched.step()
+        return cls(tuple(lrs))
+
+    @property
+    def T(self) -> int:
+        return len(self.lrs)
+
+    @property
+    def eta_max(self) -> float:
+        return self.lrs[self.peak]
+
+    @property
+    def eta_min(self) -> float:
+        return self.lrs[-1]
+
+    def lr_at(self, t: float) -> float:
+        """lr of step floor(t), t in [0, T] (T gives the last step's lr)."""
+        if not 0 <= t <= self.T:
+            raise ValueError(f"step {t} is outside [0, {self.T}]")
+        return self.lrs[min(self.T - 1, math.floor(t + _EPS))]
+
+    def lr_at_fraction(self, fraction: float) -> float:
+        """The decay part (peak step to the end) at ``fraction`` of its length."""
+        span = self.T - self.peak
+        return self.lrs[self.peak + min(span - 1, math.floor(fraction * span + _EPS))]
+
+
+def as_original(original: Original | Callable[[int], float] | Sequence[float], steps: int | None = None) -> Original:
+    """An ``Original`` from itself, a sequence of per-step lrs, or a callable of the step (``steps`` long)."""
+    if isinstance(original, Original):
+        return original
+    if callable(original):
+        if steps is None or isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"an original schedule given as a callable of the step needs its length in steps, got {steps!r}")
+        return StepwiseOriginal.from_function(original, steps)
+    if isinstance(original, Sequence):
+        return StepwiseOriginal(tuple(original))
+    raise TypeError(f"original must be an OriginalSchedule, a StepwiseOriginal, a callable of the step or a list of lrs, "
+                    f"got {type(original).__name__}")
 
 
 ORIGINAL_SCHEDULES: dict[str, OriginalSchedule] = {

@@ -19,12 +19,13 @@ from typing import Any
 
 from nptm.data.imagenet import LOADERS
 from nptm.pruning.pruners import PRUNERS as PRUNER_REGISTRY
+from nptm.schedules import SCHEDULES as SCHEDULE_REGISTRY
 from nptm.schedules.original import DECAYS
 from nptm.train.presets import PRESETS, preset_values
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
 PRUNERS = PRUNER_REGISTRY.names()  # the registry decides; field choices below check against it live
-SCHEDULES = ("FT", "LRW", "SLR", "CLR", "LLR", "ALLR", "none")
+SCHEDULES = SCHEDULE_REGISTRY.names()
 
 # dataset -> defaults for the fields left None (SPEC: CIFAR and ImageNet recipes; digits: small and fast)
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {

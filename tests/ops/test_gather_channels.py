@@ -93,6 +93,17 @@ def test_out_of_range_index_raises_index_error(device, bad, index_dtype):
         torch.ops.nptm.gather_channels(tensors, [0, 1, 0], indices)
 
 
+def test_unchecked_out_of_range_index_fails_a_device_assert(device, emulated):
+    """synchronous_check=False: no host sync; the emulated device assert stands for the CUDA error."""
+    if device == "cuda":
+        pytest.skip("a failed device assert leaves the CUDA context unusable")
+    tensors, indices = [torch.zeros(4, 3, device=device)], [torch.tensor([0, 3], device=device)]
+    with pytest.raises(RuntimeError if emulated else IndexError, match="device assert failed" if emulated else "out of range"):
+        ops.gather_channels([(tensors[0], 1, indices[0])], synchronous_check=False)
+    ok = ops.gather_channels([(tensors[0], 1, indices[0][:1])], synchronous_check=False)
+    assert_bitwise_equal(ok[0], tensors[0][:, :1])
+
+
 def test_out_of_range_index_raises_even_for_empty_tensor(device):
     with pytest.raises(IndexError, match="tensor 0 with size 0"):
         torch.ops.nptm.gather_channels([torch.zeros(3, 0, device=device)], [1], [torch.tensor([0], device=device)])

@@ -119,10 +119,12 @@ def test_nan_message_names_first_alive_nan_tensor(device):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", ["normal", "ties", "ulps", "zeros"])
-def test_multi_chunk(device, dtype, mode):
-    """~50k entries: full-size histograms, several chunks, tie ranks carried across chunks and tensors."""
+def test_multi_chunk(device, emulated, dtype, mode):
+    """~50k entries: full-size histograms, several chunks, tie ranks carried across chunks and tensors
+    (emulated: 32x fewer entries, as its chunks are 32x smaller)."""
     gen = torch.Generator().manual_seed(DTYPES.index(dtype) * 10 + MODES.index(mode))
-    scores = [values((120, 250), mode, dtype, gen), values((20000,), mode, dtype, gen), values((3, 0), mode, dtype, gen)]
+    rows, n = (4, 600) if emulated else (120, 20000)
+    scores = [values((rows, 250), mode, dtype, gen), values((n,), mode, dtype, gen), values((3, 0), mode, dtype, gen)]
     masks = [torch.rand(s.shape, generator=gen) < 0.8 for s in scores]
     alive = sum(int(m.sum()) for m in masks)
     for k in (1, alive // 3, alive // 2 + 1, alive - 1):
@@ -130,13 +132,15 @@ def test_multi_chunk(device, dtype, mode):
         check_against_reference(scores, [], k, False, device)
 
 
-def test_two_million_entries(device):
+def test_two_million_entries(device, emulated):
+    """Emulated: 32x fewer entries, as its chunks are 32x smaller (the same number of blocks)."""
     gen = torch.Generator().manual_seed(7)
-    scores = [torch.randint(-40, 41, (2_000_000,), generator=gen).float(), torch.randn(1000, 300, generator=gen)]
+    n, rows, scale = (62_500, 32, 32) if emulated else (2_000_000, 1000, 1)
+    scores = [torch.randint(-40, 41, (n,), generator=gen).float(), torch.randn(rows, 300, generator=gen)]
     masks = [torch.rand(s.shape, generator=gen) < 0.9 for s in scores]
     alive = sum(int(m.sum()) for m in masks)
-    check_against_reference(scores, masks, alive // 2 + 12345, True, device)  # threshold inside a huge tie
-    check_against_reference(scores, [], 1_234_567, False, device)
+    check_against_reference(scores, masks, alive // 2 + 12345 // scale, True, device)  # threshold inside a huge tie
+    check_against_reference(scores, [], 1_234_567 // scale, False, device)
 
 
 def test_many_tensors(device):

@@ -21,28 +21,26 @@ void zero_pruned(Bits* __restrict x, const uint8_t* __restrict m, int64_t n) {
   for (int64_t j = 0; j < n; ++j) x[j] &= Bits(0) - Bits(m[j] != 0);
 }
 
-template <typename Bits>
-void apply_flat(const std::vector<FlatMasked>& flat) {
-  std::vector<FlatMasked> items;  // chunks of the tensors, each a slice of one tensor
-  for (const auto& f : flat)
-    for (int64_t b = 0; b < f.numel; b += kChunk)
-      items.push_back({static_cast<Bits*>(f.data) + b, f.mask + b, std::min(kChunk, f.numel - b)});
-  const auto n_items = static_cast<int64_t>(items.size());
-#pragma omp parallel for schedule(dynamic) num_threads(at::get_num_threads()) if (n_items > 1)
-  for (int64_t c = 0; c < n_items; ++c) zero_pruned(static_cast<Bits*>(items[c].data), items[c].mask, items[c].numel);
+void zero_pruned(const FlatMasked& f) {
+  switch (f.elem_size) {
+    case 2: return zero_pruned(static_cast<uint16_t*>(f.data), f.mask, f.numel);
+    case 4: return zero_pruned(static_cast<uint32_t*>(f.data), f.mask, f.numel);
+    default: return zero_pruned(static_cast<uint64_t*>(f.data), f.mask, f.numel);
+  }
 }
 
 void apply_masks_cpu(at::TensorList tensors, at::TensorList masks) {
   check_apply_masks(tensors, masks);
   if (tensors.empty()) return;
   const auto plan = plan_apply_masks(tensors, masks);
-  for (const auto i : plan.strided) apply_mask_strided(tensors[i], masks[i]);
-  switch (tensors[0].element_size()) {
-    case 2: return apply_flat<uint16_t>(plan.flat);
-    case 4: return apply_flat<uint32_t>(plan.flat);
-    case 8: return apply_flat<uint64_t>(plan.flat);
-    default: TORCH_CHECK(false, "apply_masks_: unexpected element size ", tensors[0].element_size());
-  }
+  plan.apply_strided(tensors, masks);
+  std::vector<FlatMasked> items;  // chunks of the tensors, each a slice of one tensor
+  for (const auto& f : plan.flat)
+    for (int64_t b = 0; b < f.numel; b += kChunk)
+      items.push_back({static_cast<char*>(f.data) + b * f.elem_size, f.mask + b, std::min(kChunk, f.numel - b), f.elem_size});
+  const auto n_items = static_cast<int64_t>(items.size());
+#pragma omp parallel for schedule(dynamic) num_threads(at::get_num_threads()) if (n_items > 1)
+  for (int64_t c = 0; c < n_items; ++c) zero_pruned(items[c]);
 }
 
 }  // namespace

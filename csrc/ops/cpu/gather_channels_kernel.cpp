@@ -53,7 +53,7 @@ void check_bounds(const at::Tensor& idx, int64_t C, size_t tensor, int64_t dim) 
     TORCH_CHECK_INDEX(p[k] >= 0 && p[k] < C, "gather_channels: index ", p[k], " is out of range for tensor ", tensor, " with size ", C, " along dim ", dim);
 }
 
-std::vector<at::Tensor> gather_channels_cpu(at::TensorList tensors, at::IntArrayRef dims, at::TensorList indices) {
+std::vector<at::Tensor> gather_channels_cpu(at::TensorList tensors, at::IntArrayRef dims, at::TensorList indices, bool /*synchronous_check*/) {
   const auto d = check_gather_channels(tensors, dims, indices);
   const size_t n = tensors.size();
   std::vector<at::Tensor> idx(n), out(n);

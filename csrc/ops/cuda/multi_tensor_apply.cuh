@@ -1,6 +1,6 @@
 // Multi-tensor launches: work descriptors are built on the host, packed into one buffer and copied
-// to the device through pinned memory on the current stream; a kernel then reads its block's entry.
-// No per-launch capacity limit (unlike kernel-argument tables), one H2D copy per call.
+// to the device (Backend::upload); a kernel then reads its block's entry. No per-launch capacity
+// limit (unlike kernel-argument tables), one copy per call.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -10,8 +10,6 @@
 #include <vector>
 
 namespace nptm::ops {
-
-constexpr int kBlockThreads = 256;
 
 // Fixed-size, aligned array: loads and stores of a whole one are single vector instructions.
 template <typename T, int N, int Align = sizeof(T) * N>
@@ -31,11 +29,9 @@ class DeviceTables {
     return off;
   }
 
-  // One asynchronous copy on the current stream. The pinned buffer stays reserved until it completes.
-  void upload(c10::Device device) {
-    auto host = at::empty({static_cast<int64_t>(bytes_.size())}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
-    if (!bytes_.empty()) std::memcpy(host.data_ptr(), bytes_.data(), bytes_.size());
-    device_ = host.to(device, /*non_blocking=*/true);
+  template <class Backend>
+  void upload(c10::Device device, bool blocking = false) {
+    device_ = Backend::upload(bytes_, device, blocking);
   }
 
   template <typename T>

@@ -1,0 +1,10 @@
+"""FT: fine-tune at the original schedule's last lr."""
+from __future__ import annotations
+
+from nptm.schedules.retrain import SCHEDULES, Schedule
+
+
+@SCHEDULES.register("FT")
+def fine_tune(o, n, ipe, t_rt, **_) -> Schedule:
+    """FT: constant eta_min."""
+    return Schedule("FT", n, lambda it: o.eta_min)
