@@ -12,8 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from nptm.data.digits import mix_seed
-from nptm.data.imagenet import ProgressiveResize
+from nptm.data.transforms import ProgressiveResize
 from nptm.models import count_flops, count_params
 from nptm.pruning import Masks, prunable_weights, prune_unstructured
 from nptm.schedules import OriginalSchedule, allr_scale
@@ -23,6 +22,7 @@ from nptm.train.callbacks import Checkpoint, Evaluate, Progress
 from nptm.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
 from nptm.train.config import STRUCTURED
 from nptm.train.loop import Callback, Trainer
+from nptm.utils.seeding import mix_seed
 
 FILTER_METHODS = {"l1_filters": "l1", "random_filters": "random"}
 
@@ -124,6 +124,8 @@ class PhaseRunner:
     label_smoothing: float = 0.0
     tta_flip: bool = False
     resize: Sequence[float] | None = None
+    optimizer: str = "nesterov"
+    precision: str = "auto"
 
     def path(self, key: str) -> Path:
         return self.ckpt_dir / (key.replace("/", "__") + ".pt")
@@ -137,6 +139,7 @@ class PhaseRunner:
             data.train.resize = phase_resize(self.resize, epochs)
         trainer = Trainer(model, data.train, schedule, epochs=epochs, masks=masks, momentum=self.momentum,
                           weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
+                          optimizer=self.optimizer, precision=self.precision,
                           device=self.device, seed=seed, stream=stream_id(key),
                           name=key, callbacks=[evaluator, Checkpoint(path, lambda: self._context(key, masks_state)),
                                                Progress(not self.quiet), *self.callbacks])

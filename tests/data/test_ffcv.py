@@ -10,10 +10,12 @@ pytest.importorskip("ffcv")
 from ffcv.pipeline.compiler import Compiler  # noqa: E402
 
 from fakedata import make_cifar_folder, make_image_folder  # noqa: E402
-from nptm.data.cifar import MEAN as CIFAR_MEAN, STD as CIFAR_STD  # noqa: E402
-from nptm.data.ffcv_pipelines import beton_info, imagenet_train_loader, imagenet_val_loader  # noqa: E402
-from nptm.data.imagenet import (IMAGENET_MEAN, IMAGENET_STD, ImageNetOptions, ProgressiveResize,  # noqa: E402
-                                cifar_beton_spec, evaluate, imagenet_spec)
+from nptm.data.cifar import cifar_beton_spec  # noqa: E402
+from nptm.data.constants import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from nptm.data.imagefolder import ImageOptions, image_folder_spec  # noqa: E402
+from nptm.data.loaders.ffcv_loader import beton_info, imagenet_train_loader, imagenet_val_loader  # noqa: E402
+from nptm.data.transforms import ProgressiveResize  # noqa: E402
+from nptm.train.evaluate import evaluate  # noqa: E402
 from nptm.data.registry import DataConfig, DataError  # noqa: E402
 from nptm.data.write import convert  # noqa: E402
 
@@ -42,9 +44,9 @@ def cfg_for(root, **kw):
 @pytest.fixture(scope="module")
 def imagenet(imagenet_dir):
     root = imagenet_dir[0]
-    opts = ImageNetOptions(progressive_resize=ProgressiveResize(48, RES, start_ramp=0, end_ramp=1, step=16),
+    opts = ImageOptions(progressive_resize=ProgressiveResize(48, RES, start_ramp=0, end_ramp=1, step=16),
                            val_resolution=RES)
-    return imagenet_spec(cfg_for(root), opts)
+    return image_folder_spec(cfg_for(root), opts)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -89,7 +91,7 @@ def test_imagenet_train_batches(imagenet, imagenet_dir):
 
 
 def test_imagenet_val_matches_torchvision_fallback(imagenet, imagenet_dir):
-    from nptm.data.imagefolder import imagefolder_val_loader
+    from nptm.data.loaders.folder import imagefolder_val_loader
 
     root, _, val_samples = imagenet_dir
     fallback = imagefolder_val_loader(root / "val", cfg_for(root, loader="torchvision", workers=0), resolution=RES)
@@ -208,7 +210,7 @@ def test_gpu_pipeline_normalizes_on_device(imagenet_dir, imagenet, device):
 
 def test_missing_or_unreadable_beton(tmp_path, imagenet_dir):
     with pytest.raises(DataError, match="lacks train.beton, val.beton"):
-        imagenet_spec(cfg_for(tmp_path))
+        image_folder_spec(cfg_for(tmp_path))
     (tmp_path / "train.beton").write_bytes(b"\0" * 64)
     with pytest.raises(DataError, match="unreadable .beton file"):
         beton_info(tmp_path / "train.beton")

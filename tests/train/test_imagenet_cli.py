@@ -11,14 +11,15 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from fakedata import make_cifar_folder, make_image_folder  # noqa: E402
 from nptm.data import DataConfig, DataError, build_dataset  # noqa: E402
-from nptm.data.digits import TensorLoader  # noqa: E402
-from nptm.data.imagenet import IMAGENET_PRESET, ffcv_available, ffcv_imagenet_lr  # noqa: E402
+from nptm.data.loaders import TensorLoader, ffcv_available  # noqa: E402
 from nptm.pruning import prunable_weights  # noqa: E402
 from nptm.schedules import Schedule  # noqa: E402
 from nptm.models import build_model  # noqa: E402
 from nptm.train.__main__ import main  # noqa: E402
 from nptm.train.config import ConfigError, parse_args, validate  # noqa: E402
-from nptm.train.loop import Callback, Trainer, evaluate  # noqa: E402
+from nptm.train.evaluate import evaluate  # noqa: E402
+from nptm.train.loop import Callback, Trainer  # noqa: E402
+from nptm.train.presets import IMAGENET_PRESET, ffcv_imagenet_lr  # noqa: E402
 
 # numba's finalizer of a second ffcv JPEG decoder raises a harmless KeyError when loaders are freed (test_ffcv.py)
 pytestmark = pytest.mark.filterwarnings(
@@ -115,7 +116,7 @@ def test_cifar_from_beton_files(tmp_path, capsys):
     for split in ("train", "test"):
         write_beton(f"cifar10:{tmp_path / 'src'}", data / f"{split}.beton", "--split", split)
     spec = build_dataset(DataConfig(name="cifar10", data_dir=str(data), batch_size=8, workers=1))
-    from nptm.data.ffcv_pipelines import FFCVLoader
+    from nptm.data.loaders.ffcv_loader import FFCVLoader
 
     assert isinstance(spec.train, FFCVLoader) and (spec.num_classes, spec.train_examples) == (10, 40)
     records = run_study(["--dataset", "cifar10", "--data-dir", str(data), "--model", "resnet20", *TINY,
@@ -125,7 +126,7 @@ def test_cifar_from_beton_files(tmp_path, capsys):
 
 @needs_ffcv
 def test_cifar_loader_choice(tmp_path, capsys):
-    from nptm.data.ffcv_pipelines import FFCVLoader
+    from nptm.data.loaders.ffcv_loader import FFCVLoader
 
     make_cifar_folder(tmp_path, "cifar10", n_train=20, n_test=10)
     cfg = dict(name="cifar10", data_dir=str(tmp_path), batch_size=4, workers=1)
