@@ -6,8 +6,9 @@
 Two workloads, each read by every loader nptm has for it, through nptm's own ``Trainer`` (SGD
 Nesterov, batch 64, the study's augmentation):
 
-- cifar: 32x32 images (ResNet-20, pad-4 crop + flip): the in-memory tensors (``TensorLoader``,
-  augmentation by torch) against FFCV from a raw ``.beton``;
+- cifar: 32x32 images (ResNet-20, pad-4 crop + flip): the python files in memory (``TensorLoader``,
+  augmentation by torch), a raw ``.beton`` decoded once into that same in-memory path (what ``--loader
+  auto`` does with CIFAR .beton files), and the .beton streamed through FFCV's pipeline (``--loader ffcv``);
 - imagenet: JPEGs with sides 250-500 (ResNet-18, random-resized crop to 224 + flip): torchvision+PIL
   in DataLoader worker processes against FFCV from a ffcv-imagenet style ``.beton`` (half JPEG).
 
@@ -41,10 +42,10 @@ from nptm.data.loaders import choose_loader, ffcv_available  # noqa: E402
 
 BATCH = 64
 WORKLOADS = {  # name: (dataset, model, images, test images, loader names)
-    "cifar": ("cifar10", "resnet20", 2048, 64, ("in-memory", "ffcv")),
+    "cifar": ("cifar10", "resnet20", 2048, 64, ("in-memory", "beton in memory", "ffcv")),
     "imagenet": ("imagefolder", "resnet18", 192, 8, ("torchvision+PIL", "ffcv")),
 }
-LOADER_FLAG = {"in-memory": "torchvision", "torchvision+PIL": "torchvision", "ffcv": "ffcv"}
+LOADER_FLAG = {"in-memory": "torchvision", "torchvision+PIL": "torchvision", "ffcv": "ffcv", "beton in memory": "auto"}
 
 
 def make_data(workload: str, root: Path, workers: int) -> Path:
@@ -87,7 +88,7 @@ def auto_choice(workload: str, root: Path, device: str) -> str:
                                     kind="small" if workload == "cifar" else "images")
         finally:
             sys.stderr = stderr
-    return "ffcv" if backend == "ffcv" else WORKLOADS[workload][4][0]
+    return {"ffcv": "ffcv", "memory": "beton in memory"}.get(backend, WORKLOADS[workload][4][0])
 
 
 class Run:
@@ -126,7 +127,7 @@ class Run:
 
 
 def measure(workload: str, root: Path, workers: int, device: str, rounds: int) -> list[dict]:
-    loaders = [n for n in WORKLOADS[workload][4] if n != "ffcv" or ffcv_available()]
+    loaders = [n for n in WORKLOADS[workload][4] if LOADER_FLAG[n] == "torchvision" or ffcv_available()]
     runs = {n: Run(workload, root, n, workers, device) for n in loaders}
     for r in runs.values():  # warm-up: numba compilation, page cache, allocator
         r.load_epoch()

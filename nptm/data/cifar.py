@@ -3,8 +3,9 @@ from ``train.beton`` + ``test.beton`` through FFCV.
 
 ``--data-dir DIR`` holds ``cifar-10-batches-py/`` (``cifar-100-python/``) and/or the two .beton files
 (``python -m nptm.data write --source cifar10:DIR --split train|test``). ``DataConfig.loader``: ``auto``
-takes the .beton files when both exist and ffcv imports, ``ffcv`` insists on them, ``torchvision`` (the
-name shared with ImageNet's fallback) reads the python files.
+takes the .beton files when both exist and ffcv imports (decoded once into memory where that is faster,
+``nptm.data.loaders.choose``), ``ffcv`` streams them through FFCV's pipeline, ``torchvision`` (the name
+shared with the image folders' fallback) reads the python files.
 """
 from __future__ import annotations
 
@@ -95,11 +96,17 @@ def build_cifar(cfg: DataConfig) -> DataSpec:
                             f"{cfg.name}:DIR --split train|test)") from None
     backend = choose_loader(cfg.loader, root, BETONS, (folder,), cfg.name, device=cfg.device, kind="small",
                             fallback=f"the in-memory loader of {root / folder}", announce_missing=False)
-    return cifar_beton_spec(cfg) if backend == "ffcv" else build_cifar_python(cfg)
+    if backend == "memory":
+        from nptm.data.loaders.beton_memory import read_beton_images
+
+        train, test = (read_beton_images(root / n) for n in BETONS)
+        if train is not None and test is not None and train[0].shape[1:] == (3, 32, 32) == test[0].shape[1:]:
+            return cifar_in_memory(cfg, *train, *test)
+    return cifar_beton_spec(cfg) if backend in ("ffcv", "memory") else cifar_in_memory(cfg, *load_cifar(cfg.name, cfg.data_dir))
 
 
-def build_cifar_python(cfg: DataConfig) -> DataSpec:
-    x_tr, y_tr, x_te, y_te = load_cifar(cfg.name, cfg.data_dir)
+def cifar_in_memory(cfg: DataConfig, x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor) -> DataSpec:
+    """uint8 images held on the device, augmented and normalised there (TensorLoader)."""
     dev = cfg.device
     norm = DeviceNormalize(CIFAR_MEAN, CIFAR_STD, dev)
     common = dict(rank=cfg.rank, world_size=cfg.world_size, channels_last=cfg.channels_last)

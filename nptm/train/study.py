@@ -26,7 +26,7 @@ from nptm.pruning import Masks, iterative_amounts, prunable_weights
 from nptm.schedules import OriginalSchedule, build_schedule
 from nptm.train import distributed
 from nptm.train.config import STRUCTURED, ConfigError, StudyConfig
-from nptm.train.dense_checkpoint import check_fits, read_state_dict
+from nptm.train.dense_checkpoint import load_dense_checkpoint, read_state_dict
 from nptm.train.evaluate import evaluate
 from nptm.train.loop import Callback, dist_info
 from nptm.train.phases import (PhaseRunner, Reference, measure, original_schedule, phase_resize, prune,
@@ -130,13 +130,12 @@ class Study:
     def _read_dense_checkpoint(self, data) -> dict:
         path = self.cfg.model.dense_checkpoint
         state = read_state_dict(path)
-        check_fits(build_model(self.cfg.model.model, data.num_classes, data.in_channels), state, path)
+        load_dense_checkpoint(build_model(self.cfg.model.model, data.num_classes, data.in_channels), path, state)
         return state
 
     def _loaded_dense(self, seed: int, data) -> tuple[nn.Module, dict[str, Any]]:
         """The --dense-checkpoint model and its test metrics, in place of dense training."""
-        model = self._fresh_model(seed, data)
-        model.load_state_dict(self._dense_state, strict=False)  # check_fits allowed only optional buffers to lack
+        model = load_dense_checkpoint(self._fresh_model(seed, data), self.cfg.model.dense_checkpoint, self._dense_state)
         ev, eval_s = timed(evaluate, model, data.test, self.device, self.cfg.training.tta_flip,
                            precision=self.cfg.training.precision)
         return model, {"top1": ev["top1"], "loss": ev["loss"], "history": [], "time_train_s": 0.0,

@@ -115,7 +115,7 @@ def test_cifar_from_beton_files(tmp_path, capsys):
     data = tmp_path / "betons"
     for split in ("train", "test"):
         write_beton(f"cifar10:{tmp_path / 'src'}", data / f"{split}.beton", "--split", split)
-    spec = build_dataset(DataConfig(name="cifar10", data_dir=str(data), batch_size=8, workers=1))
+    spec = build_dataset(DataConfig(name="cifar10", data_dir=str(data), batch_size=8, workers=1, loader="ffcv"))
     from nptm.data.loaders.ffcv_loader import FFCVLoader
 
     assert isinstance(spec.train, FFCVLoader) and (spec.num_classes, spec.train_examples) == (10, 40)
@@ -133,10 +133,16 @@ def test_cifar_loader_choice(tmp_path, capsys):
     assert isinstance(build_dataset(DataConfig(**cfg)).train, TensorLoader)  # no .beton files: python files
     with pytest.raises(DataError, match="lacks train.beton, test.beton"):
         build_dataset(DataConfig(**cfg, loader="ffcv"))
+    python_files = build_dataset(DataConfig(**cfg))
     for split in ("train", "test"):
         write_beton(f"cifar10:{tmp_path}", tmp_path / f"{split}.beton", "--split", split)
-    assert isinstance(build_dataset(DataConfig(**cfg)).train, FFCVLoader)  # both: the .beton files
-    assert isinstance(build_dataset(DataConfig(**cfg, loader="torchvision")).train, TensorLoader)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").unlink()  # auto now reads the .beton files only
+    auto = build_dataset(DataConfig(**cfg))  # decoded into memory: the in-memory path, bit for bit
+    assert isinstance(auto.train, TensorLoader) and "nptm:" not in capsys.readouterr().err
+    assert (len(auto.train), auto.train_examples) == (len(python_files.train), python_files.train_examples)
+    for a, b in zip([*auto.train, *auto.test], [*python_files.train, *python_files.test]):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert isinstance(build_dataset(DataConfig(**cfg, loader="ffcv")).train, FFCVLoader)  # streamed
 
 
 def test_cifar_missing_data_names_both_layouts(tmp_path, capsys):

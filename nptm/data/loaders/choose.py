@@ -1,9 +1,12 @@
-"""The one place that decides which loader reads a dataset: FFCV ``.beton`` files or the fallback
-(image folders through torchvision+PIL, or CIFAR's python files held in memory).
+"""The one place that decides which loader reads a dataset: FFCV ``.beton`` files streamed through
+FFCV's pipeline, the same files decoded once into memory, or the fallback (image folders through
+torchvision+PIL, or CIFAR's python files held in memory).
 
-``auto`` takes FFCV when the .beton files are there, ffcv imports, and FFCV is not the slower path
-on the device at hand (``FASTER_FALLBACK``, from ``benchmarks/bench_loader.py``); otherwise the
-fallback, said in one line on stderr when .beton files were passed over.
+``auto`` takes the .beton files when they are there and ffcv imports: for small fixed-size images
+('small' datasets) decoded into memory on the devices in ``MEMORY_FASTER``, else streamed through FFCV,
+unless FFCV is the slower path on the device at hand (``FASTER_FALLBACK``); otherwise the fallback, said
+in one line on stderr when .beton files were passed over. Both sets come from measurements with
+``benchmarks/bench_loader.py`` (README, "Data loaders").
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ LOADERS = ("auto", "ffcv", "torchvision")
 
 # (device type, dataset kind) where the fallback trains faster than FFCV: auto skips the .beton files there.
 FASTER_FALLBACK: set[tuple[str, str]] = set()
+# device types where a 'small' dataset's .beton trains faster decoded once into memory than streamed
+MEMORY_FASTER: set[str] = {"cpu", "cuda"}
 
 
 @functools.cache
@@ -37,7 +42,8 @@ def ffcv_available() -> bool:
 def choose_loader(loader: str, root: Path, betons: tuple[str, ...], folders: tuple[str, ...], what: str, *,
                   device: str = "cpu", kind: str = "images", fallback: str = "the slower torchvision+PIL loader",
                   announce_missing: bool = True) -> str:
-    """'ffcv' or 'torchvision' for ``loader`` in auto|ffcv|torchvision, given what ``root`` holds.
+    """'ffcv', 'memory' (the .beton files decoded into memory) or 'torchvision' for ``loader`` in
+    auto|ffcv|torchvision, given what ``root`` holds.
 
     ``folders``: what the fallback needs in ``root`` (checked here; empty when the fallback checks its
     own files). ``kind`` ('images' or 'small') with the device type looks up ``FASTER_FALLBACK``.
@@ -55,7 +61,8 @@ def choose_loader(loader: str, root: Path, betons: tuple[str, ...], folders: tup
         if missing_betons:
             raise DataError(f"{what}: {root} lacks {', '.join(missing_betons)} "
                             f"(write them with: python -m nptm.data write --source ... --out FILE.beton)")
-        return "ffcv"
+        return "memory" if loader == "auto" and kind == "small" and torch.device(device).type in MEMORY_FASTER \
+            else "ffcv"
     if missing_folders:
         if loader == "torchvision" or not missing_betons:
             why = "" if loader == "torchvision" else f" (its .beton files need ffcv: {ffcv_import_error()})"
