@@ -192,7 +192,7 @@ def test_explicit_values_override_the_preset(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--preset", "rn18_16", "--dataset", "cifar10"], "ImageNet recipe"),
     (["--preset", "rn99"], "--preset"),
-    (["--dataset", "cifar10", "--train-resolution", "32"], "imagenet only"),
+    (["--dataset", "cifar10", "--train-resolution", "32"], "applies to image-folder datasets .imagefolder, imagenet."),
     (["--dataset", "imagenet", "--progressive-resize", "160,192,0.8,0.5"], "--progressive-resize"),
     (["--dataset", "imagenet", "--progressive-resize", "160,192,0.5"], "--progressive-resize"),
     (["--preset", "rn18_16", "--train-resolution", "64", "--progressive-resize", "32,64,0,1"], "both set"),
@@ -200,7 +200,7 @@ def test_explicit_values_override_the_preset(tmp_path):
     (["--label-smoothing", "1"], "--label-smoothing"),
     (["--dataset", "imagenet", "--val-resolution", "0"], "--val-resolution must be at least 1"),
     (["--decay", "cosine"], "--decay"),
-    (["--loader", "ffcv"], "digits is generated"),
+    (["--loader", "ffcv"], "--loader applies to datasets read from files .*not digits"),
 ])
 def test_bad_imagenet_options(argv, message):
     with pytest.raises(ConfigError, match=message):

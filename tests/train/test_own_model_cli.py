@@ -1,15 +1,18 @@
 """README "Use nptm in your own training loop / From the command line": a trained model file and an image
 folder, run as ``python -m nptm.train --dataset imagefolder --data-dir DIR --model NAME --dense-checkpoint FILE``."""
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from fakedata import make_image_folder
-from nptm.data import DataConfig, build_dataset
-from nptm.models import build_model
-from nptm.train.__main__ import main
-from nptm.train.evaluate import evaluate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from fakedata import make_image_folder  # noqa: E402
+from nptm.data import DataConfig, build_dataset  # noqa: E402
+from nptm.models import build_model  # noqa: E402
+from nptm.train.__main__ import main  # noqa: E402
+from nptm.train.evaluate import evaluate  # noqa: E402
 
 SMALL = ["--train-resolution", "32", "--val-resolution", "32", "--batch-size", "8", "--epochs", "4",
          "--retrain-epochs", "1", "--seeds", "0,", "--pruner", "magnitude", "--sparsity", "0.5", "--schedules", "FT,LLR",
@@ -56,6 +59,7 @@ def test_own_factory_model(image_dir, tmp_path, monkeypatch, capsys):
                  *SMALL, "--optimizer", "adamw", "--lr", "0.01", "--out", str(out)]) == 0
     records = json.loads((out / "results.json").read_text())
     assert records[0]["kind"] == "dense" and records[0]["epochs"] == 4 and len(records) == 3
+    capsys.readouterr()
     code = main(["--dataset", "imagefolder", "--data-dir", str(image_dir), "--model", "shop_models:nope",
                  *SMALL, "--out", str(tmp_path / "out2")])
     err = capsys.readouterr().err
