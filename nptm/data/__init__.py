@@ -1,11 +1,7 @@
-"""Datasets by name: importing this package registers every available loader."""
-from nptm.data.registry import DATASETS, DataConfig, DataError, DataSpec, build_dataset, register_dataset
-from nptm.data import cifar, digits  # noqa: F401  (register digits, cifar10, cifar100)
+"""Datasets by name: importing this package registers every dataset (digits, cifar10, cifar100,
+imagenet, imagefolder; third-party ones through the ``nptm.datasets`` entry point group)."""
+from nptm.data.registry import DATASETS, DataConfig, DataError, DataSpec, Dataset, build_dataset, get_dataset, register_dataset
+from nptm.data import cifar, digits, imagefolder, imagenet  # noqa: F401,E402  (each registers itself)
 
-try:  # optional: ImageNet / FFCV loaders live in their own module
-    from nptm.data import imagenet  # noqa: F401
-except ModuleNotFoundError as e:
-    if e.name != "nptm.data.imagenet":
-        raise
-
-__all__ = ["DATASETS", "DataConfig", "DataError", "DataSpec", "build_dataset", "register_dataset"]
+__all__ = ["DATASETS", "DataConfig", "DataError", "DataSpec", "Dataset", "build_dataset", "get_dataset",
+           "register_dataset"]

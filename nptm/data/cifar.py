@@ -3,26 +3,24 @@ from ``train.beton`` + ``test.beton`` through FFCV.
 
 ``--data-dir DIR`` holds ``cifar-10-batches-py/`` (``cifar-100-python/``) and/or the two .beton files
 (``python -m nptm.data write --source cifar10:DIR --split train|test``). ``DataConfig.loader``: ``auto``
-takes the .beton files when both exist and ffcv imports, ``ffcv`` insists on them, ``torchvision`` (the
-name shared with ImageNet's fallback) reads the python files.
+takes the .beton files when both exist and ffcv imports (decoded once into memory where that is faster,
+``nptm.data.loaders.choose``), ``ffcv`` streams them through FFCV's pipeline, ``torchvision`` (the name
+shared with the image folders' fallback) reads the python files.
 """
 from __future__ import annotations
 
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from nptm.data.digits import TensorLoader
+from nptm.data.constants import CIFAR_MEAN, CIFAR_STD
+from nptm.data.loaders.choose import choose_loader
+from nptm.data.loaders.tensor import TensorLoader
 from nptm.data.registry import DataConfig, DataError, DataSpec, register_dataset
-
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2023, 0.1994, 0.2010)
-PAD = 4
+from nptm.data.transforms import DeviceNormalize, augment_batch
 
 LAYOUTS = {  # name: (folder, train files, test files, label key, classes, download url)
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10,
@@ -81,63 +79,36 @@ def load_cifar(name: str, data_dir: str | None) -> tuple[Tensor, Tensor, Tensor,
     return (*read(train_files), *read(test_files))
 
 
-def _normalizer(device):
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
-    return lambda x: (x.float() - mean) / std
-
-
-def augment_batch(x: Tensor, generator: torch.Generator, share: tuple[int, int, int] | None = None) -> Tensor:
-    """Pad-4 (zeros) random 32x32 crop and random horizontal flip of a uint8 N,C,H,W batch.
-
-    ``share=(r, w, total)``: x holds rows r, r+w, ... of a ``total``-sample batch split over ranks; the
-    random draws are made for all ``total`` rows and sliced, so the ranks together augment exactly
-    as one process augments the whole batch."""
-    n, _, h, w = x.shape
-    start, step, total = share or (0, 1, n)
-    pick = slice(start, None, step)
-    padded = F.pad(x, (PAD, PAD, PAD, PAD))
-    dy = torch.randint(0, 2 * PAD + 1, (total, 1), device=x.device, generator=generator)[pick]
-    dx = torch.randint(0, 2 * PAD + 1, (total, 1), device=x.device, generator=generator)[pick]
-    rows = dy + torch.arange(h, device=x.device)
-    cols = dx + torch.arange(w, device=x.device)
-    flip = (torch.rand(total, 1, device=x.device, generator=generator) < 0.5)[pick]
-    cols = torch.where(flip, cols.flip(1), cols)
-    batch = torch.arange(n, device=x.device).view(n, 1, 1)
-    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # N,H,W,C -> N,C,H,W
-
-
 BETONS = ("train.beton", "test.beton")
+CIFAR_DEFAULTS = dict(model="resnet56", epochs=160, retrain_epochs=40, batch_size=64, lr=0.1, milestones=(0.5, 0.75))
 
 
 def build_cifar(cfg: DataConfig) -> DataSpec:
-    from nptm.data.imagenet import LOADERS, cifar_beton_spec, ffcv_import_error
-
-    if cfg.loader not in LOADERS:
-        raise DataError(f"unknown loader {cfg.loader!r}; choose from {', '.join(LOADERS)}")
     folder = LAYOUTS[cfg.name][0]
     if not cfg.data_dir:
         raise DataError(f"{cfg.name} needs --data-dir (a folder containing {folder}/ or {' and '.join(BETONS)})")
     root = Path(cfg.data_dir).expanduser()
-    has_betons, has_folder = all((root / n).is_file() for n in BETONS), (root / folder).is_dir()
-    if cfg.loader == "ffcv" or (cfg.loader == "auto" and has_betons):
-        if cfg.loader == "ffcv" or not ffcv_import_error() or not has_folder:
-            return cifar_beton_spec(cfg)  # clear errors for missing files or a missing ffcv
-        print(f"nptm: ffcv is not importable ({ffcv_import_error()}); reading {root / folder} instead of "
-              f"the .beton files", file=sys.stderr)
-    elif not has_folder and cfg.loader == "auto":
+    if cfg.loader == "auto" and not (root / folder).is_dir() and not all((root / n).is_file() for n in BETONS):
         try:
             load_cifar(cfg.name, cfg.data_dir)  # raises: the files are not there
         except DataError as e:
             raise DataError(f"{e}; or put {' and '.join(BETONS)} in {root} (python -m nptm.data write --source "
                             f"{cfg.name}:DIR --split train|test)") from None
-    return build_cifar_python(cfg)
+    backend = choose_loader(cfg.loader, root, BETONS, (folder,), cfg.name, device=cfg.device, kind="small",
+                            fallback=f"the in-memory loader of {root / folder}", announce_missing=False)
+    if backend == "memory":
+        from nptm.data.loaders.beton_memory import read_beton_images
+
+        train, test = (read_beton_images(root / n) for n in BETONS)
+        if train is not None and test is not None and train[0].shape[1:] == (3, 32, 32) == test[0].shape[1:]:
+            return cifar_in_memory(cfg, *train, *test)
+    return cifar_beton_spec(cfg) if backend in ("ffcv", "memory") else cifar_in_memory(cfg, *load_cifar(cfg.name, cfg.data_dir))
 
 
-def build_cifar_python(cfg: DataConfig) -> DataSpec:
-    x_tr, y_tr, x_te, y_te = load_cifar(cfg.name, cfg.data_dir)
+def cifar_in_memory(cfg: DataConfig, x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor) -> DataSpec:
+    """uint8 images held on the device, augmented and normalised there (TensorLoader)."""
     dev = cfg.device
-    norm = _normalizer(dev)
+    norm = DeviceNormalize(CIFAR_MEAN, CIFAR_STD, dev)
     common = dict(rank=cfg.rank, world_size=cfg.world_size, channels_last=cfg.channels_last)
     train = TensorLoader(x_tr.to(dev), y_tr.to(dev), cfg.batch_size, shuffle=True, seed=cfg.seed,
                          transform=lambda x, g, share=None: norm(augment_batch(x, g, share)), **common)
@@ -147,5 +118,17 @@ def build_cifar_python(cfg: DataConfig) -> DataSpec:
                     train_examples=len(y_tr))
 
 
+def cifar_beton_spec(cfg: DataConfig, dtype: torch.dtype = torch.float32) -> DataSpec:
+    """CIFAR-10/100 from ``DATA_DIR/train.beton`` and ``DATA_DIR/test.beton`` through FFCV."""
+    from nptm.data.loaders import ffcv_loader as fl
+
+    root = Path(cfg.data_dir).expanduser()
+    n_train, _ = fl.beton_info(root / "train.beton")
+    train = fl.cifar_train_loader(root / "train.beton", cfg, mean=CIFAR_MEAN, std=CIFAR_STD, dtype=dtype)
+    test = fl.cifar_test_loader(root / "test.beton", cfg, mean=CIFAR_MEAN, std=CIFAR_STD, dtype=dtype)
+    return DataSpec(train=train, test=test, num_classes=LAYOUTS[cfg.name][4], in_channels=3, image_size=32,
+                    train_examples=n_train)
+
+
 for _name in LAYOUTS:
-    register_dataset(_name)(build_cifar)
+    register_dataset(_name, defaults=CIFAR_DEFAULTS, loaders=True)(build_cifar)

@@ -1,98 +1,83 @@
-"""Fallback ImageNet-style loader: torchvision ImageFolder + PIL in DataLoader workers.
+"""Image-folder datasets: ``DATA_DIR/train/<class>/...`` and ``DATA_DIR/val/<class>/...`` (any number of
+classes, any image size) through torchvision+PIL, or ``train.beton`` + ``val.beton`` through FFCV.
 
-Workers produce uint8 crops; normalisation (and the dtype cast) happens on the target device,
-as in the FFCV GPU path, so host-to-device copies stay 1 byte per channel.
+Training takes a random-resized crop to ``train_resolution`` (or the progressive-resizing schedule)
+with a horizontal flip, evaluation a centre crop of ``crop_ratio`` of the shorter side resized to
+``val_resolution``; both normalised with ImageNet's statistics (what torchvision's pretrained models
+expect). ``DataConfig.loader`` picks the reader (``nptm.data.loaders.choose``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from pathlib import Path
+
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
-from torchvision import datasets
-from torchvision import transforms as T
 
-from nptm.data.digits import mix_seed
-from nptm.data.imagenet import DEFAULT_CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, DeviceNormalize, ProgressiveResize
-from nptm.data.registry import DataConfig, DataError
+from nptm.data.constants import DEFAULT_CROP_RATIO, DEFAULT_RESOLUTION
+from nptm.data.loaders.choose import choose_loader
+from nptm.data.registry import DataConfig, DataError, DataSpec, register_dataset
+from nptm.data.transforms import ProgressiveResize
 
-
-def open_image_folder(root) -> datasets.ImageFolder:
-    """torchvision ImageFolder (classes = sorted sub-folder names), errors as DataError."""
-    try:
-        return datasets.ImageFolder(str(root))
-    except (FileNotFoundError, OSError) as e:
-        raise DataError(f"image folder {root}: {e}") from None
+BETONS, FOLDERS = ("train.beton", "val.beton"), ("train", "val")
+# the ImageNet recipe of the SPEC: the schedule a pretrained torchvision model was trained with
+IMAGENET_DEFAULTS = dict(model="resnet50", epochs=90, retrain_epochs=45, batch_size=256, lr=0.1,
+                         milestones=(30 / 90, 60 / 90))
 
 
-class _Transformed(torch.utils.data.Dataset):
-    def __init__(self, base, transform):
-        self.base, self.transform = base, transform
+@dataclass
+class ImageOptions:
+    """Loader options beyond DataConfig; ``from_config`` takes same-named DataConfig attributes if present."""
 
-    def __len__(self):
-        return len(self.base)
+    train_resolution: int = DEFAULT_RESOLUTION
+    progressive_resize: ProgressiveResize | None = None
+    val_resolution: int = DEFAULT_RESOLUTION
+    crop_ratio: float = DEFAULT_CROP_RATIO
+    input_dtype: torch.dtype = torch.float32
+    order: str = "random"  # random | quasi_random (FFCV only; page-local shuffling for data beyond RAM)
 
-    def __getitem__(self, i):
-        x, y = self.base[i]
-        return self.transform(x), y
-
-
-class ImageFolderLoader:
-    """EpochLoader over an image folder; ``set_epoch`` fixes shuffle, crop randomness and resolution."""
-
-    def __init__(self, root, cfg: DataConfig, *, train: bool, resolution: int, ratio: float = DEFAULT_CROP_RATIO,
-                 resize: ProgressiveResize | None = None, dtype: torch.dtype = torch.float32,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        self.folder = open_image_folder(root)
-        self.num_samples, self.num_classes = len(self.folder), len(self.folder.classes)
-        self.cfg, self.train, self.resize = cfg, train, resize
-        self.seed, self.stream, self.epoch = cfg.seed, 0, 0
-        if train:
-            self.crop = T.RandomResizedCrop(resize(0) if resize else resolution)
-            transform = T.Compose([self.crop, T.RandomHorizontalFlip(), T.PILToTensor()])
-            self.sampler = DistributedSampler(self.folder, num_replicas=cfg.world_size, rank=cfg.rank, shuffle=True)
-            data = self.folder
-        else:
-            self.crop = None
-            transform = T.Compose([T.Resize(round(resolution / ratio)), T.CenterCrop(resolution), T.PILToTensor()])
-            self.sampler = None
-            data = Subset(self.folder, range(cfg.rank, len(self.folder), cfg.world_size))
-        self.data = _Transformed(data, transform)
-        self.normalize = DeviceNormalize(mean, std, cfg.device, dtype, cfg.channels_last)
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int, stream: int = 0) -> None:
-        self.epoch, self.stream = epoch, stream
-        if self.sampler is not None:
-            self.sampler.seed = mix_seed(self.seed, stream)
-            self.sampler.set_epoch(epoch)
-        if self.crop is not None and self.resize is not None:
-            res = self.resize(epoch)
-            self.crop.size = (res, res)
-
-    @property
-    def resolution(self) -> int:
-        return self.crop.size[0] if self.crop is not None else -1
-
-    def __len__(self) -> int:
-        n = len(self.sampler) if self.sampler is not None else len(self.data)
-        bs = self.cfg.batch_size
-        return n // bs if self.train else -(-n // bs)
-
-    def __iter__(self):
-        on_gpu = torch.device(self.cfg.device).type == "cuda"
-        loader = DataLoader(self.data, batch_size=self.cfg.batch_size, sampler=self.sampler, shuffle=False,
-                            num_workers=self.cfg.workers, pin_memory=on_gpu, drop_last=self.train,
-                            generator=torch.Generator().manual_seed(mix_seed(self.seed, self.stream, self.epoch)))
-        for x, y in loader:
-            yield self.normalize(x), y.to(self.normalize.device, non_blocking=True)
+    @classmethod
+    def from_config(cls, cfg: DataConfig) -> "ImageOptions":
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls) if getattr(cfg, f.name, None) is not None})
 
 
-def imagefolder_train_loader(root, cfg: DataConfig, *, resolution: int = 224, resize: ProgressiveResize | None = None,
-                             dtype: torch.dtype = torch.float32) -> ImageFolderLoader:
-    """RandomResizedCrop(resolution or resize(epoch)) + horizontal flip, normalised on the device."""
-    return ImageFolderLoader(root, cfg, train=True, resolution=resolution, resize=resize, dtype=dtype)
+def data_root(cfg: DataConfig, what: str) -> Path:
+    if not cfg.data_dir:
+        raise DataError(f"{what} needs --data-dir")
+    root = Path(cfg.data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{what}: data directory {root} does not exist")
+    return root
 
 
-def imagefolder_val_loader(root, cfg: DataConfig, *, resolution: int = 224, ratio: float = DEFAULT_CROP_RATIO,
-                           dtype: torch.dtype = torch.float32) -> ImageFolderLoader:
-    """Resize(resolution / ratio) + CenterCrop(resolution): Resize(256) + CenterCrop(224) by default."""
-    return ImageFolderLoader(root, cfg, train=False, resolution=resolution, ratio=ratio, dtype=dtype)
+def image_folder_spec(cfg: DataConfig, opts: ImageOptions | None = None, what: str | None = None) -> DataSpec:
+    opts, what = opts or ImageOptions(), what or cfg.name
+    root = data_root(cfg, what)
+    backend = choose_loader(cfg.loader, root, BETONS, FOLDERS, what, device=cfg.device)
+    if backend == "ffcv":
+        from nptm.data.loaders import ffcv_loader as fl
+
+        train = fl.imagenet_train_loader(root / "train.beton", cfg, resolution=opts.train_resolution,
+                                         resize=opts.progressive_resize, dtype=opts.input_dtype, order=opts.order)
+        test = fl.imagenet_val_loader(root / "val.beton", cfg, resolution=opts.val_resolution,
+                                      ratio=opts.crop_ratio, dtype=opts.input_dtype)
+        n_train, n_classes = fl.beton_info(root / "train.beton")
+    else:
+        from nptm.data.loaders import folder as fo
+
+        if opts.order != "random":
+            raise DataError(f"order {opts.order!r} needs the FFCV loader")
+        train = fo.imagefolder_train_loader(root / "train", cfg, resolution=opts.train_resolution,
+                                            resize=opts.progressive_resize, dtype=opts.input_dtype)
+        test = fo.imagefolder_val_loader(root / "val", cfg, resolution=opts.val_resolution, ratio=opts.crop_ratio,
+                                         dtype=opts.input_dtype)
+        if train.folder.classes != test.folder.classes:
+            raise DataError(f"{what}: {root / 'train'} and {root / 'val'} hold different class folders "
+                            f"({len(train.folder.classes)} vs {len(test.folder.classes)})")
+        n_train, n_classes = train.num_samples, train.num_classes
+    return DataSpec(train=train, test=test, num_classes=n_classes, in_channels=3, image_size=opts.val_resolution,
+                    train_examples=n_train)
+
+
+@register_dataset("imagefolder", defaults=IMAGENET_DEFAULTS, loaders=True, resolutions=True)
+def build_image_folder(cfg: DataConfig) -> DataSpec:
+    return image_folder_spec(cfg, ImageOptions.from_config(cfg))

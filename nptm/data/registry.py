@@ -1,10 +1,13 @@
-"""Dataset registry: a name maps to a builder turning a DataConfig into a DataSpec."""
+"""Dataset registry: a name maps to a ``Dataset`` (a builder turning a DataConfig into a DataSpec, and
+the study defaults that go with the data). A dataset file registers itself with ``register_dataset``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import torch
+
+from nptm.utils.registry import Registry, UnknownChoice
 
 
 @dataclass
@@ -19,10 +22,10 @@ class DataConfig:
     world_size: int = 1
     loader: str = "auto"  # auto | ffcv | torchvision
     channels_last: bool = False
-    # ImageNet-style datasets only (None: the dataset's default)
+    # image-folder datasets only (None: the dataset's default)
     train_resolution: int | None = None
     val_resolution: int | None = None
-    progressive_resize: Any = None  # a nptm.data.imagenet.ProgressiveResize
+    progressive_resize: Any = None  # a nptm.data.transforms.ProgressiveResize
 
 
 class EpochLoader(Protocol):
@@ -50,18 +53,37 @@ class DataError(ValueError):
     """Missing or malformed data; the CLI turns it into one line and exit status 2."""
 
 
-DATASETS: dict[str, Callable[[DataConfig], DataSpec]] = {}
+@dataclass(frozen=True)
+class Dataset:
+    """A registered dataset: its builder, the study defaults it carries (model, epochs, retrain_epochs,
+    batch_size, lr, milestones, ... for the fields a study leaves unset), whether ``--loader`` applies
+    (files in several formats) and whether the resolution options apply (images of any size)."""
+
+    build: Callable[[DataConfig], DataSpec]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    loaders: bool = False
+    resolutions: bool = False
 
 
-def register_dataset(name: str):
+DATASETS: Registry[Dataset] = Registry("dataset", "nptm.datasets")
+
+
+def register_dataset(name: str, *, defaults: Mapping[str, Any] | None = None, loaders: bool = False,
+                     resolutions: bool = False):
+    """``@register_dataset("name", defaults={...})`` above a ``DataConfig -> DataSpec`` builder."""
     def wrap(fn: Callable[[DataConfig], DataSpec]):
-        DATASETS[name] = fn
+        DATASETS.register(name, Dataset(fn, dict(defaults or {}), loaders, resolutions))
         return fn
 
     return wrap
 
 
+def get_dataset(name: str) -> Dataset:
+    try:
+        return DATASETS[name]
+    except UnknownChoice as e:
+        raise DataError(str(e)) from None
+
+
 def build_dataset(cfg: DataConfig) -> DataSpec:
-    if cfg.name not in DATASETS:
-        raise DataError(f"unknown dataset {cfg.name!r}; choose from {', '.join(sorted(DATASETS))}")
-    return DATASETS[cfg.name](cfg)
+    return get_dataset(cfg.name).build(cfg)

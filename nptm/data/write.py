@@ -105,7 +105,7 @@ def _digits_source(split: str) -> Source:
 
 
 def _folder_source(path: Path, workers: int) -> tuple[Source, list[tuple[str, str]]]:
-    from nptm.data.imagefolder import open_image_folder
+    from nptm.data.loaders.folder import open_image_folder
 
     if not path.is_dir():
         raise DataError(f"imagefolder: {path} is not a directory")
@@ -186,7 +186,7 @@ def convert(spec: str, out, *, split: str = "train", write_mode: str | None = No
     if not 1 <= jpeg_quality <= 100 or not 0 <= compress_probability <= 1 or max_resolution < 0 or workers < 1:
         raise DataError("need 1 <= --jpeg-quality <= 100, 0 <= --compress-probability <= 1, "
                         "--max-resolution >= 0 and --workers >= 1")
-    from nptm.data.imagenet import ffcv_import_error
+    from nptm.data.loaders.choose import ffcv_import_error
 
     if ffcv_import_error():
         raise DataError(f"writing .beton files needs ffcv, which is not importable ({ffcv_import_error()})")

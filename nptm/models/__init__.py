@@ -1,4 +1,8 @@
-"""Model registry: CIFAR ResNets and VGG-16, torchvision ResNets, a small digits CNN; param/MAC counts."""
+"""Model registry: CIFAR ResNets and VGG-16, torchvision ResNets, a small digits CNN; param/MAC counts.
+
+``build_model`` also takes any torchvision classification model by name and ``package.module:factory``
+(``nptm.models.external``); nptm's own names come first (``vgg16`` is the CIFAR VGG: torchvision's is
+``torchvision.models:vgg16``)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -9,9 +13,12 @@ from torch import nn
 from nptm.models.chain import CifarVGG, ConvChain, DigitsNet
 from nptm.models.cifar_resnet import BasicBlock, CifarResNet
 from nptm.models.counting import count_flops, count_params
+from nptm.models.external import factory_model, resolve_factory, torchvision_model, torchvision_names
 from nptm.models.presets import FILTER_PRESETS, filter_preset
+from nptm.utils.registry import Registry, UnknownChoice
 
-__all__ = ["MODELS", "FILTER_PRESETS", "filter_preset", "build_model", "reinitialize", "count_params", "count_flops", "CifarResNet", "CifarVGG", "DigitsNet", "ConvChain", "BasicBlock"]
+__all__ = ["MODELS", "FILTER_PRESETS", "filter_preset", "build_model", "check_model_name", "reinitialize", "count_params",
+           "count_flops", "CifarResNet", "CifarVGG", "DigitsNet", "ConvChain", "BasicBlock"]
 
 
 def _torchvision(name: str) -> Callable[[int, int], nn.Module]:
@@ -25,19 +32,33 @@ def _torchvision(name: str) -> Callable[[int, int], nn.Module]:
     return build
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "digits_net": lambda num_classes, in_channels=1: DigitsNet(num_classes, in_channels),
-    **{f"resnet{d}": (lambda num_classes, in_channels=3, d=d: CifarResNet(d, num_classes, in_channels)) for d in (20, 32, 56, 110)},
-    "vgg16": lambda num_classes, in_channels=3: CifarVGG(num_classes, in_channels),
-    **{f"resnet{d}": _torchvision(f"resnet{d}") for d in (18, 34, 50)},
-}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", "nptm.models")
+MODELS.register("digits_net", lambda num_classes, in_channels=1: DigitsNet(num_classes, in_channels))
+for _d in (20, 32, 56, 110):
+    MODELS.register(f"resnet{_d}", lambda num_classes, in_channels=3, d=_d: CifarResNet(d, num_classes, in_channels))
+MODELS.register("vgg16", lambda num_classes, in_channels=3: CifarVGG(num_classes, in_channels))
+for _d in (18, 34, 50):
+    MODELS.register(f"resnet{_d}", _torchvision(f"resnet{_d}"))
+
+
+def check_model_name(name: str) -> None:
+    """ValueError (one line, listing the choices) unless ``build_model`` knows ``name``."""
+    if ":" in name and name not in MODELS:
+        resolve_factory(name)
+    elif name not in MODELS and name not in torchvision_names():
+        raise UnknownChoice(f"unknown model {name!r}; choose from {', '.join(MODELS)}, any torchvision "
+                            f"classification model (e.g. mobilenet_v3_small, vit_b_16), or package.module:factory")
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """A freshly initialised model from ``MODELS``; resnet18/34/50 are torchvision's (weights=None)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choices: {', '.join(MODELS)}")
-    return MODELS[name](num_classes, in_channels)
+    """A freshly initialised model: nptm's own (``MODELS``; resnet18/34/50 are torchvision's, with any
+    input channels), a torchvision classification model (weights=None), or ``package.module:factory``."""
+    check_model_name(name)
+    if name in MODELS:
+        return MODELS[name](num_classes, in_channels)
+    if ":" in name:
+        return factory_model(name, num_classes)
+    return torchvision_model(name, num_classes, in_channels)
 
 
 def reinitialize(model: nn.Module) -> nn.Module:

@@ -132,10 +132,12 @@ def create_out(cfg: StudyConfig, out: Path) -> None:
 
 
 def _check_model(cfg: StudyConfig) -> None:
-    from nptm.models import MODELS
+    from nptm.models import check_model_name
 
-    if cfg.model.model not in MODELS:
-        raise ConfigError(f"--model: unknown model {cfg.model.model!r}; choose from {', '.join(MODELS)}")
+    try:
+        check_model_name(cfg.model.model)
+    except ValueError as e:
+        raise ConfigError(f"--model: {e}") from None
     from nptm.pruning import PRUNERS
 
     structured = [p for p in cfg.pruning.pruner if PRUNERS[p].structured]

@@ -8,7 +8,8 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from nptm.train.checkpoint import rng_state, save_checkpoint
-from nptm.train.loop import Callback, Trainer, evaluate
+from nptm.train.evaluate import evaluate
+from nptm.train.loop import Callback, Trainer
 
 
 class Evaluate(Callback):
@@ -22,7 +23,7 @@ class Evaluate(Callback):
         if (epoch + 1) % self.every and epoch + 1 != trainer.epochs:
             return
         start = time.perf_counter()
-        metrics = evaluate(trainer.model, self.loader, trainer.device, self.tta_flip)
+        metrics = evaluate(trainer.model, self.loader, trainer.device, self.tta_flip, precision=trainer.precision)
         self.time += time.perf_counter() - start
         lr = trainer.schedule.lr(max(trainer.iteration - 1, 0))
         trainer.history.append({"epoch": epoch + 1, "test_top1": metrics["top1"], "test_loss": metrics["loss"],

@@ -2,7 +2,7 @@
 
 Every field of a section is one flag: ``--field-name`` (underscores become dashes), its type from the
 annotation, its help/choices from the field metadata. ``tuple[...]`` fields take comma lists. Fields
-left ``None`` take the dataset's default (``DATASET_DEFAULTS``) in ``StudyConfig.resolve``.
+left ``None`` take the dataset's defaults (registered with it, ``nptm.data.DATASETS``) in ``StudyConfig.resolve``.
 Precedence: dataclass defaults < ``--preset`` (``nptm.train.presets``) < ``--config FILE`` (YAML or JSON,
 flat or by section) < flags.
 """
@@ -17,25 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nptm.data.imagenet import LOADERS
+from nptm.data import DATASETS, get_dataset
+from nptm.data.loaders import LOADERS
 from nptm.pruning.pruners import PRUNERS as PRUNER_REGISTRY
 from nptm.schedules import SCHEDULES as SCHEDULE_REGISTRY
 from nptm.schedules.original import DECAYS
+from nptm.train.optim import OPTIMIZERS
+from nptm.train.precision import PRECISIONS
 from nptm.train.presets import PRESETS, preset_values
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
 PRUNERS = PRUNER_REGISTRY.names()  # the registry decides; field choices below check against it live
 SCHEDULES = SCHEDULE_REGISTRY.names()
-
-# dataset -> defaults for the fields left None (SPEC: CIFAR and ImageNet recipes; digits: small and fast)
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": dict(model="digits_net", epochs=30, retrain_epochs=10, batch_size=64, lr=0.1, milestones=(0.5, 0.75),
-                   threads=1),
-    "cifar10": dict(model="resnet56", epochs=160, retrain_epochs=40, batch_size=64, lr=0.1, milestones=(0.5, 0.75)),
-    "cifar100": dict(model="resnet56", epochs=160, retrain_epochs=40, batch_size=64, lr=0.1, milestones=(0.5, 0.75)),
-    "imagenet": dict(model="resnet50", epochs=90, retrain_epochs=45, batch_size=256, lr=0.1,
-                     milestones=(30 / 90, 60 / 90)),
-}
 
 
 class ConfigError(ValueError):
@@ -64,14 +56,16 @@ class DataOptions:
                                    "resizing and test-time flip; explicit flags override it", choices=PRESETS)
     dataset: str = opt("digits", "dataset to study", choices=DATASETS)
     data_dir: str | None = opt(None, "folder holding the dataset: CIFAR cifar-10-batches-py/ (cifar-100-python/) or "
-                                     "train.beton + test.beton; ImageNet train.beton + val.beton or train/ + val/")
-    loader: str = opt("auto", "auto (FFCV when its .beton files are there and ffcv imports), ffcv, or torchvision "
-                              "(ImageNet: image folders through PIL; CIFAR: the python files)", choices=LOADERS)
-    train_resolution: int | None = opt(None, "ImageNet training crop size (default 224)")
-    val_resolution: int | None = opt(None, "ImageNet evaluation crop size (default 224; the crop is 224/256 of "
+                                     "train.beton + test.beton; imagenet and imagefolder train.beton + val.beton or "
+                                     "train/<class>/ + val/<class>/ image folders")
+    loader: str = opt("auto", "auto (FFCV when its .beton files are there, ffcv imports and it is not the slower "
+                              "loader on this device), ffcv, or torchvision (image folders through PIL; CIFAR: the "
+                              "python files)", choices=LOADERS)
+    train_resolution: int | None = opt(None, "image-folder training crop size (default 224)")
+    val_resolution: int | None = opt(None, "image-folder evaluation crop size (default 224; the crop is 224/256 of "
                                            "the shorter side)")
     progressive_resize: tuple[float, ...] | None = opt(
-        None, "ImageNet MIN,MAX,START,END: training resolution MIN until fraction START of each training phase, "
+        None, "image folders: MIN,MAX,START,END: training resolution MIN until fraction START of each training phase, "
               "then up in steps of 32 px to MAX at fraction END", metavar="MIN,MAX,START,END")
     batch_size: int | None = opt(None, "global training batch size, split evenly over torchrun's processes "
                                        "(default: digits 64, CIFAR 64, ImageNet 256)")
@@ -80,7 +74,13 @@ class DataOptions:
 
 @dataclass
 class ModelOptions:
-    model: str | None = opt(None, "architecture (default: digits_net, resnet56 on CIFAR, resnet50 on ImageNet)")
+    model: str | None = opt(None, "architecture: an nptm model, any torchvision classification model by name, or "
+                                  "package.module:factory (called as factory(num_classes=N)) (default: digits_net, "
+                                  "resnet56 on CIFAR, resnet50 on image folders)")
+    dense_checkpoint: str | None = opt(None, "start from this trained model (a state dict: torchvision .pth, a "
+                                             "{'model': ...} or {'state_dict': ...} wrapper, or an nptm dense "
+                                             "checkpoint) instead of training it; --epochs, --lr and --milestones/"
+                                             "--decay then describe how it was trained", metavar="FILE")
 
 
 @dataclass
@@ -121,8 +121,13 @@ class TrainingOptions:
         None, "retraining budgets T_rt in epochs, comma separated: every schedule retrains the same pruned weights "
               "for each (default: digits 10, CIFAR 40, ImageNet 45)")
     lr: float | None = opt(None, "peak learning rate of the original schedule (default 0.1)")
-    momentum: float = opt(0.9, "SGD Nesterov momentum")
-    weight_decay: float = opt(1e-4, "SGD weight decay")
+    optimizer: str = opt("nesterov", "nesterov or sgd (SGD with Nesterov or plain momentum), or adamw",
+                         choices=OPTIMIZERS)
+    momentum: float = opt(0.9, "SGD momentum (AdamW: beta1)")
+    weight_decay: float = opt(1e-4, "weight decay")
+    precision: str = opt("auto", "auto (bf16 on CUDA, fp32 on the CPU), fp32, bf16 (autocast; on the CPU too, slow "
+                                 "without bf16 hardware), fp16 (autocast with a GradScaler, CUDA only)",
+                         choices=PRECISIONS)
     label_smoothing: float = opt(0.0, "label smoothing of the training loss (test loss: plain cross-entropy)")
     tta_flip: bool = opt(False, "evaluate on each test image and its mirror image, averaging the logits")
     seeds: tuple[int, ...] = opt((0, 1), "number of seeds, or a comma list of seeds", parse=parse_seeds)
@@ -181,7 +186,7 @@ class StudyConfig:
 
     def resolve(self) -> "StudyConfig":
         """Fill dataset defaults into the fields left None."""
-        defaults = DATASET_DEFAULTS[self.data.dataset]
+        defaults = get_dataset(self.data.dataset).defaults
         fill = {k: v for k, v in defaults.items() if _get(self, k) is None}
         return self.updated(fill) if fill else self
 
@@ -369,6 +374,8 @@ def validate(cfg: StudyConfig) -> None:
     if not 0 <= s.warmup_epochs < (t.epochs if t.epochs is not None else float("inf")):
         raise ConfigError(f"--warmup-epochs must be in [0, --epochs {t.epochs}), got {s.warmup_epochs}")
     _validate_data(cfg.data)
+    if t.precision == "fp16" and t.device == "cpu":
+        raise ConfigError("--precision fp16 needs a CUDA device (its GradScaler); on the CPU use bf16 or fp32")
     if len(set(t.seeds)) != len(t.seeds) or min(t.seeds) < 0:
         raise ConfigError(f"--seeds must be distinct non-negative integers, got {t.seeds}")
     if s.milestones is not None and not all(0 < m < 1 for m in s.milestones):
@@ -400,13 +407,16 @@ def validate(cfg: StudyConfig) -> None:
 def _validate_data(d: DataOptions) -> None:
     if d.preset and d.dataset != "imagenet":
         raise ConfigError(f"--preset {d.preset} is an ImageNet recipe, not for --dataset {d.dataset}")
-    imagenet_only = {"train-resolution": d.train_resolution, "val-resolution": d.val_resolution,
-                     "progressive-resize": d.progressive_resize}
-    for name, v in imagenet_only.items():
-        if v is not None and d.dataset != "imagenet":
-            raise ConfigError(f"--{name} applies to --dataset imagenet only")
-    if d.loader != "auto" and d.dataset == "digits":
-        raise ConfigError("--loader applies to cifar10, cifar100 and imagenet (digits is generated in memory)")
+    dataset = get_dataset(d.dataset)
+    images = {"train-resolution": d.train_resolution, "val-resolution": d.val_resolution,
+              "progressive-resize": d.progressive_resize}
+    for name, v in images.items():
+        if v is not None and not dataset.resolutions:
+            with_it = ", ".join(n for n, ds in DATASETS.items() if ds.resolutions)
+            raise ConfigError(f"--{name} applies to image-folder datasets ({with_it}), not {d.dataset}")
+    if d.loader != "auto" and not dataset.loaders:
+        with_it = ", ".join(n for n, ds in DATASETS.items() if ds.loaders)
+        raise ConfigError(f"--loader applies to datasets read from files ({with_it}), not {d.dataset}")
     r = d.progressive_resize
     if r is not None:
         if d.train_resolution is not None:

@@ -1,8 +1,9 @@
 """The training loop: it only trains. Evaluation, checkpoints, logging and progress are callbacks.
 
-SGD (Nesterov) with the learning rate set per iteration from a schedule, masks re-applied after
-every optimizer step (weights, gradients and momentum in one fused call), bf16 autocast and
-channels_last on CUDA. Each epoch reseeds torch from (seed, stream, epoch) and asks the loader for
+An optimizer from ``nptm.train.optim`` (SGD with Nesterov or plain momentum, AdamW) with the learning
+rate set per iteration from a schedule, masks re-applied after every optimizer step (weights,
+gradients and optimizer states in one fused call), autocast per ``nptm.train.precision`` (fp16 with
+a GradScaler). Each epoch reseeds torch from (seed, stream, epoch) and asks the loader for
 that epoch's order, so a run resumed from an epoch checkpoint repeats the uninterrupted one exactly.
 
 Distributed (an initialized process group): the model trains inside DistributedDataParallel, each
@@ -16,15 +17,17 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nptm.data.digits import mix_seed
 from nptm.schedules import set_lr
 from nptm.train import distributed
+from nptm.train.optim import build_optimizer
+from nptm.train.precision import autocast, grad_scaler, resolve_precision
+from nptm.utils.seeding import mix_seed
 
 
 class TrainingDiverged(RuntimeError):
@@ -46,31 +49,6 @@ def set_loader_epoch(loader, epoch: int, stream: int) -> None:
         loader.set_epoch(epoch)
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str, tta_flip: bool = False) -> dict[str, float]:
-    """Top-1 accuracy and mean cross-entropy over ``loader`` (summed over ranks); ``tta_flip`` averages the
-    logits of each image and its mirror image."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, correct
-    count = 0
-    with _autocast(device):
-        for x, y in loader:
-            out = model(x).float()
-            if tta_flip:
-                out = (out + model(torch.flip(x, dims=[3])).float()) / 2
-            sums += torch.stack([F.cross_entropy(out, y, reduction="sum").double(), (out.argmax(1) == y).sum().double()])
-            count += len(y)
-    model.train(was_training)
-    loss, correct, count = all_reduce_sum(torch.cat([sums, sums.new_tensor([count])])).tolist()
-    return {"top1": correct / max(count, 1), "loss": loss / max(count, 1)}
-
-
 class Callback:
     """Hooks of ``Trainer.fit``; override what you need."""
 
@@ -87,7 +65,7 @@ class Trainer:
     def __init__(self, model: nn.Module, loader, schedule, *, epochs: int, masks=None, momentum: float = 0.9,
                  weight_decay: float = 1e-4, device: torch.device | str = "cpu", seed: int = 0, stream: int = 0,
                  name: str = "train", callbacks: Sequence[Callback] = (), nan_check_every: int | None = None,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, optimizer: str = "nesterov", precision: str = "auto"):
         self.device = torch.device(device)
         self.model, self.loader, self.schedule, self.masks = model, loader, schedule, masks
         self.epochs, self.seed, self.stream, self.name = epochs, seed, stream, name
@@ -95,8 +73,10 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.rank, self.world_size = dist_info()
         self.is_main = self.rank == 0
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=schedule.lr(0), momentum=momentum,
-                                         nesterov=momentum > 0, weight_decay=weight_decay)
+        self.optimizer = build_optimizer(optimizer, model.parameters(), lr=schedule.lr(0), momentum=momentum,
+                                         weight_decay=weight_decay)
+        self.precision = resolve_precision(precision, self.device)
+        self.scaler = grad_scaler(self.device, self.precision)
         # on the GPU (or across ranks) every check syncs; the first bad step is tracked exactly either way
         self.nan_check_every = nan_check_every or (1 if self.device.type == "cpu" and self.world_size == 1 else 50)
         self.epoch = 0  # epochs completed
@@ -145,12 +125,18 @@ class Trainer:
         steps = 0
         for step, (x, y) in enumerate(self.loader):
             set_lr(opt, self.schedule, self.iteration)
-            with _autocast(dev):
+            with autocast(dev, self.precision):
                 out = self._forward(x)
                 loss = F.cross_entropy(out.float(), y, label_smoothing=self.label_smoothing)
             opt.zero_grad(set_to_none=True)
-            (loss if self.world_size == 1 else loss * self._loss_weight(step, len(y))).backward()
-            opt.step()
+            weighted = loss if self.world_size == 1 else loss * self._loss_weight(step, len(y))
+            if self.scaler is None:
+                weighted.backward()
+                opt.step()
+            else:
+                self.scaler.scale(weighted).backward()
+                self.scaler.step(opt)
+                self.scaler.update()
             if self.masks is not None:
                 self.masks.apply(model, opt)
             self.iteration += 1
@@ -191,11 +177,14 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "masks": self.masks.state_dict() if self.masks is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "epoch": self.epoch, "iteration": self.iteration, "images": self.images,
                 "train_time": self.train_time, "metrics": dict(self.metrics), "history": list(self.history)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])  # masks: the caller rebuilds and checks them
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         for k in ("epoch", "iteration", "images", "train_time", "metrics", "history"):
             setattr(self, k, state[k])

@@ -11,8 +11,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from nptm.data.digits import mix_seed
-from nptm.data.imagenet import ProgressiveResize
+from nptm.data.transforms import ProgressiveResize
 from nptm.models import count_flops, count_params
 from nptm.pruning import Masks, Pruner, prunable_weights
 from nptm.schedules import OriginalSchedule, allr_scale
@@ -21,6 +20,7 @@ from nptm.train import distributed
 from nptm.train.callbacks import Checkpoint, Evaluate, Progress
 from nptm.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
 from nptm.train.loop import Callback, Trainer
+from nptm.utils.seeding import mix_seed
 
 
 def stream_id(key: str) -> int:
@@ -137,6 +137,8 @@ class PhaseRunner:
     label_smoothing: float = 0.0
     tta_flip: bool = False
     resize: Sequence[float] | None = None
+    optimizer: str = "nesterov"
+    precision: str = "auto"
 
     def path(self, key: str) -> Path:
         return self.ckpt_dir / (key.replace("/", "__") + ".pt")
@@ -152,6 +154,7 @@ class PhaseRunner:
             data.train.resize = phase_resize(self.resize, epochs)
         trainer = Trainer(model, data.train, schedule, epochs=epochs, masks=masks, momentum=self.momentum,
                           weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
+                          optimizer=self.optimizer, precision=self.precision,
                           device=self.device, seed=seed, stream=stream_id(key),
                           name=key, callbacks=[*first, evaluator, Checkpoint(path, lambda: self._context(key, masks_state)),
                                                Progress(not self.quiet), *self.callbacks])

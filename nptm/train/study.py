@@ -23,18 +23,21 @@ import torch
 from torch import nn
 
 from nptm.data import DataConfig, build_dataset
-from nptm.data.digits import mix_seed
 from nptm.models import build_model, reinitialize
 from nptm.pruning import PRUNERS, Masks, Pruner, iterative_amounts, prunable_weights
 from nptm.schedules import OriginalSchedule, build_schedule
 from nptm.train import distributed
-from nptm.train.config import StudyConfig
+from nptm.train.config import ConfigError, StudyConfig
+from nptm.train.dense_checkpoint import load_dense_checkpoint, read_state_dict
 from nptm.train.during import run_during_training
-from nptm.train.loop import Callback, dist_info, evaluate, set_loader_epoch
+from nptm.train.evaluate import evaluate
+from nptm.train.loop import Callback, dist_info, set_loader_epoch
 from nptm.train.phases import (PhaseRunner, Reference, measure, original_schedule, phase_resize, prune,
                                seeded_generator, stream_id, subsample_trace, timed)
 from nptm.train.presets import WARMUP_START
+from nptm.train.precision import resolve_precision
 from nptm.train.results import load_results, write_results
+from nptm.utils.seeding import mix_seed
 
 
 
@@ -69,10 +72,15 @@ class Study:
         self.original = OriginalSchedule(t.lr, t.epochs, milestones=tuple(sorted(s.milestones)), gamma=s.gamma,
                                          warmup_epochs=s.warmup_epochs, warmup_start=WARMUP_START, decay=s.decay)
         self.on_ready = on_ready
+        try:
+            resolve_precision(t.precision, device)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.runner = PhaseRunner(out / "checkpoints", device, t.momentum, t.weight_decay, cfg.output.quiet, callbacks,
                                   context=lambda: {"config": cfg.study_dict(), "results": list(self.results)},
                                   label_smoothing=t.label_smoothing, tta_flip=t.tta_flip,
-                                  resize=cfg.data.progressive_resize)
+                                  resize=cfg.data.progressive_resize, optimizer=t.optimizer, precision=t.precision)
+        self._dense_state = None  # the --dense-checkpoint tensors, read (and checked) once
 
     def _records_on_disk(self) -> int:
         try:
@@ -85,6 +93,8 @@ class Study:
         p = self.cfg.pruning
         for seed in self.cfg.training.seeds:
             data = distributed.all_ok(lambda: self._data(seed))  # a rank without its data stops them all
+            if self.cfg.model.dense_checkpoint and self._dense_state is None:  # refused before anything is written
+                self._dense_state = distributed.all_ok(lambda: self._read_dense_checkpoint(data))
             if self.on_ready is not None:
                 distributed.all_ok(self.on_ready)
                 self.on_ready = None
@@ -146,12 +156,29 @@ class Study:
         return rec
 
     # -- phases --------------------------------------------------------------------------------
+    def _read_dense_checkpoint(self, data) -> dict:
+        path = self.cfg.model.dense_checkpoint
+        state = read_state_dict(path)
+        load_dense_checkpoint(build_model(self.cfg.model.model, data.num_classes, data.in_channels), path, state)
+        return state
+
+    def _loaded_dense(self, seed: int, data) -> tuple[nn.Module, dict[str, Any]]:
+        """The --dense-checkpoint model and its test metrics, in place of dense training."""
+        model = load_dense_checkpoint(self._fresh_model(seed, data), self.cfg.model.dense_checkpoint, self._dense_state)
+        ev, eval_s = timed(evaluate, model, data.test, self.device, self.cfg.training.tta_flip,
+                           precision=self.cfg.training.precision)
+        return model, {"top1": ev["top1"], "loss": ev["loss"], "history": [], "time_train_s": 0.0,
+                       "time_eval_s": eval_s, "dense_checkpoint": str(self.cfg.model.dense_checkpoint)}
+
     def dense(self, seed: int, data):
         key = f"s{seed}/dense"
-        model = self._fresh_model(seed, data)
         ipe = len(data.train)
-        schedule = original_schedule(self.original, ipe)
-        model, summary = self.runner.run(key, model, None, schedule, self.original.epochs, data, seed)
+        schedule = original_schedule(self.original, ipe)  # how the model was (or is) trained
+        if self.cfg.model.dense_checkpoint:
+            model, summary = self._loaded_dense(seed, data)
+        else:
+            model = self._fresh_model(seed, data)
+            model, summary = self.runner.run(key, model, None, schedule, self.original.epochs, data, seed)
         self.ref = Reference({n: w.numel() for n, w in prunable_weights(model, self.cfg.pruning.include_linear).items()},
                              0, (data.in_channels, data.image_size, data.image_size))
         stats = measure(model, None, self.ref, self.cfg.pruning.include_linear)
@@ -172,7 +199,8 @@ class Study:
         d, d1, d2 = self._sync_pruned(pruned, masks, (d, d1, d2))
         if self.device.type == "cuda":  # filter pruning builds new tensors
             pruned = pruned.to(memory_format=torch.channels_last)
-        ev, eval_s = timed(evaluate, pruned, data.test, self.device, self.cfg.training.tta_flip)
+        ev, eval_s = timed(evaluate, pruned, data.test, self.device, self.cfg.training.tta_flip,
+                           precision=self.cfg.training.precision)
         info = {"pruned_top1": ev["top1"], "pruned_loss": ev["loss"], "loss_increase": ev["loss"] - before_loss,
                 "d": d, "d1": d1, "d2": d2, "time_prune_s": prune_s, "time_eval_s": eval_s}
         return pruned, masks, info

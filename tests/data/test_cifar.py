@@ -6,7 +6,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from nptm.data import DATASETS, DataConfig, DataError, build_dataset
-from nptm.data.cifar import MEAN, STD, augment_batch
+from nptm.data.constants import CIFAR_MEAN as MEAN, CIFAR_STD as STD
+from nptm.data.transforms import augment_batch
 
 N_PER_BATCH, N_TEST = 6, 5
 

@@ -4,7 +4,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from nptm.data import DATASETS, DataConfig, DataError, build_dataset
-from nptm.data.digits import TensorLoader
+from nptm.data.loaders import TensorLoader
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,13 @@ pytest.importorskip("ffcv")
 from ffcv.pipeline.compiler import Compiler  # noqa: E402
 
 from fakedata import make_cifar_folder, make_image_folder  # noqa: E402
-from nptm.data.cifar import MEAN as CIFAR_MEAN, STD as CIFAR_STD  # noqa: E402
-from nptm.data.ffcv_pipelines import beton_info, imagenet_train_loader, imagenet_val_loader  # noqa: E402
-from nptm.data.imagenet import (IMAGENET_MEAN, IMAGENET_STD, ImageNetOptions, ProgressiveResize,  # noqa: E402
-                                cifar_beton_spec, evaluate, imagenet_spec)
-from nptm.data.registry import DataConfig, DataError  # noqa: E402
+from nptm.data.cifar import cifar_beton_spec  # noqa: E402
+from nptm.data.constants import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from nptm.data.imagefolder import ImageOptions, image_folder_spec  # noqa: E402
+from nptm.data.loaders.ffcv_loader import beton_info, imagenet_train_loader, imagenet_val_loader  # noqa: E402
+from nptm.data.transforms import ProgressiveResize  # noqa: E402
+from nptm.train.evaluate import evaluate  # noqa: E402
+from nptm.data.registry import DataConfig, DataError, build_dataset  # noqa: E402
 from nptm.data.write import convert  # noqa: E402
 
 BATCH, RES = 8, 64
@@ -42,9 +44,9 @@ def cfg_for(root, **kw):
 @pytest.fixture(scope="module")
 def imagenet(imagenet_dir):
     root = imagenet_dir[0]
-    opts = ImageNetOptions(progressive_resize=ProgressiveResize(48, RES, start_ramp=0, end_ramp=1, step=16),
+    opts = ImageOptions(progressive_resize=ProgressiveResize(48, RES, start_ramp=0, end_ramp=1, step=16),
                            val_resolution=RES)
-    return imagenet_spec(cfg_for(root), opts)
+    return image_folder_spec(cfg_for(root), opts)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -89,7 +91,7 @@ def test_imagenet_train_batches(imagenet, imagenet_dir):
 
 
 def test_imagenet_val_matches_torchvision_fallback(imagenet, imagenet_dir):
-    from nptm.data.imagefolder import imagefolder_val_loader
+    from nptm.data.loaders.folder import imagefolder_val_loader
 
     root, _, val_samples = imagenet_dir
     fallback = imagefolder_val_loader(root / "val", cfg_for(root, loader="torchvision", workers=0), resolution=RES)
@@ -134,7 +136,7 @@ def cifar(tmp_path_factory):
     for split in ("train", "test"):
         convert(f"cifar100:{root}", root / f"{split}.beton", split=split, workers=1)
     cfg = DataConfig(name="cifar100", data_dir=str(root), batch_size=16, workers=1, seed=1)
-    return cifar_beton_spec(cfg), data
+    return cifar_beton_spec(cfg), {**data, "root": root}
 
 
 def normalized(x_uint8):
@@ -151,6 +153,28 @@ def test_cifar_test_loader_is_exact(cifar):
     x_ref, y_ref = data["test"]
     torch.testing.assert_close(x, normalized(torch.from_numpy(x_ref)), rtol=0, atol=0)
     assert y.tolist() == y_ref.tolist()
+
+
+def test_beton_decoded_into_memory(cifar, imagenet_dir, tmp_path):
+    from nptm.data.loaders.beton_memory import read_beton_images
+
+    _, data = cifar
+    root = data["root"]
+    x, y = read_beton_images(root / "train.beton")  # raw images: copied exactly
+    assert torch.equal(x, torch.from_numpy(data["train"][0])) and y.tolist() == data["train"][1].tolist()
+    convert(f"cifar100:{root}", tmp_path / "jpg.beton", split="test", write_mode="jpg", jpeg_quality=95, workers=1)
+    xj, yj = read_beton_images(tmp_path / "jpg.beton")  # JPEG images: decoded, close to the originals
+    assert xj.shape == (16, 3, 32, 32) and yj.tolist() == data["test"][1].tolist()
+    from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
+    from ffcv.loader import Loader
+    from ffcv.transforms import ToTensor
+
+    ffcv_decoded = Loader(str(tmp_path / "jpg.beton"), batch_size=16, num_workers=1, drop_last=False,
+                          pipelines={"image": [SimpleRGBImageDecoder(), ToTensor()], "label": [IntDecoder(), ToTensor()]})
+    (ref, _), = [(x.clone(), y) for x, y in ffcv_decoded]
+    diff = (xj.int() - ref.permute(0, 3, 1, 2).int()).abs()  # PIL vs FFCV's turbojpeg: chroma upsampling differs
+    assert diff.float().mean() < 2 and diff.max() <= 16
+    assert read_beton_images(imagenet_dir[0] / "train.beton") is None  # sizes differ: FFCV's decoders crop them
 
 
 def test_cifar_train_is_a_pad_crop_flip_of_the_original(cifar):
@@ -208,9 +232,14 @@ def test_gpu_pipeline_normalizes_on_device(imagenet_dir, imagenet, device):
 
 def test_missing_or_unreadable_beton(tmp_path, imagenet_dir):
     with pytest.raises(DataError, match="lacks train.beton, val.beton"):
-        imagenet_spec(cfg_for(tmp_path))
+        image_folder_spec(cfg_for(tmp_path))
     (tmp_path / "train.beton").write_bytes(b"\0" * 64)
     with pytest.raises(DataError, match="unreadable .beton file"):
         beton_info(tmp_path / "train.beton")
-    with pytest.raises(DataError, match="lacks test.beton"):
-        cifar_beton_spec(DataConfig(name="cifar10", data_dir=str(tmp_path)))
+    for loader in ("ffcv", "auto"):
+        with pytest.raises(DataError, match="lacks test.beton|cifar-10-batches-py"):
+            build_dataset(DataConfig(name="cifar10", data_dir=str(tmp_path), loader=loader))
+    from nptm.data.loaders.beton_memory import read_beton_images
+
+    with pytest.raises(DataError, match="unreadable .beton file"):
+        read_beton_images(tmp_path / "train.beton")

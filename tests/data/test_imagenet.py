@@ -2,13 +2,15 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-import nptm.data.imagenet as imagenet_mod
+import nptm.data.loaders.choose as choose_mod
 from fakedata import make_image_folder
-from nptm.data.imagenet import (IMAGENET_MEAN, IMAGENET_PRESET, IMAGENET_STD, DeviceNormalize, ImageNetOptions,
-                                ProgressiveResize, choose_loader, evaluate, ffcv_imagenet_lr, imagenet_spec)
+from nptm.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from nptm.data.imagefolder import ImageOptions, image_folder_spec
+from nptm.data.loaders import choose_loader
 from nptm.data.registry import DataConfig, DataError, build_dataset
+from nptm.data.transforms import DeviceNormalize, ProgressiveResize
+from nptm.train.presets import IMAGENET_PRESET, ffcv_imagenet_lr
 
 BETONS, FOLDERS = ("train.beton", "val.beton"), ("train", "val")
 
@@ -33,7 +35,7 @@ def layout(tmp_path, betons: bool, folders: bool):
 @pytest.mark.parametrize("betons, folders_, loader", [(b, f, lo) for b in (True, False) for f in (True, False)
                                                       for lo in ("auto", "ffcv", "torchvision")])
 def test_choose_loader(tmp_path, capsys, monkeypatch, ffcv_ok, betons, folders_, loader):
-    monkeypatch.setattr(imagenet_mod, "ffcv_import_error", lambda: None if ffcv_ok else "ImportError: no ffcv")
+    monkeypatch.setattr(choose_mod, "ffcv_import_error", lambda: None if ffcv_ok else "ImportError: no ffcv")
     root = layout(tmp_path, betons, folders_)
     if loader == "ffcv":
         expected = "ffcv" if ffcv_ok and betons else None
@@ -71,7 +73,7 @@ def test_fallback_loader_batches(folders, capsys):
     root, train_samples, val_samples = folders
     cfg = DataConfig(name="imagenet", data_dir=str(root), batch_size=4, workers=0, loader="auto", seed=7,
                      channels_last=True)
-    spec = imagenet_spec(cfg, ImageNetOptions(progressive_resize=ProgressiveResize(32, 48, 0, 1, step=16),
+    spec = image_folder_spec(cfg, ImageOptions(progressive_resize=ProgressiveResize(32, 48, 0, 1, step=16),
                                               val_resolution=40))
     assert capsys.readouterr().err.count("\n") == 1  # no .beton files: one line announcing the fallback
     sizes = (spec.num_classes, spec.train_examples, spec.image_size, len(spec.train), len(spec.test))
@@ -99,14 +101,14 @@ def test_fallback_sharding(folders):
     for rank in (0, 1):
         cfg = DataConfig(name="imagenet", data_dir=str(root), batch_size=3, workers=0, loader="torchvision",
                          rank=rank, world_size=2)
-        spec = imagenet_spec(cfg, ImageNetOptions(train_resolution=24, val_resolution=24))
+        spec = image_folder_spec(cfg, ImageOptions(train_resolution=24, val_resolution=24))
         spec.train.set_epoch(2)
         seen += list(spec.train.sampler)
         assert len(spec.train) == 3
         assert [y for _, ys in spec.test for y in ys.tolist()] == [label for _, label in val_samples][rank::2]
     assert sorted(seen) == list(range(18))
     with pytest.raises(DataError, match="needs the FFCV loader"):
-        imagenet_spec(cfg, ImageNetOptions(order="quasi_random"))
+        image_folder_spec(cfg, ImageOptions(order="quasi_random"))
 
 
 def test_progressive_resize_matches_ffcv_imagenet_schedule():
@@ -138,29 +140,3 @@ def test_device_normalize(dtype, channels_last):
     assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last) == channels_last
     torch.testing.assert_close(out.double(), ref.to(dtype).double(), atol=1e-5 if dtype == torch.float32 else 2e-2,
                                rtol=1e-5 if dtype == torch.float32 else 1e-2)
-
-
-class LeftRight(torch.nn.Module):
-    """Logits from the left and right halves' means: not mirror-invariant."""
-
-    def forward(self, x):
-        w = x.shape[-1] // 2
-        left, right = x[..., :w].mean((1, 2, 3)), x[..., w:].mean((1, 2, 3))
-        return torch.stack([left, right, 0.5 * left - right, torch.zeros_like(left)], 1)
-
-
-@pytest.mark.parametrize("tta", [False, True])
-def test_evaluate_sums_and_tta(tta):
-    gen = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(n, 3, 4, 6, generator=gen), torch.randint(0, 4, (n,), generator=gen)) for n in (5, 7, 3)]
-    model = LeftRight()
-    out = evaluate(model, batches, tta_flip=tta, label_smoothing=0.1)
-    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
-    logits = model(x)
-    if tta:
-        logits = (logits + model(x.flip(-1))) / 2
-    top = logits.topk(4, 1).indices
-    assert out["count"] == 15
-    assert out["top1"] == pytest.approx((top[:, 0] == y).float().mean().item())
-    assert out["top5"] == 1.0  # 4 classes: every label is in the top 5
-    assert out["loss"] == pytest.approx(F.cross_entropy(logits, y, label_smoothing=0.1).item(), rel=1e-6)

@@ -26,7 +26,8 @@ def digits_nobn(num_classes: int, in_channels: int = 1) -> nn.Module:
                          nn.Flatten(), nn.Linear(8 * 8 * 8, num_classes))
 
 
-MODELS.setdefault("digits_nobn", digits_nobn)
+if "digits_nobn" not in MODELS:
+    MODELS.register("digits_nobn", digits_nobn)
 
 
 class Dump(Callback):

@@ -17,7 +17,7 @@ configs = st.builds(
         dataset=ds, pruner=pr, sparsity=sp, iterations=it, schedules=sc, epochs=ep, retrain_epochs=rt, lr=lr,
         seeds=seeds, scratch=flags[0], bimp=flags[1], include_linear=flags[2], quiet=flags[3], resume=flags[4],
         cycle_momentum=flags[5], batch_size=bs, out=out, data_dir=dd, milestones=ms)),
-    st.sampled_from(DATASETS), subsets(PRUNERS),
+    st.sampled_from(DATASETS.names()), subsets(PRUNERS),
     st.lists(st.floats(0, 1, exclude_max=True), min_size=1, max_size=3).map(tuple),
     st.integers(1, 5), subsets(SCHEDULES), st.none() | st.integers(1, 500), st.none() | st.integers(1, 100),
     st.none() | st.floats(1e-5, 10), st.lists(st.integers(0, 99), min_size=1, max_size=4).map(tuple),

@@ -20,8 +20,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from nptm.data.cifar import augment_batch
-from nptm.data.digits import TensorLoader
+from nptm.data.transforms import augment_batch
+from nptm.data.loaders import TensorLoader
 from nptm.train.__main__ import main
 from nptm.train.checkpoint import load_checkpoint
 from tests.conftest import assert_bitwise_equal

@@ -283,7 +283,7 @@ def test_data_write_bad_input_exits_2_with_one_line(argv, expected, folders, cap
 
 def test_nan_check_reports_the_first_bad_step_exactly():
     """The loop checks for NaN lazily on the GPU; the step it names is still the first bad one."""
-    from nptm.data.digits import TensorLoader
+    from nptm.data.loaders import TensorLoader
     from nptm.schedules.retrain import Schedule
     from nptm.train.loop import Trainer, TrainingDiverged
 

@@ -11,14 +11,15 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from fakedata import make_cifar_folder, make_image_folder  # noqa: E402
 from nptm.data import DataConfig, DataError, build_dataset  # noqa: E402
-from nptm.data.digits import TensorLoader  # noqa: E402
-from nptm.data.imagenet import IMAGENET_PRESET, ffcv_available, ffcv_imagenet_lr  # noqa: E402
+from nptm.data.loaders import TensorLoader, ffcv_available  # noqa: E402
 from nptm.pruning import prunable_weights  # noqa: E402
 from nptm.schedules import Schedule  # noqa: E402
 from nptm.models import build_model  # noqa: E402
 from nptm.train.__main__ import main  # noqa: E402
 from nptm.train.config import ConfigError, parse_args, validate  # noqa: E402
-from nptm.train.loop import Callback, Trainer, evaluate  # noqa: E402
+from nptm.train.evaluate import evaluate  # noqa: E402
+from nptm.train.loop import Callback, Trainer  # noqa: E402
+from nptm.train.presets import IMAGENET_PRESET, ffcv_imagenet_lr  # noqa: E402
 
 # numba's finalizer of a second ffcv JPEG decoder raises a harmless KeyError when loaders are freed (test_ffcv.py)
 pytestmark = pytest.mark.filterwarnings(
@@ -114,8 +115,8 @@ def test_cifar_from_beton_files(tmp_path, capsys):
     data = tmp_path / "betons"
     for split in ("train", "test"):
         write_beton(f"cifar10:{tmp_path / 'src'}", data / f"{split}.beton", "--split", split)
-    spec = build_dataset(DataConfig(name="cifar10", data_dir=str(data), batch_size=8, workers=1))
-    from nptm.data.ffcv_pipelines import FFCVLoader
+    spec = build_dataset(DataConfig(name="cifar10", data_dir=str(data), batch_size=8, workers=1, loader="ffcv"))
+    from nptm.data.loaders.ffcv_loader import FFCVLoader
 
     assert isinstance(spec.train, FFCVLoader) and (spec.num_classes, spec.train_examples) == (10, 40)
     records = run_study(["--dataset", "cifar10", "--data-dir", str(data), "--model", "resnet20", *TINY,
@@ -125,17 +126,23 @@ def test_cifar_from_beton_files(tmp_path, capsys):
 
 @needs_ffcv
 def test_cifar_loader_choice(tmp_path, capsys):
-    from nptm.data.ffcv_pipelines import FFCVLoader
+    from nptm.data.loaders.ffcv_loader import FFCVLoader
 
     make_cifar_folder(tmp_path, "cifar10", n_train=20, n_test=10)
     cfg = dict(name="cifar10", data_dir=str(tmp_path), batch_size=4, workers=1)
     assert isinstance(build_dataset(DataConfig(**cfg)).train, TensorLoader)  # no .beton files: python files
     with pytest.raises(DataError, match="lacks train.beton, test.beton"):
         build_dataset(DataConfig(**cfg, loader="ffcv"))
+    python_files = build_dataset(DataConfig(**cfg))
     for split in ("train", "test"):
         write_beton(f"cifar10:{tmp_path}", tmp_path / f"{split}.beton", "--split", split)
-    assert isinstance(build_dataset(DataConfig(**cfg)).train, FFCVLoader)  # both: the .beton files
-    assert isinstance(build_dataset(DataConfig(**cfg, loader="torchvision")).train, TensorLoader)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").unlink()  # auto now reads the .beton files only
+    auto = build_dataset(DataConfig(**cfg))  # decoded into memory: the in-memory path, bit for bit
+    assert isinstance(auto.train, TensorLoader) and "nptm:" not in capsys.readouterr().err
+    assert (len(auto.train), auto.train_examples) == (len(python_files.train), python_files.train_examples)
+    for a, b in zip([*auto.train, *auto.test], [*python_files.train, *python_files.test]):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert isinstance(build_dataset(DataConfig(**cfg, loader="ffcv")).train, FFCVLoader)  # streamed
 
 
 def test_cifar_missing_data_names_both_layouts(tmp_path, capsys):
@@ -185,7 +192,7 @@ def test_explicit_values_override_the_preset(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--preset", "rn18_16", "--dataset", "cifar10"], "ImageNet recipe"),
     (["--preset", "rn99"], "--preset"),
-    (["--dataset", "cifar10", "--train-resolution", "32"], "imagenet only"),
+    (["--dataset", "cifar10", "--train-resolution", "32"], "applies to image-folder datasets .imagefolder, imagenet."),
     (["--dataset", "imagenet", "--progressive-resize", "160,192,0.8,0.5"], "--progressive-resize"),
     (["--dataset", "imagenet", "--progressive-resize", "160,192,0.5"], "--progressive-resize"),
     (["--preset", "rn18_16", "--train-resolution", "64", "--progressive-resize", "32,64,0,1"], "both set"),
@@ -193,7 +200,7 @@ def test_explicit_values_override_the_preset(tmp_path):
     (["--label-smoothing", "1"], "--label-smoothing"),
     (["--dataset", "imagenet", "--val-resolution", "0"], "--val-resolution must be at least 1"),
     (["--decay", "cosine"], "--decay"),
-    (["--loader", "ffcv"], "digits is generated"),
+    (["--loader", "ffcv"], "--loader applies to datasets read from files .*not digits"),
 ])
 def test_bad_imagenet_options(argv, message):
     with pytest.raises(ConfigError, match=message):

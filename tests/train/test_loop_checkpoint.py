@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from nptm.data.digits import TensorLoader
+from nptm.data.loaders import TensorLoader
 from nptm.pruning import prune_unstructured
 from nptm.schedules.retrain import Schedule
 from nptm.train.callbacks import Checkpoint, Evaluate

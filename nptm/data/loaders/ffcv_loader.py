@@ -17,10 +17,10 @@ from ffcv.transforms import (NormalizeImage, RandomHorizontalFlip, RandomTransla
                              ToTorchImage)
 from ffcv.traversal_order.base import TraversalOrder
 
-from nptm.data.digits import mix_seed
-from nptm.data.imagenet import (DEFAULT_CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD, DeviceNormalize,
-                                ProgressiveResize)
+from nptm.data.constants import CIFAR_PAD, DEFAULT_CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD
 from nptm.data.registry import DataConfig, DataError
+from nptm.data.transforms import DeviceNormalize, ProgressiveResize
+from nptm.utils.seeding import mix_seed
 
 # random: full shuffle, file read through the OS page cache (data set fits in RAM, ffcv-imagenet's
 # in_memory=1); quasi_random: page-local shuffle through a process cache (data set larger than RAM).
@@ -148,7 +148,7 @@ def imagenet_val_loader(path, cfg: DataConfig, *, resolution: int = 224, ratio: 
                       decoder=decoder)
 
 
-def cifar_train_loader(path, cfg: DataConfig, *, mean, std, pad: int = 4,
+def cifar_train_loader(path, cfg: DataConfig, *, mean, std, pad: int = CIFAR_PAD,
                        dtype: torch.dtype = torch.float32) -> FFCVLoader:
     """Pad-``pad`` (zeros) random crop and horizontal flip of fixed-size images."""
     ops = [SimpleRGBImageDecoder(), RandomHorizontalFlip(), RandomTranslate(padding=pad, fill=(0, 0, 0))]
