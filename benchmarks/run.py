@@ -59,7 +59,7 @@ grads, momentum). *target* marks the project's goals as met or MISSED; nothing i
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats; slow ResNet-50 baselines at s=0.9 only (< 3 min on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="7 rounds; sparsity 0.9 only (a few minutes on 2 quiet cores)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--json", required=True, metavar="FILE", help="write the records here")
     p.add_argument("--markdown", metavar="FILE", help="also write a Markdown section (machine + table) here")

@@ -9,8 +9,10 @@
 #pragma once
 #include <omp.h>
 
+#include <bit>
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -18,8 +20,8 @@
 
 namespace nptm::ops::topk_cpu {
 
-constexpr int64_t kSampleSize = int64_t(1) << 16;
-constexpr double kSampleZ = 4.5;        // bounds at +- this many standard deviations of the sample rank
+constexpr int64_t kSampleSize = int64_t(1) << 17;
+constexpr double kSampleZ = 4.0;        // bounds at +- this many standard deviations of the sample rank
 constexpr int64_t kBlock = 64;          // elements per vectorized block of the fused pass
 constexpr int64_t kMinSampled = 1 << 14;  // smaller inputs go straight to the radix select
 
@@ -28,6 +30,8 @@ inline uint64_t mix64(uint64_t z) {  // splitmix64: a fixed, deterministic jitte
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
+
+static_assert(std::endian::native == std::endian::little, "the candidate scan reads flag bytes as little-endian words");
 
 template <typename U> struct Candidate {
   U key;
@@ -43,6 +47,11 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
     int64_t begin, count;
   };
 
+  void prefetch(int t, int64_t j) const {
+    __builtin_prefetch(static_cast<const char*>(in.x[t]) + j * int64_t(c10::elementSize(in.dtype[t])));
+    if constexpr (MASK) __builtin_prefetch(in.mask[t] + j);
+  }
+
   // Alive sample keys at positions floor(i*N/S) + jitter, i < S.
   std::vector<U> sample(int64_t S) const {
     const int64_t N = in.total();
@@ -53,8 +62,21 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
     for (int64_t b = 0; b < S; b += kBatch) {
       auto pos = [&](int64_t i) { return int64_t((unsigned __int128)i * N / S); };
       int t = int(std::upper_bound(in.start.begin(), in.start.end(), pos(b)) - in.start.begin()) - 1;
+      auto at = [&](int64_t i) { return pos(i) + int64_t(mix64(uint64_t(i)) % uint64_t(pos(i + 1) - pos(i))); };
+      constexpr int64_t kAhead = 16;  // prefetch distance: the reads are independent cache misses
+      int pt = t;
+      for (int64_t i = b; i < std::min(b + kAhead, S); ++i) {
+        const int64_t p = at(i);
+        while (p >= in.start[pt + 1]) ++pt;
+        prefetch(pt, p - in.start[pt]);
+      }
       for (int64_t i = b; i < std::min(b + kBatch, S); ++i) {
-        const int64_t p = pos(i) + int64_t(mix64(uint64_t(i)) % uint64_t(pos(i + 1) - pos(i)));
+        if (i + kAhead < S) {
+          const int64_t p = at(i + kAhead);
+          while (p >= in.start[pt + 1]) ++pt;
+          prefetch(pt, p - in.start[pt]);
+        }
+        const int64_t p = at(i);
         while (p >= in.start[t + 1]) ++t;
         const int64_t j = p - in.start[t];
         ok[i] = !MASK || in.mask[t][j];
@@ -68,37 +90,59 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
     return keys;
   }
 
-  // One chunk of the fused pass. Appends candidates at buf[n...] while n + their count <= cap.
-  template <typename Src>
-  static void fused_chunk(const Src& src, const uint8_t* m, bool* out, const Chunk& ch, U lo, U span, Candidate<U>* buf,
-                          int64_t cap, int64_t& n, bool& overflow, int64_t& below, int64_t& alive, bool& nan) {
-    for (int64_t b = ch.begin; b < ch.end; b += kBlock) {
-      const int64_t e = std::min(b + kBlock, ch.end);
-      uint32_t nbelow = 0, nmid = 0, nalive = 0, nnan = 0;
+  struct Tally {  // one thread's share of the fused pass
+    int64_t n = 0, below = 0, alive = 0;
+    bool overflow = false, nan = false;
+  };
+
+  // The fused pass over x[begin, end) (source dtype T): final masks outside [lo, lo + span], alive
+  // candidates inside appended at buf[tally.n...] (offsets from `base`) while they fit in cap.
+  // Raw restrict pointers and local counters: the bool stores alias nothing, so blocks vectorize
+  // (an AVX2 clone where the CPU has it).
+  template <typename T>
+  __attribute__((target_clones("avx2", "default"))) static void fused(const void* xp, const uint8_t* __restrict m, bool* __restrict out, int64_t base, int64_t begin, int64_t end,
+                    U lo, U span, Candidate<U>* __restrict buf, int64_t cap, Tally& tally) {
+    const auto* __restrict x = static_cast<const typename FloatBits<T>::U*>(xp);
+    int64_t n = tally.n, below = 0, alive = 0;
+    uint32_t nan = 0;
+    bool overflow = tally.overflow;
+    for (int64_t b = begin; b < end; b += kBlock) {
+      const int64_t e = std::min(b + kBlock, end);
+      uint32_t nbelow = 0, nmid = 0, nalive = 0;
       for (int64_t j = b; j < e; ++j) {
-        const U bits = src.bits(j);
+        const U bits = to_key_bits<K, T>(x[j]);
         const U key = score_key<U, ABS>(bits);
         const bool a = !MASK || m[j];
         out[j] = a & (key >= lo);
         nbelow += a & (key < lo);
         nmid += a & (U(key - lo) <= span);
-        nnan |= a & is_nan_bits<K>(bits);
+        nan |= a & is_nan_bits<K>(bits);
         if constexpr (MASK) nalive += a;
       }
       below += nbelow;
       alive += MASK ? int64_t(nalive) : e - b;
-      nan |= nnan != 0;
       if (nmid == 0 || overflow) continue;
       if (n + nmid > cap) {
         overflow = true;
         continue;
       }
-      for (int64_t j = b; j < e; ++j) {  // branchless append: buf has one spare slot past cap
-        const U key = src.key(j);
-        buf[n] = {key, uint32_t(j - ch.begin)};
-        n += (!MASK || m[j]) & (U(key - lo) <= span);
+      alignas(64) uint8_t flag[kBlock + 8];  // this block's candidates, found by 8-byte words
+      for (int64_t j = b; j < e; ++j) flag[j - b] = (!MASK || m[j]) & (U(score_key<U, ABS>(to_key_bits<K, T>(x[j])) - lo) <= span);
+      std::memset(flag + (e - b), 0, 8);
+      for (int64_t w = 0; w < e - b; w += 8) {
+        uint64_t v;
+        std::memcpy(&v, flag + w, 8);
+        for (; v; v &= v - 1) {
+          const int64_t j = b + w + (__builtin_ctzll(v) >> 3);
+          buf[n++] = {score_key<U, ABS>(to_key_bits<K, T>(x[j])), uint32_t(j - base)};
+        }
       }
     }
+    tally.n = n;
+    tally.below += below;
+    tally.alive += alive;
+    tally.overflow = overflow;
+    tally.nan |= nan != 0;
   }
 
   // Returns false when the bounds miss (the caller falls back to Radix). Throws like Radix on
@@ -129,44 +173,46 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
     // 2. The fused pass.
     const int T = in.threads;
     std::vector<std::unique_ptr<Candidate<U>[]>> bufs(T);
-    std::vector<int64_t> used(T, 0), below(T, 0), alive(T, 0);
+    std::vector<Tally> tallies(T);
     std::vector<int> nan_tensor(T, INT_MAX);
-    std::vector<char> overflow(T, 0);
     const int64_t nchunks = int64_t(in.chunks.size());
     std::vector<Segment> segs(nchunks);
 #pragma omp parallel num_threads(T)
     {
       const int t = omp_get_thread_num();
-      bufs[t].reset(new Candidate<U>[cap + 1]);
-      bool over = false;
+      Candidate<U>* buf = new Candidate<U>[cap + 1];
+      bufs[t].reset(buf);
+      Tally tally;  // on this thread's stack: no false sharing
+      int my_nan = INT_MAX;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t c = 0; c < nchunks; ++c) {
         const Chunk ch = in.chunks[c];
-        const int64_t begin = used[t];
-        bool nan = false;
-        visit_chunk<K, ABS, MASK>(in, ch, [&](const auto& src, const uint8_t* m) {
-          fused_chunk(src, m, in.out[ch.tensor], ch, lo, span, bufs[t].get(), cap, used[t], over, below[t], alive[t], nan);
+        const int64_t begin = tally.n;
+        tally.nan = false;
+        const uint8_t* m = MASK ? in.mask[ch.tensor] : nullptr;
+        visit_source<K>(in.dtype[ch.tensor], [&](auto tag) {
+          fused<typename decltype(tag)::type>(in.x[ch.tensor], m, in.out[ch.tensor], ch.begin, ch.begin, ch.end, lo, span, buf, cap, tally);
         });
-        if (nan) nan_tensor[t] = std::min(nan_tensor[t], ch.tensor);
-        segs[c] = {t, begin, used[t] - begin};
+        if (tally.nan) my_nan = std::min(my_nan, ch.tensor);
+        segs[c] = {t, begin, tally.n - begin};
       }
-      overflow[t] = over;
+      tallies[t] = tally;
+      nan_tensor[t] = my_nan;
     }
     const int first_nan = *std::min_element(nan_tensor.begin(), nan_tensor.end());
     TORCH_CHECK_VALUE(first_nan == INT_MAX, "global_magnitude_masks: NaN score in tensor ", first_nan);
     int64_t n_below = 0, n_alive = 0, n_mid = 0;
-    for (int t = 0; t < T; ++t) n_below += below[t], n_alive += alive[t], n_mid += used[t];
+    bool overflow = false;
+    for (const Tally& t : tallies) n_below += t.below, n_alive += t.alive, n_mid += t.n, overflow |= t.overflow;
     TORCH_CHECK_VALUE(k <= n_alive, "global_magnitude_masks: k=", k, " but only ", n_alive, " entries are alive");
-    for (int t = 0; t < T; ++t)
-      if (overflow[t]) return false;
-    if (!(n_below < k && k <= n_below + n_mid)) return false;
+    if (overflow || !(n_below < k && k <= n_below + n_mid)) return false;
 
     // 3. Exact select among the candidates: prune keys < the want-th smallest, and the first ties.
     const int64_t want = k - n_below;
     std::vector<U> cand;
     cand.reserve(size_t(n_mid));
     for (int t = 0; t < T; ++t)
-      for (int64_t i = 0; i < used[t]; ++i) cand.push_back(bufs[t][i].key);
+      for (int64_t i = 0; i < tallies[t].n; ++i) cand.push_back(bufs[t][i].key);
     std::nth_element(cand.begin(), cand.begin() + (want - 1), cand.end());
     const U thr = cand[want - 1];
     int64_t ties = want - std::count_if(cand.begin(), cand.begin() + (want - 1), [&](U x) { return x < thr; });
