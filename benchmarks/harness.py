@@ -27,7 +27,7 @@ class Spec:
     workload: str  # e.g. "resnet50 fp32 s=0.9"
     impls: tuple[str, ...]  # ours first, then the baselines
     params: tuple = ()  # module-specific, hashable
-    interleave: bool = False  # time the impls round-robin (end-to-end steps: cancels load drift)
+    interleave: bool = False  # kept for old callers: every case is now timed round-robin
 
     @property
     def id(self) -> str:
@@ -54,20 +54,25 @@ class Case:
 
 @dataclass(frozen=True)
 class Budget:
-    repeats: int  # timed samples wanted
+    rounds: int  # interleaved rounds: every impl (and the copy reference) takes one sample per round
     warmup: int
-    max_s: float  # stop sampling an impl once its samples sum past this (after min_samples)
+    max_s: float  # no more rounds once the case's samples sum past this (after min_rounds)
     min_sample_s: float  # fast calls are batched so that one sample lasts at least this
-    min_samples: int = 3
+    min_rounds: int = 7
+
+    @property
+    def repeats(self) -> int:  # samples per impl for pytest-benchmark
+        return self.rounds
 
     @staticmethod
     def for_run(quick: bool, device: str) -> "Budget":
         if quick:
-            return Budget(repeats=3, warmup=1, max_s=4.0, min_sample_s=2e-3, min_samples=1)
-        return Budget(repeats=15 if device == "cuda" else 10, warmup=2, max_s=20.0, min_sample_s=5e-3 if device == "cuda" else 1e-2)
+            return Budget(rounds=7, warmup=1, max_s=4.0, min_sample_s=2e-2)  # long samples: preemption averages out
+        return Budget(rounds=15, warmup=2, max_s=60.0, min_sample_s=5e-3 if device == "cuda" else 1e-2)
 
 
 SLOW_S = 1.0  # a call this slow is not warmed up: its first call counts as a sample
+COPY = "copy_"  # the copy-bandwidth reference timed in every case's rounds
 
 
 def sync(device: str) -> None:
@@ -92,34 +97,45 @@ def _probe(t: Timed, device: str, budget: Budget) -> tuple[int, float]:
     return inner, est
 
 
-def time_case(case: Case, budget: Budget, progress: Callable[[str], None] | None = None) -> tuple[dict[str, float], dict[str, str]]:
-    """Median seconds per call of every impl (after warm-up; synchronized on GPU), and the impls that raised."""
+def time_case(case: Case, budget: Budget, progress: Callable[[str], None] | None = None,
+              copy: Case | None = None) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Seconds per call of every impl in each round, and the impls that raised.
+
+    Impls are timed interleaved (A B C, C B A, A B C, ...: load drift hits all alike) for at least
+    ``min_rounds`` rounds; ``copy``'s op joins every round under COPY so that bandwidth fractions
+    compare samples taken side by side.
+    """
+    timed = dict(case.timed)
+    if copy is not None:
+        timed[COPY] = copy.timed[copy.spec.impls[0]]
     inner, samples, errors = {}, {}, {}
-    for n, t in case.timed.items():  # warm-up; its first call is the probe that sizes the batches
+    for n, t in timed.items():  # warm-up; its first call is the probe that sizes the batches
         try:
             inner[n], est = _probe(t, case.device, budget)
-            if est >= SLOW_S:  # no warm-up needed: the probe is the first sample
-                samples[n] = [est]
-                continue
-            for _ in range(budget.warmup - 1):
+            samples[n] = [est] if est >= SLOW_S else []  # slow: the probe is the first sample
+            for _ in range(0 if est >= SLOW_S else budget.warmup - 1):
                 _sample(t, case.device, inner[n])
-            samples[n] = []
         except Exception as e:  # a baseline this torch/device cannot run: reported, not fatal
             errors[n] = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+    impls = [n for n in timed if n not in errors]
+    spent = 0.0
+    r = 0
+    while r < budget.rounds and (r < budget.min_rounds or spent < budget.max_s):
+        for n in impls if r % 2 == 0 else impls[::-1]:
+            if len(samples[n]) > r:
+                continue
+            if progress:
+                progress(n)
+            samples[n].append(_sample(timed[n], case.device, inner[n]))
+            spent += samples[n][-1] * inner[n]
+        r += 1
+    return samples, errors
 
-    def more(n: str) -> bool:
-        s = samples[n]
-        return len(s) < budget.repeats and not (len(s) >= budget.min_samples and sum(s) * inner[n] > budget.max_s)
 
-    impls = list(samples)
-    for group in [impls] if case.spec.interleave else [[n] for n in impls]:
-        while any(more(n) for n in group):
-            for n in group:
-                if more(n):
-                    if progress:
-                        progress(n)
-                    samples[n].append(_sample(case.timed[n], case.device, inner[n]))
-    return {n: statistics.median(s) for n, s in samples.items()}, errors
+def ratio_stats(num: list[float], den: list[float]) -> tuple[float, float, float] | None:
+    """Median, min and max of the per-round ratios num[i] / den[i]."""
+    rs = [a / b for a, b in zip(num, den) if a and b]
+    return (statistics.median(rs), min(rs), max(rs)) if rs else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,6 +164,7 @@ def machine(device: str) -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "load_avg": os.getloadavg(),
         "torch": torch.__version__,
         "cuda_kernels": has_cuda_kernels(),
         "device": device,
@@ -164,8 +181,9 @@ def machine(device: str) -> dict[str, Any]:
 # (device, op regex, workload regex, baseline or None for the case itself, quantity, threshold)
 TARGETS = [
     ("cpu", r"global_magnitude_masks", r"resnet50 fp32 s=0\.9$", "prune.global_unstructured", "speedup", 20.0),
-    ("cpu", r"global_magnitude_masks", r"resnet50 fp32 s=0\.9$", "kthvalue", "speedup", 4.0),
-    ("cpu", r"global_magnitude_masks", r"resnet50 fp32 s=0\.9$", None, "frac_bw", 0.3),
+    ("cpu", r"global_magnitude_masks", r"resnet50 fp32 s=0\.9$", "kthvalue", "speedup", 20.0),
+    ("cpu", r"global_magnitude_masks", r"resnet50 fp32 s=0\.9$", None, "frac_bw", 0.5),
+    ("cpu", r"global_magnitude_masks", r"resnet50 fp32 s=0\.9 from 0\.5$", None, "frac_bw", 0.3),
     ("cpu", r"apply_masks(_step)?", r"resnet50 fp32", None, "frac_bw", 0.6),
     ("cpu", r"apply_masks(_step)?", r"resnet50 fp32", "foreach_mul_", "speedup", 1.0),
     ("cpu", r"train_step", r".*", "dense", "speedup", 1 / 1.03),  # masked step <= 3% slower than dense
@@ -190,16 +208,25 @@ def _targets(rec: dict, first: bool) -> str | None:
     return "; ".join(out) or None
 
 
-def records(case: Case, times: dict[str, float], copy_gbps: float | None, errors: dict[str, str] | None = None) -> list[dict]:
-    """One record per baseline (one with baseline None when the case has none)."""
+def records(case: Case, samples: dict[str, list[float]], copy_gbps: float | None, errors: dict[str, str] | None = None,
+            copy_bytes: int | None = None) -> list[dict]:
+    """One record per baseline (one with baseline None when the case has none). Times are medians over
+    rounds; speedup and frac_bw are medians of per-round ratios (spread: their min and max). frac_bw
+    divides by the copy samples of the same rounds when the case timed COPY, else by copy_gbps."""
     ours, *bases = case.spec.impls
+    times = {n: statistics.median(s) for n, s in samples.items() if s}
     ours_s = times.get(ours)
     gbps = case.bytes / ours_s / 1e9 if case.bytes and ours_s else None
+    frac = None
+    if gbps and samples.get(COPY) and copy_bytes:  # (bytes/ours) / (copy_bytes/copy) per round
+        frac = ratio_stats([case.bytes * c for c in samples[COPY]], [copy_bytes * o for o in samples[ours]])
+    elif gbps and copy_gbps:
+        frac = (gbps / copy_gbps,) * 3
     notes = [case.note(times) if case.note else None] + [f"{n} failed: {e}" for n, e in (errors or {}).items()]
     note = "; ".join(filter(None, notes)) or None
     out = []
     for i, b in enumerate(bases or [None]):
-        bs = times.get(b) if b else None
+        sp = ratio_stats(samples[b], samples[ours]) if b and samples.get(b) and samples.get(ours) else None
         rec = {
             "name": case.spec.op,
             "device": case.device,
@@ -207,11 +234,16 @@ def records(case: Case, times: dict[str, float], copy_gbps: float | None, errors
             "ours": ours,
             "ours_s": ours_s,
             "baseline": b,
-            "baseline_s": bs,
-            "speedup": bs / ours_s if bs and ours_s else None,
+            "baseline_s": times.get(b) if b else None,
+            "rounds": min(len(samples.get(ours, [])), len(samples.get(b, []))) if b else len(samples.get(ours, [])),
+            "speedup": sp[0] if sp else None,
+            "speedup_min": sp[1] if sp else None,
+            "speedup_max": sp[2] if sp else None,
             "bytes": case.bytes,
             "gbps": gbps,
-            "frac_bw": gbps / copy_gbps if gbps and copy_gbps else None,
+            "frac_bw": frac[0] if frac else None,
+            "frac_bw_min": frac[1] if frac else None,
+            "frac_bw_max": frac[2] if frac else None,
             "note": note if i == 0 else None,
         }
         rec["target"] = _targets(rec, first=i == 0)
@@ -229,7 +261,16 @@ def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-COLUMNS = ["op", "workload", "ours", "baseline", "baseline time", "speedup", "GB/s", "of copy BW", "target / note"]
+def _spread(r: dict, key: str, unit: str) -> str:
+    """Median with its min-max spread over rounds, e.g. 12.3x (11.9-12.8)."""
+    if r.get(key) is None:
+        return "-"
+    lo, hi = r.get(f"{key}_min"), r.get(f"{key}_max")
+    spread = f" ({lo:.2f}–{hi:.2f})" if lo is not None and hi is not None and lo != hi else ""
+    return f"{r[key]:.2f}{unit}{spread}"
+
+
+COLUMNS = ["op", "workload", "ours", "baseline", "baseline time", "speedup (min–max)", "GB/s", "of copy BW (min–max)", "target / note"]
 
 
 def rows(recs: list[dict]) -> list[list[str]]:
@@ -238,7 +279,7 @@ def rows(recs: list[dict]) -> list[list[str]]:
         extra = "; ".join(x for x in (r.get("target"), r.get("note")) if x)
         out.append([
             r["name"], r["workload"], f"{r['ours']} {_fmt_s(r['ours_s'])}", r["baseline"] or "-", _fmt_s(r["baseline_s"]),
-            _fmt(r["speedup"], ".2f") + ("x" if r["speedup"] else ""), _fmt(r["gbps"], ".1f"), _fmt(r["frac_bw"], ".2f"), extra,
+            _spread(r, "speedup", "x"), _fmt(r["gbps"], ".1f"), _spread(r, "frac_bw", ""), extra,
         ])
     return out
 

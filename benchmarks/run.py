@@ -1,11 +1,14 @@
 #!/usr/bin/env python
 """Runs every nptm benchmark against its PyTorch baselines and the machine's copy bandwidth.
 
-    python benchmarks/run.py [--quick] [--device cpu|cuda] --json FILE [--markdown FILE]
+    python benchmarks/run.py [--quick] [--device cpu|cuda] [--threads N] --json FILE [--markdown FILE]
 
-Writes a JSON list of records {name, device, workload, ours, ours_s, baseline, baseline_s, speedup,
-bytes, gbps, frac_bw, target, note}: bytes = the SPEC floor bytes of our op, gbps = bytes/ours_s/1e9,
-frac_bw = gbps / the copy GB/s measured first in the same run. Prints the same as a table and
+Writes JSON {machine (CPU model, cores, pinned torch threads, load average at start and end, ...),
+copy_gbps, records: [{name, device, workload, ours, ours_s, baseline, baseline_s, rounds, speedup,
+speedup_min, speedup_max, bytes, gbps, frac_bw, frac_bw_min, frac_bw_max, target, note}]}: every case
+times its impls and a 100 MiB copy interleaved over >= 7 rounds; speedup and frac_bw are medians of
+the per-round ratios with their min and max; bytes = the SPEC floor bytes of our op, gbps =
+bytes/ours_s/1e9, frac_bw = per-round (bytes/ours) / (copy bytes/copy). Prints the same as a table and
 optionally writes it as Markdown (the README "Performance" section) with the machine named.
 """
 from __future__ import annotations
@@ -36,15 +39,16 @@ import harness as H  # noqa: E402
 MODULES = [bench_topk, bench_apply, bench_slicing, bench_training, bench_structured]
 
 METHOD = """\
-How these numbers are taken: median wall time of repeated calls after warm-up (`torch.cuda.synchronize`
-around every sample on GPU; sub-millisecond calls are batched per sample; calls over 1 s are not
-warmed up, and `--quick` takes a single sample of them); everything runs in one
-process, one case at a time. *GB/s* counts the SPEC's floor bytes for our op, not what any
+How these numbers are taken: each case times its implementations and a 100 MiB `copy_` interleaved
+(A B C, C B A, ...) for at least 7 rounds after warm-up, in one process, one case at a time, with the
+thread count pinned (`torch.cuda.synchronize` around every sample on GPU; sub-millisecond calls are
+batched per sample; calls over 1 s are not warmed up). Times are medians over rounds; *speedup* and
+*of copy BW* are medians of the per-round ratios, with their min–max over the rounds. *GB/s* counts the SPEC's floor bytes for our op, not what any
 implementation actually moves: mask application N·(2b+m) (weights only) or N·(2b·(2+S)+m) with
 gradients and S=1 momentum buffer; global top-k N·b + N·m (one read of the weights, one write of the
 bool masks; + N·m to read the old masks in a second IMP round); filter slicing 2·b·(kept elements).
 b = bytes per weight, m = 1 (bool masks). *of copy BW* divides by `dst.copy_(src)` over 100 MiB
-(read + write) measured at the start of the run; ResNet-56 fits in cache, so it can exceed 1.
+(read + write) timed in the same rounds; ResNet-56 fits in cache, so it can exceed 1.
 Baselines: `prune.global_unstructured` (L1Unstructured) on fresh modules each repetition (module
 set-up untimed; the timed call includes its own `weight = orig * mask`); `kthvalue`/`topk` include
 the concat, the abs and building the masks; `mul_loop` and `foreach_mul_` multiply by float masks;
@@ -56,12 +60,15 @@ grads, momentum). *target* marks the project's goals as met or MISSED; nothing i
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats; slow ResNet-50 baselines at s=0.9 only (< 3 min on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="7 rounds; sparsity 0.9 only (a few minutes on 2 quiet cores)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--json", required=True, metavar="FILE", help="write the records here")
     p.add_argument("--markdown", metavar="FILE", help="also write a Markdown section (machine + table) here")
     p.add_argument("--only", default="", metavar="REGEX", help="run only the ops whose name matches")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), metavar="N", help="torch/OpenMP threads, pinned for the run (default: all cores)")
     args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda":
@@ -75,14 +82,14 @@ def parse_args(argv=None):
 
 
 def run(args) -> tuple[list[dict], list[str], float]:
+    torch.set_num_threads(args.threads)
     args.load = os.getloadavg()[0]
     budget = H.Budget.for_run(args.quick, args.device)
     copy = H.copy_case(args.device)
     times, _ = H.time_case(copy, budget)
     recs = H.records(copy, times, None)
     copy_gbps = recs[0]["gbps"]
-    recs[0]["frac_bw"] = 1.0
-    del copy
+    recs[0].update(frac_bw=1.0, frac_bw_min=1.0, frac_bw_max=1.0)
     todo = [(m, s) for m in MODULES for s in m.specs(args.device, not args.quick) if re.search(args.only, s.op)]
     skipped = []
     bar = tqdm(todo, unit="case", file=sys.stderr, dynamic_ncols=True)
@@ -93,8 +100,8 @@ def run(args) -> tuple[list[dict], list[str], float]:
         except H.Unavailable as e:
             skipped.append(f"{spec.op} {spec.workload}: {e}")
             continue
-        times, errors = H.time_case(case, budget, progress=lambda n: bar.set_postfix_str(n, refresh=False))
-        recs += H.records(case, times, copy_gbps, errors)
+        times, errors = H.time_case(case, budget, progress=lambda n: bar.set_postfix_str(n, refresh=False), copy=copy)
+        recs += H.records(case, times, copy_gbps, errors, copy_bytes=copy.bytes)
         del case
         gc.collect()
         if args.device == "cuda":
@@ -112,7 +119,7 @@ def markdown(recs: list[dict], skipped: list[str], copy_gbps: float, args, elaps
         "## Performance",
         "",
         f"Device **{args.device}**: {where}; torch {m['torch']}; nptm CUDA kernels compiled: {m['cuda_kernels']}.",
-        f"Copy bandwidth measured in the same run: **{copy_gbps:.1f} GB/s**. Load average at the start: {args.load:.1f}.",
+        f"Copy bandwidth measured in the same run: **{copy_gbps:.1f} GB/s**. Load average (1 min) at the start: {args.load:.1f}, at the end: {m['load_avg'][0]:.1f}.",
         f"Regenerate with `{cmd}` ({elapsed / 60:.1f} min).",
         "",
         H.markdown_table(recs),
@@ -130,7 +137,7 @@ def main(argv=None) -> None:
     recs, skipped, copy_gbps = run(args)
     elapsed = time.time() - t0
     with open(args.json, "w") as f:
-        json.dump(recs, f, indent=1)
+        json.dump({"machine": H.machine(args.device) | {"load_avg_start": args.load}, "copy_gbps": copy_gbps, "records": recs}, f, indent=1)
     print(H.text_table(recs))
     print(f"\ncopy bandwidth {copy_gbps:.1f} GB/s; {len(recs)} records in {elapsed:.0f} s -> {args.json}")
     for s in skipped:

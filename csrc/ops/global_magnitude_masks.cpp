@@ -6,15 +6,15 @@
 
 namespace nptm::ops {
 
-void check_global_magnitude_masks(at::TensorList scores, at::TensorList masks, int64_t k) {
+void check_global_magnitude_masks(at::TensorList scores, at::TensorList masks, int64_t k, bool mixed_dtypes) {
   TORCH_CHECK_VALUE(masks.empty() || masks.size() == scores.size(), "global_magnitude_masks: ", scores.size(), " tensors but ", masks.size(), " masks");
   TORCH_CHECK_VALUE(k >= 0, "global_magnitude_masks: k must be >= 0, got ", k);
   if (scores.empty()) return;
   common_device(scores, masks, "global_magnitude_masks");
   const auto dtype = scores[0].scalar_type();
-  TORCH_CHECK_VALUE(is_float_dtype(dtype), "global_magnitude_masks: unsupported dtype ", dtype);
   for (size_t i = 0; i < scores.size(); ++i) {
-    TORCH_CHECK_VALUE(scores[i].scalar_type() == dtype, "global_magnitude_masks: tensor ", i, " is ", scores[i].scalar_type(), " but tensor 0 is ", dtype);
+    TORCH_CHECK_VALUE(is_float_dtype(scores[i].scalar_type()), "global_magnitude_masks: unsupported dtype ", scores[i].scalar_type());
+    TORCH_CHECK_VALUE(mixed_dtypes || scores[i].scalar_type() == dtype, "global_magnitude_masks: tensor ", i, " is ", scores[i].scalar_type(), " but tensor 0 is ", dtype);
     if (!masks.empty()) {
       TORCH_CHECK_VALUE(is_mask_dtype(masks[i].scalar_type()), "global_magnitude_masks: mask ", i, " must be bool or uint8, got ", masks[i].scalar_type());
       TORCH_CHECK_VALUE(masks[i].numel() == scores[i].numel(), "global_magnitude_masks: mask ", i, " has ", masks[i].numel(), " elements but tensor ", i, " has ", scores[i].numel());

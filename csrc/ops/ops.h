@@ -10,7 +10,8 @@ void check_apply_masks(at::TensorList tensors, at::TensorList masks);
 
 // global_magnitude_masks: prune the k smallest alive scores (|score| when use_abs) across all
 // tensors; ties pruned in (tensor, flat index) order. masks empty = all alive. Returns bool masks.
-void check_global_magnitude_masks(at::TensorList scores, at::TensorList masks, int64_t k);
+// mixed_dtypes: the kernel accepts float dtypes mixed in one call (else all must be scores[0]'s).
+void check_global_magnitude_masks(at::TensorList scores, at::TensorList masks, int64_t k, bool mixed_dtypes = false);
 
 // gather_channels: out[i] = tensors[i].index_select(dims[i], indices[i]).contiguous().
 // Returns the dims normalized to [0, ndim).

@@ -21,7 +21,12 @@ def apply_masks_(tensors: Sequence[Tensor], masks: Sequence[Tensor]) -> None:
 
 @torch.no_grad()
 def global_magnitude_masks(scores: Sequence[Tensor], masks: Sequence[Tensor], k: int, use_abs: bool) -> list[Tensor]:
-    """Prune the k smallest alive scores across all tensors; ties go in (tensor, flat index) order."""
+    """Prune the k smallest alive scores across all tensors; ties go in (tensor, flat index) order.
+
+    Scores may mix float dtypes (e.g. bf16 and fp32 tensors in one call): values are compared exactly,
+    as float64, which holds every fp16/bf16/fp32 value, so a bf16 1.0 ties an fp32 1.0 and an fp32
+    1.0001 ranks above both. -0.0 ties +0.0; NaN in an alive entry raises.
+    """
     if not scores:
         return []
     flat = torch.cat([(s.abs() if use_abs else s).reshape(-1).double() for s in scores])

@@ -1,4 +1,5 @@
-"""global_magnitude_masks (radix select kernels) against nptm.ops.reference, bit for bit."""
+"""global_magnitude_masks (sample select + radix fallback kernels) against nptm.ops.reference, bit for bit."""
+import functools
 import re
 
 import pytest
@@ -59,14 +60,14 @@ def layout(t, kind):
 
 
 @st.composite
-def problems(draw, with_nan=False):
+def problems(draw, with_nan=False, mixed=False):
     gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
     dtype = draw(st.sampled_from(DTYPES))
     shapes = draw(st.lists(st.lists(st.integers(0, 9), max_size=3), min_size=1, max_size=6))  # [] has no device to dispatch on
     mask_kind = draw(st.sampled_from(["none", "bool", "uint8", "flat"]))
     scores, masks = [], []
     for shape in shapes:
-        t = values(shape, draw(st.sampled_from(MODES)), dtype, gen)
+        t = values(shape, draw(st.sampled_from(MODES)), draw(st.sampled_from(DTYPES)) if mixed else dtype, gen)
         if with_nan and t.numel() and draw(st.booleans()):
             t.view(-1)[torch.randint(t.numel(), (1,), generator=gen)] = float("nan")
         scores.append(layout(t, draw(st.sampled_from(["contiguous", "transposed", "sliced"]))))
@@ -108,6 +109,13 @@ def test_nan_raises_only_when_alive(device, problem):
     check_against_reference(*problem, device)
 
 
+@HYPOTHESIS
+@given(problem=problems(with_nan=True, mixed=True))
+def test_mixed_dtypes_match_reference(problem):
+    """CPU only: float dtypes mixed in one call compare exactly (the reference compares in float64)."""
+    check_against_reference(*problem, "cpu")
+
+
 def test_nan_message_names_first_alive_nan_tensor(device):
     ts = [torch.ones(3), torch.tensor([1.0, float("nan")]), torch.tensor([float("nan")])]
     masks = [torch.ones(3, dtype=torch.bool), torch.tensor([True, False]), torch.tensor([True])]
@@ -118,18 +126,81 @@ def test_nan_message_names_first_alive_nan_tensor(device):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("mode", ["normal", "ties", "ulps", "zeros"])
+@pytest.mark.parametrize("mode", MODES)
 def test_multi_chunk(device, emulated, dtype, mode):
-    """~50k entries: full-size histograms, several chunks, tie ranks carried across chunks and tensors
-    (emulated: 32x fewer entries, as its chunks are 32x smaller)."""
+    """~50k entries (the CPU sample path): full-size histograms, several chunks, tie ranks carried across
+    chunks and tensors; all-equal, +-0/+-Inf and heavy ties overflow the candidate buffer (radix fallback).
+    Emulated: 32x fewer entries, as its chunks are 32x smaller."""
     gen = torch.Generator().manual_seed(DTYPES.index(dtype) * 10 + MODES.index(mode))
     rows, n = (4, 600) if emulated else (120, 20000)
     scores = [values((rows, 250), mode, dtype, gen), values((n,), mode, dtype, gen), values((3, 0), mode, dtype, gen)]
     masks = [torch.rand(s.shape, generator=gen) < 0.8 for s in scores]
     alive = sum(int(m.sum()) for m in masks)
-    for k in (1, alive // 3, alive // 2 + 1, alive - 1):
+    for k in (0, 1, alive // 3, alive // 2 + 1, alive - 1, alive):
         check_against_reference(scores, masks, k, True, device)
         check_against_reference(scores, [], k, False, device)
+
+
+@functools.lru_cache
+def sample_positions(n: int, size: int = 2**17) -> torch.Tensor:
+    """The positions the CPU sample select reads (csrc/ops/cpu/topk_sample.h: jittered stride, splitmix64)."""
+    m64, size = 2**64 - 1, min(n, size)
+
+    def mix64(z):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m64
+        return z ^ (z >> 31)
+
+    pos = [i * n // size for i in range(size + 1)]
+    return torch.tensor([pos[i] + mix64(i) % (pos[i + 1] - pos[i]) for i in range(size)])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("side", ["above", "below"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_sample_miss(device, dtype, side, masked):
+    """Built so that the CPU sample sees only one value range: the k-th key lies outside its bounds."""
+    gen = torch.Generator().manual_seed(DTYPES.index(dtype) + 5 * masked)
+    n = 3 * 2**16
+    sampled = torch.zeros(n, dtype=torch.bool)
+    sampled[sample_positions(n)] = True
+    low, high = torch.rand(n, generator=gen), 2 + torch.rand(n, generator=gen)
+    flat = torch.where(sampled, low, high) if side == "above" else torch.where(sampled, high, low)
+    flat = flat * (torch.randint(0, 2, (n,), generator=gen) * 2 - 1)  # signs: |x| ranks differ from x
+    scores = [flat[:40000].to(dtype).reshape(200, 200), flat[40000:].to(dtype)]
+    masks = [torch.rand(s.shape, generator=gen) < 0.8 for s in scores] if masked else []
+    alive = sum(int(m.sum()) for m in masks) if masked else n
+    k = round((0.9 if side == "above" else 0.1) * alive)
+    check_against_reference(scores, masks, k, True, device)
+    check_against_reference(scores, masks, k, False, device)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ties_at_threshold(device, dtype):
+    """A few hundred copies of the median among distinct values: the exact select among candidates orders them."""
+    gen = torch.Generator().manual_seed(11)
+    n = 3 * 2**17
+    flat = torch.randn(n, generator=gen, dtype=torch.float64)
+    flat[torch.randperm(n, generator=gen)[:300]] = flat.median()
+    scores = [flat[:70000].to(dtype), flat[70000:].to(dtype).reshape(-1, 2)]  # bf16/fp16 add ties of their own
+    for k in (n // 2 - 100, n // 2, n // 2 + 100):
+        check_against_reference(scores, [], k, False, device)
+    masks = [torch.rand(s.shape, generator=gen) < 0.5 for s in scores]
+    alive = sum(int(m.sum()) for m in masks)
+    check_against_reference(scores, masks, alive // 2, False, device)
+
+
+def test_mixed_dtypes_cross_ties():
+    """CPU: bf16/fp16/fp32/fp64 tensors holding equal values tie across dtypes; fp32 values between bf16 steps rank exactly."""
+    gen = torch.Generator().manual_seed(4)
+    base = torch.randint(-64, 65, (4, 20000), generator=gen).double() / 16  # exact in every dtype
+    fine = base + torch.randint(-1, 2, base.shape, generator=gen) * 2.0**-12  # between bf16 neighbours
+    scores = [base[0].bfloat16(), fine[1].float(), base[2].half().reshape(100, 200), fine[3]]
+    masks = [torch.rand(s.shape, generator=gen) < 0.9 for s in scores]
+    for k in (1, 25000, 40000, 79999):
+        check_against_reference(scores, [], k, True, "cpu")
+        check_against_reference(scores, [], k, False, "cpu")
+    check_against_reference(scores, masks, 30000, True, "cpu")
 
 
 def test_two_million_entries(device, emulated):
@@ -197,8 +268,11 @@ def test_wrapper_amount_errors(device):
 
 def test_input_errors(device):
     a, b = torch.randn(3, device=device), torch.randn(4, device=device, dtype=torch.float64)
-    with pytest.raises(ValueError, match="tensor 1 is"):
-        torch.ops.nptm.global_magnitude_masks([a, b], [], 1, True)
+    if device == "cuda":  # the CPU kernel accepts mixed float dtypes
+        with pytest.raises(ValueError, match="tensor 1 is"):
+            torch.ops.nptm.global_magnitude_masks([a, b], [], 1, True)
+    with pytest.raises(ValueError, match="unsupported dtype"):
+        torch.ops.nptm.global_magnitude_masks([a, torch.ones(3, dtype=torch.int32, device=device)], [], 1, True)
     with pytest.raises(ValueError, match="masks"):
         torch.ops.nptm.global_magnitude_masks([a, a], [torch.ones(3, dtype=torch.bool, device=device)], 1, True)
     with pytest.raises(ValueError, match="bool or uint8"):

@@ -1,0 +1,230 @@
+// Sample-based global top-k on CPU (the fast path; Radix is the exact fallback):
+//  1. Read a jittered strided sample of S positions; the alive keys among them give bounds lo <= hi
+//     bracketing the k-th smallest alive key with high probability (rank k*S/N +- z standard deviations).
+//  2. ONE fused pass over every tensor: count alive keys < lo, write the final mask of every key
+//     outside [lo, hi] (and a provisional "keep" for those inside), and collect the alive keys inside
+//     [lo, hi] with their positions into per-thread candidate buffers (O(candidates) memory).
+//  3. If the k-th key lies in [lo, hi] and no buffer overflowed: select among the candidates exactly
+//     (nth_element on their keys, ties pruned in position order) and prune them. Else report a miss.
+#pragma once
+#include <omp.h>
+
+#include <bit>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "topk_radix.h"
+
+namespace nptm::ops::topk_cpu {
+
+constexpr int64_t kSampleSize = int64_t(1) << 17;
+constexpr double kSampleZ = 4.0;        // bounds at +- this many standard deviations of the sample rank
+constexpr int64_t kBlock = 64;          // elements per vectorized block of the fused pass
+constexpr int64_t kMinSampled = 1 << 14;  // smaller inputs go straight to the radix select
+
+inline uint64_t mix64(uint64_t z) {  // splitmix64: a fixed, deterministic jitter
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static_assert(std::endian::native == std::endian::little, "the candidate scan reads flag bytes as little-endian words");
+
+template <typename U> struct Candidate {
+  U key;
+  uint32_t offset;  // within its chunk
+};
+
+template <typename K, bool ABS, bool MASK> struct SampleSelect {
+  using U = typename FloatBits<K>::U;
+  const Inputs& in;
+
+  struct Segment {  // one chunk's candidates: buffer[thread][begin, begin + count)
+    int thread;
+    int64_t begin, count;
+  };
+
+  void prefetch(int t, int64_t j) const {
+    __builtin_prefetch(static_cast<const char*>(in.x[t]) + j * int64_t(c10::elementSize(in.dtype[t])));
+    if constexpr (MASK) __builtin_prefetch(in.mask[t] + j);
+  }
+
+  // Alive sample keys at positions floor(i*N/S) + jitter, i < S.
+  std::vector<U> sample(int64_t S) const {
+    const int64_t N = in.total();
+    constexpr int64_t kBatch = 1024;
+    std::vector<U> keys(S);
+    std::vector<uint8_t> ok(S);
+#pragma omp parallel for num_threads(in.threads) schedule(static)
+    for (int64_t b = 0; b < S; b += kBatch) {
+      auto pos = [&](int64_t i) { return int64_t((unsigned __int128)i * N / S); };
+      int t = int(std::upper_bound(in.start.begin(), in.start.end(), pos(b)) - in.start.begin()) - 1;
+      auto at = [&](int64_t i) { return pos(i) + int64_t(mix64(uint64_t(i)) % uint64_t(pos(i + 1) - pos(i))); };
+      constexpr int64_t kAhead = 16;  // prefetch distance: the reads are independent cache misses
+      int pt = t;
+      for (int64_t i = b; i < std::min(b + kAhead, S); ++i) {
+        const int64_t p = at(i);
+        while (p >= in.start[pt + 1]) ++pt;
+        prefetch(pt, p - in.start[pt]);
+      }
+      for (int64_t i = b; i < std::min(b + kBatch, S); ++i) {
+        if (i + kAhead < S) {
+          const int64_t p = at(i + kAhead);
+          while (p >= in.start[pt + 1]) ++pt;
+          prefetch(pt, p - in.start[pt]);
+        }
+        const int64_t p = at(i);
+        while (p >= in.start[t + 1]) ++t;
+        const int64_t j = p - in.start[t];
+        ok[i] = !MASK || in.mask[t][j];
+        visit_chunk<K, ABS, MASK>(in, Chunk{t, 0, 0}, [&](const auto& src, const uint8_t*) { keys[i] = src.key(j); });
+      }
+    }
+    int64_t n = 0;
+    for (int64_t i = 0; i < S; ++i)
+      if (ok[i]) keys[n++] = keys[i];
+    keys.resize(n);
+    return keys;
+  }
+
+  struct Tally {  // one thread's share of the fused pass
+    int64_t n = 0, below = 0, alive = 0;
+    bool overflow = false, nan = false;
+  };
+
+  // The fused pass over x[begin, end) (source dtype T): final masks outside [lo, lo + span], alive
+  // candidates inside appended at buf[tally.n...] (offsets from `base`) while they fit in cap.
+  // Raw restrict pointers and local counters: the bool stores alias nothing, so blocks vectorize
+  // (an AVX2 clone where the CPU has it).
+  template <typename T>
+  __attribute__((target_clones("avx2", "default"))) static void fused(const void* xp, const uint8_t* __restrict m, bool* __restrict out, int64_t base, int64_t begin, int64_t end,
+                    U lo, U span, Candidate<U>* __restrict buf, int64_t cap, Tally& tally) {
+    const auto* __restrict x = static_cast<const typename FloatBits<T>::U*>(xp);
+    int64_t n = tally.n, below = 0, alive = 0;
+    uint32_t nan = 0;
+    bool overflow = tally.overflow;
+    for (int64_t b = begin; b < end; b += kBlock) {
+      const int64_t e = std::min(b + kBlock, end);
+      uint32_t nbelow = 0, nmid = 0, nalive = 0;
+      for (int64_t j = b; j < e; ++j) {
+        const U bits = to_key_bits<K, T>(x[j]);
+        const U key = score_key<U, ABS>(bits);
+        const bool a = !MASK || m[j];
+        out[j] = a & (key >= lo);
+        nbelow += a & (key < lo);
+        nmid += a & (U(key - lo) <= span);
+        nan |= a & is_nan_bits<K>(bits);
+        if constexpr (MASK) nalive += a;
+      }
+      below += nbelow;
+      alive += MASK ? int64_t(nalive) : e - b;
+      if (nmid == 0 || overflow) continue;
+      if (n + nmid > cap) {
+        overflow = true;
+        continue;
+      }
+      alignas(64) uint8_t flag[kBlock + 8];  // this block's candidates, found by 8-byte words
+      for (int64_t j = b; j < e; ++j) flag[j - b] = (!MASK || m[j]) & (U(score_key<U, ABS>(to_key_bits<K, T>(x[j])) - lo) <= span);
+      std::memset(flag + (e - b), 0, 8);
+      for (int64_t w = 0; w < e - b; w += 8) {
+        uint64_t v;
+        std::memcpy(&v, flag + w, 8);
+        for (; v; v &= v - 1) {
+          const int64_t j = b + w + (__builtin_ctzll(v) >> 3);
+          buf[n++] = {score_key<U, ABS>(to_key_bits<K, T>(x[j])), uint32_t(j - base)};
+        }
+      }
+    }
+    tally.n = n;
+    tally.below += below;
+    tally.alive += alive;
+    tally.overflow = overflow;
+    tally.nan |= nan != 0;
+  }
+
+  // Returns false when the bounds miss (the caller falls back to Radix). Throws like Radix on
+  // NaN and k > alive. Requires 0 < k and kMinSampled <= N.
+  bool run(int64_t k) const {
+    const int64_t N = in.total(), S = std::min(N, kSampleSize);
+    std::vector<U> keys = sample(S);
+    const int64_t A = int64_t(keys.size());
+    if (A == 0) return false;
+    const double p = double(k) / double(N), r = p * double(S);
+    const double delta = kSampleZ * std::sqrt(double(S) * p * (1 - p)) + 2;
+    const int64_t ilo = int64_t(std::floor(r - delta)), ihi = int64_t(std::ceil(r + delta));
+    U lo = 0, hi = U(~U(0));
+    if (ilo >= 0 && ilo < A) {
+      std::nth_element(keys.begin(), keys.begin() + ilo, keys.end());
+      lo = keys[ilo];
+    } else if (ilo >= A) {
+      lo = *std::max_element(keys.begin(), keys.end());  // A < S: many dead entries
+    }
+    if (ihi < A) {
+      std::nth_element(keys.begin() + std::max<int64_t>(ilo + 1, 0), keys.begin() + ihi, keys.end());
+      hi = keys[ihi];
+    }
+    const U span = U(hi - lo);
+    const double expected = (std::min<double>(ihi, A) - std::max<double>(ilo, 0) + 1) * double(N) / double(S);
+    const int64_t cap = int64_t(2 * expected) + 4 * kBlock;
+
+    // 2. The fused pass.
+    const int T = in.threads;
+    std::vector<std::unique_ptr<Candidate<U>[]>> bufs(T);
+    std::vector<Tally> tallies(T);
+    std::vector<int> nan_tensor(T, INT_MAX);
+    const int64_t nchunks = int64_t(in.chunks.size());
+    std::vector<Segment> segs(nchunks);
+#pragma omp parallel num_threads(T)
+    {
+      const int t = omp_get_thread_num();
+      Candidate<U>* buf = new Candidate<U>[cap + 1];
+      bufs[t].reset(buf);
+      Tally tally;  // on this thread's stack: no false sharing
+      int my_nan = INT_MAX;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t c = 0; c < nchunks; ++c) {
+        const Chunk ch = in.chunks[c];
+        const int64_t begin = tally.n;
+        tally.nan = false;
+        const uint8_t* m = MASK ? in.mask[ch.tensor] : nullptr;
+        visit_source<K>(in.dtype[ch.tensor], [&](auto tag) {
+          fused<typename decltype(tag)::type>(in.x[ch.tensor], m, in.out[ch.tensor], ch.begin, ch.begin, ch.end, lo, span, buf, cap, tally);
+        });
+        if (tally.nan) my_nan = std::min(my_nan, ch.tensor);
+        segs[c] = {t, begin, tally.n - begin};
+      }
+      tallies[t] = tally;
+      nan_tensor[t] = my_nan;
+    }
+    const int first_nan = *std::min_element(nan_tensor.begin(), nan_tensor.end());
+    TORCH_CHECK_VALUE(first_nan == INT_MAX, "global_magnitude_masks: NaN score in tensor ", first_nan);
+    int64_t n_below = 0, n_alive = 0, n_mid = 0;
+    bool overflow = false;
+    for (const Tally& t : tallies) n_below += t.below, n_alive += t.alive, n_mid += t.n, overflow |= t.overflow;
+    TORCH_CHECK_VALUE(k <= n_alive, "global_magnitude_masks: k=", k, " but only ", n_alive, " entries are alive");
+    if (overflow || !(n_below < k && k <= n_below + n_mid)) return false;
+
+    // 3. Exact select among the candidates: prune keys < the want-th smallest, and the first ties.
+    const int64_t want = k - n_below;
+    std::vector<U> cand;
+    cand.reserve(size_t(n_mid));
+    for (int t = 0; t < T; ++t)
+      for (int64_t i = 0; i < tallies[t].n; ++i) cand.push_back(bufs[t][i].key);
+    std::nth_element(cand.begin(), cand.begin() + (want - 1), cand.end());
+    const U thr = cand[want - 1];
+    int64_t ties = want - std::count_if(cand.begin(), cand.begin() + (want - 1), [&](U x) { return x < thr; });
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const Segment s = segs[c];
+      const Candidate<U>* cs = bufs[s.thread].get() + s.begin;
+      bool* out = in.out[in.chunks[c].tensor] + in.chunks[c].begin;
+      for (int64_t i = 0; i < s.count; ++i)
+        if (cs[i].key < thr || (cs[i].key == thr && ties-- > 0)) out[cs[i].offset] = false;
+    }
+    return true;
+  }
+};
+
+}  // namespace nptm::ops::topk_cpu
