@@ -99,6 +99,7 @@ def inference_case(spec: Spec, device: str, dense, pruned, x) -> Case:
         with torch.inference_mode():
             m(x)
 
+    forward(pruned), forward(dense)  # untimed first calls: oneDNN builds its kernels for each new shape
     timed = {"pruned": Timed(lambda: forward(pruned)), "dense": Timed(lambda: forward(dense))}
     note = lambda t: f"measured {t['dense'] / t['pruned']:.2f}x vs FLOPs {ratio:.2f}x" if {"dense", "pruned"} <= set(t) else None  # noqa: E731
     return Case(spec, device, timed, note=note, keep=[dense, pruned, x])

@@ -88,7 +88,7 @@ class PruningOptions:
     pruner: tuple[str, ...] = opt(("magnitude", "random"), "pruners, comma separated (every criterion is one; gmp and "
                                   "sfp prune during training within --epochs)", choices=PRUNER_REGISTRY)
     sparsity: tuple[float, ...] = opt(
-        (0.9,), "target sparsity in [0, 1), comma separated (filter pruners: the per-layer filter ratio)")
+        (0.9,), "target sparsity in [0, 1), comma separated (filter pruners: the ratio of every channel group)")
     iterations: int = opt(1, "IMP cycles (prune 1-(1-s)^(1/n) of the remaining weights, retrain, repeat)")
     filter_config: str | None = opt(None, "PFEC preset for filter pruners instead of --sparsity", choices=("A", "B", "C", "D"))
     include_linear: bool = opt(False, "prune linear layers too (default: convolutions only)")

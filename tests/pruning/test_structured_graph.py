@@ -172,3 +172,25 @@ def test_training_flags_restored_and_untraceable_model_refused():
 
     with pytest.raises(UnsupportedModel, match="cannot trace DataDependent"):
         channel_groups(DataDependent(), torch.randn(1, 3, 4, 4))
+
+
+class WithAuxHead(nn.Module):
+    """A training-only auxiliary head (as GoogLeNet's) reading the pruned channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.aux, self.head = nn.Conv2d(3, 8, 3), nn.Linear(8, 2), nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = F.relu(self.conv(x)).mean((2, 3))
+        return (self.head(y), self.aux(y)) if self.training else self.head(y)
+
+
+def test_training_only_branch_is_pruned_too():
+    m = WithAuxHead().eval()
+    pruned = prune_channels(m, "l1_filters", 0.5, example_input=torch.randn(1, 3, 8, 8))
+    assert not pruned.training and pruned.aux.in_features == pruned.head.in_features == pruned.conv.out_channels == 4
+    main, aux = pruned.train()(torch.randn(2, 3, 8, 8))
+    assert main.shape == aux.shape == (2, 2)
+    with pytest.raises(ValueError, match=r"example input \(1, 3, 2, 2\) does not run through WithAuxHead"):
+        channel_groups(m, torch.randn(1, 3, 2, 2))

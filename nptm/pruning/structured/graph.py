@@ -341,17 +341,22 @@ def default_input(model: nn.Module) -> torch.Tensor:
 
 
 def trace_channels(model: nn.Module, example_input: torch.Tensor | None = None, *, ignore=()) -> ChannelGraph:
-    """Trace ``model`` on ``example_input`` (eval mode, no grad; training flags restored) into channel groups."""
+    """Trace ``model`` into channel groups: the graph in training mode (so training-only branches such as
+    auxiliary heads are coupled too), shapes from ``example_input`` in eval mode without grad. The model's
+    training flags are restored."""
     x = default_input(model) if example_input is None else example_input
-    try:
-        gm = fx.GraphModule(model, fx.Tracer().trace(model))
-    except Exception as e:  # noqa: BLE001  (fx raises many types)
-        raise UnsupportedModel(f"cannot trace {type(model).__name__} with torch.fx: {str(e).splitlines()[0]}") from None
     flags = {m: m.training for m in model.modules()}
     try:
+        try:
+            gm = fx.GraphModule(model, fx.Tracer().trace(model.train()))
+        except Exception as e:  # noqa: BLE001  (fx raises many types)
+            raise UnsupportedModel(f"cannot trace {type(model).__name__} with torch.fx: {str(e).splitlines()[0]}") from None
         model.eval()
         with torch.no_grad():
             ShapeProp(gm).propagate(x)
+    except RuntimeError as e:  # the traced graph (training-only branches included) does not run on x
+        raise ValueError(f"example input {tuple(x.shape)} does not run through {type(model).__name__}'s traced graph: "
+                         f"{str(e).splitlines()[0]}") from None
     finally:
         for m, f in flags.items():
             m.training = f
