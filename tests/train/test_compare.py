@@ -8,8 +8,7 @@ import pytest
 from nptm.report.__main__ import main as report_main
 from nptm.train.__main__ import main
 from nptm.train.checkpoint import load_checkpoint
-from nptm.train.loop import Callback
-from nptm.train.results import TIME_KEYS
+from test_study import Kill, _metrics  # noqa: I001  (tests/train is on sys.path)
 
 SCHEDULES = ["FT", "LRW", "SLR", "CLR", "LLR", "ALLR"]
 PRUNERS = ["magnitude", "lamp", "l1_filters", "taylor", "random"]
@@ -98,25 +97,6 @@ def test_report_tables_figures_and_best_marks(comparison, tmp_path):
 def test_report_bad_input(tmp_path, capsys):
     assert report_main([str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
-
-
-class Kill(Callback):
-    def __init__(self, n):
-        self.n = n
-
-    def on_epoch_end(self, trainer, epoch):
-        self.n -= 1
-        if self.n == 0:
-            raise KeyboardInterrupt
-
-
-def _metrics(out):
-    records = json.loads((out / "results.json").read_text())
-    for r in records:
-        for k in TIME_KEYS:
-            r.pop(k, None)
-        r["config"].pop("output")
-    return records
 
 
 def test_gmp_sfp_and_budgets_resume_to_the_same_results(tmp_path):
