@@ -48,12 +48,13 @@ WORKLOADS = {  # name: (dataset, model, images, test images, loader names)
 LOADER_FLAG = {"in-memory": "torchvision", "torchvision+PIL": "torchvision", "ffcv": "ffcv", "beton in memory": "auto"}
 
 
-def make_data(workload: str, root: Path, workers: int) -> Path:
+def make_data(workload: str, root: Path, workers: int, images: int | None = None) -> Path:
     """The generated dataset in both layouts (python files or image folders, and .beton files)."""
     from fakedata import make_cifar_folder, make_image_folder
     from nptm.data.write import convert
 
     dataset, _, n, n_test, _ = WORKLOADS[workload]
+    n = images or n
     if workload == "cifar":
         make_cifar_folder(root, "cifar10", n_train=n, n_test=n_test)
         splits = {"train": f"cifar10:{root}", "test": f"cifar10:{root}"}
@@ -159,6 +160,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--workers", type=int, default=2, help="loader workers (DataLoader processes, FFCV threads)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--images", type=int, default=None, help="training images per workload (default: cifar 2048, "
+                                                              "imagenet 192)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
@@ -168,7 +171,7 @@ def main(argv=None) -> list[dict]:
     records = []
     for workload in WORKLOADS if args.workload == "both" else [args.workload]:
         with tempfile.TemporaryDirectory() as tmp:
-            root = make_data(workload, Path(tmp), args.workers)
+            root = make_data(workload, Path(tmp), args.workers, args.images)
             records += measure(workload, root, args.workers, args.device, args.rounds)
     info["load_avg_end"] = os.getloadavg()[0]
     print(f"{info['cpu']}, {info['cores']} cores, {info['torch_threads']} torch threads, {args.workers} workers, "

@@ -58,9 +58,9 @@ class DataOptions:
     data_dir: str | None = opt(None, "folder holding the dataset: CIFAR cifar-10-batches-py/ (cifar-100-python/) or "
                                      "train.beton + test.beton; imagenet and imagefolder train.beton + val.beton or "
                                      "train/<class>/ + val/<class>/ image folders")
-    loader: str = opt("auto", "auto (FFCV when its .beton files are there, ffcv imports and it is not the slower "
-                              "loader on this device), ffcv, or torchvision (image folders through PIL; CIFAR: the "
-                              "python files)", choices=LOADERS)
+    loader: str = opt("auto", "auto (the .beton files when they are there and ffcv imports, CIFAR's decoded once "
+                              "into memory; else the fallback), ffcv (streamed through FFCV), or torchvision (image "
+                              "folders through PIL; CIFAR: the python files)", choices=LOADERS)
     train_resolution: int | None = opt(None, "image-folder training crop size (default 224)")
     val_resolution: int | None = opt(None, "image-folder evaluation crop size (default 224; the crop is 224/256 of "
                                            "the shorter side)")

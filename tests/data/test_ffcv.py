@@ -1,5 +1,6 @@
 """FFCV loaders on generated .beton files: batches, values, augmentations, ordering, training."""
 import gc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +244,19 @@ def test_missing_or_unreadable_beton(tmp_path, imagenet_dir):
 
     with pytest.raises(DataError, match="unreadable .beton file"):
         read_beton_images(tmp_path / "train.beton")
+
+
+def test_torch_keeps_its_threads(tmp_path):
+    """ffcv's import calls torch.set_num_threads(1): through nptm, CPU training keeps every thread."""
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.set_num_threads(2)\n"
+            "from nptm.data.loaders.choose import ffcv_available; assert ffcv_available()\n"
+            "import nptm.data.loaders.ffcv_loader, nptm.data.loaders.beton_memory\n"
+            "import ffcv.pipeline.compiler\n"
+            "print(torch.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2"

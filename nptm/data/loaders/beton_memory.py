@@ -21,6 +21,9 @@ RAW, JPG = 1, 0  # ffcv.fields.rgb_image.IMAGE_MODES
 def read_beton_images(path) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(uint8 N,3,H,W images, int64 labels) of a .beton with 'image' and 'label' fields; None when its
     images differ in size (they then need FFCV's cropping decoders)."""
+    from nptm.data.loaders.choose import ffcv_import_error
+
+    ffcv_import_error()  # imports ffcv keeping torch's thread count
     from ffcv.reader import Reader
 
     try:

@@ -26,12 +26,20 @@ MEMORY_FASTER: set[str] = {"cpu", "cuda"}
 
 @functools.cache
 def ffcv_import_error() -> str | None:
-    """None when ffcv imports; otherwise why not (a missing package or a broken build)."""
+    """None when ffcv imports; otherwise why not (a missing package or a broken build).
+
+    Importing ffcv sets torch's thread count to 1 (``ffcv.pipeline.compiler`` calls
+    ``torch.set_num_threads(1)`` at import), which halved CPU training: the count is restored here,
+    and every nptm module imports ffcv through this function first."""
+    threads = torch.get_num_threads()
     try:
         import ffcv.fields  # noqa: F401
         import ffcv.loader  # noqa: F401
+        import ffcv.reader  # noqa: F401
     except Exception as e:  # ImportError, OSError (libturbojpeg), numba/numpy mismatches
         return f"{type(e).__name__}: {e}"
+    finally:
+        torch.set_num_threads(threads)
     return None
 
 

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder,
-                                  SimpleRGBImageDecoder)
-from ffcv.loader import Loader, OrderOption
-from ffcv.reader import Reader
-from ffcv.transforms import (NormalizeImage, RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice, ToTensor,
-                             ToTorchImage)
-from ffcv.traversal_order.base import TraversalOrder
 
-from nptm.data.constants import CIFAR_PAD, DEFAULT_CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD
-from nptm.data.registry import DataConfig, DataError
-from nptm.data.transforms import DeviceNormalize, ProgressiveResize
-from nptm.utils.seeding import mix_seed
+from nptm.data.loaders.choose import ffcv_import_error
+
+ffcv_import_error()  # the first import of ffcv, keeping torch's thread count (see there)
+from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder,  # noqa: E402
+                                  RandomResizedCropRGBImageDecoder, SimpleRGBImageDecoder)
+from ffcv.loader import Loader, OrderOption  # noqa: E402
+from ffcv.reader import Reader  # noqa: E402
+from ffcv.transforms import (NormalizeImage, RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice,  # noqa: E402
+                             ToTensor, ToTorchImage)
+from ffcv.traversal_order.base import TraversalOrder  # noqa: E402
+
+from nptm.data.constants import CIFAR_PAD, DEFAULT_CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from nptm.data.registry import DataConfig, DataError  # noqa: E402
+from nptm.data.transforms import DeviceNormalize, ProgressiveResize  # noqa: E402
+from nptm.utils.seeding import mix_seed  # noqa: E402
 
 # random: full shuffle, file read through the OS page cache (data set fits in RAM, ffcv-imagenet's
 # in_memory=1); quasi_random: page-local shuffle through a process cache (data set larger than RAM).
