@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("csrc")
 RUNTIME_DEPENDENCIES = ["torchvision", "numpy", "scikit-learn", "tqdm", "matplotlib", "pyyaml"]
 # nptm._C only loads beside the torch it was compiled against: the wheel pins it, as torchvision's do.
-TORCH_PIN = f"torch=={importlib.metadata.version('torch')}"
+TORCH_PIN = f"torch==={importlib.metadata.version('torch')}"  # exact: not 2.13.0+cpu for 2.13.0
 
 
 def nvcc_older_than_torch():

@@ -28,7 +28,8 @@ def installed_torch() -> str | None:
 def torch_requirement() -> str:
     version = installed_torch()
     print(f"nptm: compiling against torch {version or '(newest, none installed)'}", file=sys.stderr, flush=True)
-    return f"torch=={version}" if version else TORCH_FLOOR
+    # === (exact string): "==2.13.0" would also accept 2.13.0+cpu, a CPU-only torch, for a CUDA one
+    return f"torch==={version}" if version else TORCH_FLOOR
 
 
 # setuptools' own versions of these hooks run setup.py, which needs torch: answer without it.

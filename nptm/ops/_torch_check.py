@@ -5,8 +5,8 @@ import importlib
 
 import torch
 
-REBUILD = ("rebuild it against this torch: pip install --no-build-isolation --no-deps --force-reinstall . "
-           "(or python setup.py build_ext --inplace) in the nptm source")
+REBUILD = ("rebuild it against this torch: pip install --force-reinstall --no-deps . in the nptm source "
+           "(a checkout used in place: python setup.py build_ext --inplace)")
 
 
 def torch_mismatch(built: str, cuda_kernels: bool, running: str = torch.__version__) -> str | None:
