@@ -28,7 +28,9 @@ def apply_masks_(
     """Zero the pruned entries (mask False/0) of ``tensors`` in place, in one fused pass.
 
     ``extra`` holds further groups aligned with ``masks`` (gradients, optimizer buffers); ``None``
-    entries in a group are skipped.
+    entries in a group are skipped. Float dtypes may mix; memory listed twice (a shared parameter) is
+    zeroed where any of its masks prunes it. On CUDA the launch plan is cached per (pointers, shapes):
+    keep each mask in its tensor's memory format to spare a mask copy per call.
     """
     if len(tensors) != len(masks):
         raise ValueError(f"apply_masks_: {len(tensors)} tensors but {len(masks)} masks")

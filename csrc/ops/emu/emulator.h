@@ -106,55 +106,60 @@ T atomicMin(T* p, std::type_identity_t<T> v) {
   return old;
 }
 
-// cub::BlockScan<T, Threads>::ExclusiveSum(input, output, block_aggregate).
+// What cub::BlockScan and cub::BlockReduce share: a TempStorage the block's threads exchange inputs in.
 template <typename T, int Threads>
-class BlockScan {
+class BlockCollective {
  public:
   struct TempStorage {
     T v[Threads];
     std::atomic<uint64_t> read_at{~uint64_t(0)};
   };
-  explicit BlockScan(TempStorage& s) : s_(s) {}
-  void ExclusiveSum(T input, T& output, T& aggregate) {
-    detail::check_block_size<Threads>("BlockScan");
-    detail::check_reuse(s_.read_at, "BlockScan");
+  explicit BlockCollective(TempStorage& s) : s_(s) {}
+
+ protected:
+  // Publishes this thread's input; returns every thread's input once the whole block has published.
+  const T* exchange(T input, const char* what) {
+    detail::check_block_size<Threads>(what);
+    detail::check_reuse(s_.read_at, what);
     s_.v[threadIdx.x] = input;
     __syncthreads();
-    output = T(), aggregate = T();
-    for (unsigned i = 0; i < blockDim.x; ++i) {
-      if (i == threadIdx.x) output = aggregate;
-      aggregate += s_.v[i];
-    }
-    s_.read_at = detail::sync_generation.load();
+    return s_.v;
   }
+  void done_reading() { s_.read_at = detail::sync_generation.load(); }
 
  private:
   TempStorage& s_;
 };
 
+// cub::BlockScan<T, Threads>::ExclusiveSum(input, output, block_aggregate).
+template <typename T, int Threads>
+class BlockScan : public BlockCollective<T, Threads> {
+ public:
+  using BlockCollective<T, Threads>::BlockCollective;
+  void ExclusiveSum(T input, T& output, T& aggregate) {
+    const T* v = this->exchange(input, "BlockScan");
+    output = T(), aggregate = T();
+    for (unsigned i = 0; i < blockDim.x; ++i) {
+      if (i == threadIdx.x) output = aggregate;
+      aggregate += v[i];
+    }
+    this->done_reading();
+  }
+};
+
 // cub::BlockReduce<T, Threads>::Sum(input): the block's sum, valid in thread 0 only (as in CUB).
 template <typename T, int Threads>
-class BlockReduce {
+class BlockReduce : public BlockCollective<T, Threads> {
  public:
-  struct TempStorage {
-    T v[Threads];
-    std::atomic<uint64_t> read_at{~uint64_t(0)};
-  };
-  explicit BlockReduce(TempStorage& s) : s_(s) {}
+  using BlockCollective<T, Threads>::BlockCollective;
   T Sum(T input) {
-    detail::check_block_size<Threads>("BlockReduce");
-    detail::check_reuse(s_.read_at, "BlockReduce");
-    s_.v[threadIdx.x] = input;
-    __syncthreads();
+    const T* v = this->exchange(input, "BlockReduce");
     T total = input;
     if (threadIdx.x == 0)
-      for (unsigned i = 1; i < blockDim.x; ++i) total += s_.v[i];
-    s_.read_at = detail::sync_generation.load();
+      for (unsigned i = 1; i < blockDim.x; ++i) total += v[i];
+    this->done_reading();
     return total;
   }
-
- private:
-  TempStorage& s_;
 };
 
 // kernel<<<grid, threads, shared_bytes>>>(args...), synchronously. Launches are serialized: a
