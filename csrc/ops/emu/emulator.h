@@ -89,21 +89,22 @@ template <typename T>
 T atomicAdd(T* p, std::type_identity_t<T> v) {
   return std::atomic_ref<T>(*p).fetch_add(v);
 }
-template <typename T>
-T atomicMax(T* p, std::type_identity_t<T> v) {
+// Stores v where better(v, *p), atomically; returns the old value (CUDA's atomicMax / atomicMin).
+template <typename T, typename Better>
+T atomic_improve(T* p, T v, Better better) {
   std::atomic_ref<T> a(*p);
   T old = a.load();
-  while (old < v && !a.compare_exchange_weak(old, v)) {
+  while (better(v, old) && !a.compare_exchange_weak(old, v)) {
   }
   return old;
 }
 template <typename T>
+T atomicMax(T* p, std::type_identity_t<T> v) {
+  return atomic_improve(p, v, [](T x, T y) { return x > y; });
+}
+template <typename T>
 T atomicMin(T* p, std::type_identity_t<T> v) {
-  std::atomic_ref<T> a(*p);
-  T old = a.load();
-  while (v < old && !a.compare_exchange_weak(old, v)) {
-  }
-  return old;
+  return atomic_improve(p, v, [](T x, T y) { return x < y; });
 }
 
 // What cub::BlockScan and cub::BlockReduce share: a TempStorage the block's threads exchange inputs in.
