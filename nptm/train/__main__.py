@@ -27,10 +27,10 @@ import torch
 from nptm.data import DataError
 from nptm.train import distributed
 from nptm.train.checkpoint import CheckpointError, atomic_write
-from nptm.train.config import (RUNTIME, STUDY_SECTIONS, ConfigError, SECTIONS, StudyConfig,
-                               check_world_size, parse_args, validate)
+from nptm.train.config import RUNTIME, STUDY_SECTIONS, ConfigError, SECTIONS, StudyConfig, parse_args
 from nptm.train.distributed import DistributedError, Session
 from nptm.train.loop import Callback, TrainingDiverged
+from nptm.train.validation import check_world_size, validate
 
 CONFIG_FILE = "config.json"
 

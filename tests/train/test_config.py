@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from nptm.train.config import (DATASETS, PRUNERS, SCHEDULES, SECTIONS, ConfigError, StudyConfig, build_parser,
-                               parse_args, validate)
+                               parse_args)
+from nptm.train.validation import validate
 
 
 def subsets(choices):

@@ -16,7 +16,8 @@ from nptm.pruning import prunable_weights  # noqa: E402
 from nptm.schedules import Schedule  # noqa: E402
 from nptm.models import build_model  # noqa: E402
 from nptm.train.__main__ import main  # noqa: E402
-from nptm.train.config import ConfigError, parse_args, validate  # noqa: E402
+from nptm.train.config import ConfigError, parse_args  # noqa: E402
+from nptm.train.validation import validate  # noqa: E402
 from nptm.train.evaluate import evaluate  # noqa: E402
 from nptm.train.loop import Callback, Trainer  # noqa: E402
 from nptm.train.presets import IMAGENET_PRESET, ffcv_imagenet_lr  # noqa: E402

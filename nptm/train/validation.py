@@ -1,0 +1,91 @@
+"""Checks of a study config that need several fields at once (single values are checked on conversion)."""
+from __future__ import annotations
+
+from nptm.data import DATASETS, get_dataset
+from nptm.pruning.pruners import PRUNERS as PRUNER_REGISTRY
+from nptm.train.config import ConfigError, DataOptions, StudyConfig, repr_value
+
+
+def validate(cfg: StudyConfig) -> None:
+    """Raise ConfigError naming the first flag combination that cannot work."""
+    p, t, s = cfg.pruning, cfg.training, cfg.schedule
+    for x in p.sparsity:
+        if not 0.0 <= x < 1.0:
+            raise ConfigError(f"--sparsity {x} is outside [0, 1)")
+    budgets = t.retrain_epochs or ()
+    for name, v, lo in [("iterations", p.iterations, 1), ("epochs", t.epochs, 1),
+                        ("retrain-epochs", min(budgets, default=None), 1), ("calibration-batches", p.calibration_batches, 1),
+                        ("batch-size", cfg.data.batch_size, 1), ("workers", cfg.data.workers, 0),
+                        ("threads", t.threads, 1), ("train-resolution", cfg.data.train_resolution, 1),
+                        ("val-resolution", cfg.data.val_resolution, 1)]:
+        if v is not None and v < lo:
+            raise ConfigError(f"--{name} must be at least {lo}, got {v}")
+    if not 0 < t.dist_timeout <= 1e6:
+        raise ConfigError(f"--dist-timeout must be a positive number of seconds, got {t.dist_timeout}")
+    if t.lr is not None and not t.lr > 0:
+        raise ConfigError(f"--lr must be positive, got {t.lr}")
+    if not 0 <= t.momentum < 1 or t.weight_decay < 0:
+        raise ConfigError("--momentum must be in [0, 1) and --weight-decay non-negative")
+    if not 0 <= t.label_smoothing < 1:
+        raise ConfigError(f"--label-smoothing must be in [0, 1), got {t.label_smoothing}")
+    if not 0 <= s.warmup_epochs < (t.epochs if t.epochs is not None else float("inf")):
+        raise ConfigError(f"--warmup-epochs must be in [0, --epochs {t.epochs}), got {s.warmup_epochs}")
+    _validate_data(cfg.data)
+    if t.precision == "fp16" and t.device == "cpu":
+        raise ConfigError("--precision fp16 needs a CUDA device (its GradScaler); on the CPU use bf16 or fp32")
+    if len(set(t.seeds)) != len(t.seeds) or min(t.seeds) < 0:
+        raise ConfigError(f"--seeds must be distinct non-negative integers, got {t.seeds}")
+    if s.milestones is not None and not all(0 < m < 1 for m in s.milestones):
+        raise ConfigError(f"--milestones must be fractions in (0, 1), got {s.milestones}")
+    for name, v in [("pruner", p.pruner), ("sparsity", p.sparsity), ("schedules", s.schedules), ("retrain-epochs", budgets)]:
+        if len(set(v)) != len(v):
+            raise ConfigError(f"--{name} lists a value twice: {v}")
+    longest = max(budgets, default=0)
+    if "LRW" in s.schedules and t.epochs is not None and longest > t.epochs:
+        raise ConfigError(f"LRW replays the last --retrain-epochs {longest} of only --epochs {t.epochs}")
+    if p.round_to < 1:
+        raise ConfigError(f"--round-to must be a positive integer, got {p.round_to}")
+    pruners = [PRUNER_REGISTRY[x] for x in p.pruner]
+    if p.filter_config and p.iterations > 1 and any(x.structured for x in pruners):
+        raise ConfigError("--filter-config presets are one-shot: use --iterations 1 or a float --sparsity")
+    if len(p.gmp_window) != 2 or not 0 <= p.gmp_window[0] <= p.gmp_window[1] <= 1:
+        raise ConfigError(f"--gmp-window needs START,END with 0 <= START <= END <= 1, got {p.gmp_window}")
+    if t.epochs is not None and p.bimp and t.epochs <= p.iterations * longest:
+        raise ConfigError(f"--bimp needs --epochs > --iterations x --retrain-epochs ({t.epochs} <= {p.iterations} x {longest})")
+    soft = [x.name for x in pruners if x.during_training and x.structured]
+    if t.epochs is not None and soft and t.epochs <= longest:
+        raise ConfigError(f"--pruner {soft[0]} trains --epochs minus --retrain-epochs, then retrains: needs --epochs > "
+                          f"{longest}")
+    if p.bimp and not any(not x.structured and not x.during_training for x in pruners):
+        raise ConfigError("--bimp needs an unstructured pruner (" + ", ".join(
+            n for n, x in PRUNER_REGISTRY.items() if not x.structured and not x.during_training) + ")")
+
+
+def _validate_data(d: DataOptions) -> None:
+    if d.preset and d.dataset != "imagenet":
+        raise ConfigError(f"--preset {d.preset} is an ImageNet recipe, not for --dataset {d.dataset}")
+    dataset = get_dataset(d.dataset)
+    images = {"train-resolution": d.train_resolution, "val-resolution": d.val_resolution,
+              "progressive-resize": d.progressive_resize}
+    for name, v in images.items():
+        if v is not None and not dataset.resolutions:
+            with_it = ", ".join(n for n, ds in DATASETS.items() if ds.resolutions)
+            raise ConfigError(f"--{name} applies to image-folder datasets ({with_it}), not {d.dataset}")
+    if d.loader != "auto" and not dataset.loaders:
+        with_it = ", ".join(n for n, ds in DATASETS.items() if ds.loaders)
+        raise ConfigError(f"--loader applies to datasets read from files ({with_it}), not {d.dataset}")
+    r = d.progressive_resize
+    if r is not None:
+        if d.train_resolution is not None:
+            raise ConfigError("--train-resolution and --progressive-resize both set the training resolution; give one")
+        if len(r) != 4 or not (1 <= r[0] <= r[1] and r[0] == int(r[0]) and r[1] == int(r[1]) and 0 <= r[2] <= r[3] <= 1):
+            raise ConfigError(f"--progressive-resize needs MIN,MAX,START,END with whole 1 <= MIN <= MAX and "
+                              f"fractions 0 <= START <= END <= 1, got {','.join(map(repr_value, r))}")
+
+
+def check_world_size(cfg: StudyConfig, world_size: int) -> None:
+    """The global batch must split evenly over the processes."""
+    b = cfg.data.batch_size
+    if world_size > 1 and b is not None and b % world_size:
+        raise ConfigError(f"--batch-size {b} (the global batch) is not divisible by the {world_size} processes; "
+                          f"use a multiple of {world_size}")
