@@ -2,6 +2,7 @@
 // shared by the CPU and CUDA global_magnitude_masks kernels.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include <c10/util/BFloat16.h>
@@ -37,6 +38,15 @@ template <typename U, bool ABS> NPTM_HD U score_key(U b) {
   if (b == s) b = 0;
   return (b & s) ? U(~b) : U(b | s);
 }
+
+// How many alive entries to prune: k, or when k < 0 round-half-even(fraction * alive) (Python's
+// round(fraction * alive)), known once a pass has counted the alive entries.
+struct PruneCount {
+  int64_t k;
+  double fraction;
+  bool known() const { return k >= 0; }
+  int64_t of(int64_t alive) const { return k >= 0 ? k : int64_t(std::nearbyint(fraction * double(alive))); }
+};
 
 // key >> shift for 1 <= shift <= key bits (shift == key bits gives 0: the empty prefix).
 template <typename U> NPTM_HD uint64_t key_prefix(U key, int shift) { return uint64_t(U(key >> (shift - 1)) >> 1); }

@@ -1,7 +1,11 @@
 // The nptm operators: schemas live in the op files (csrc/ops/*.cpp), kernels in cpu/ and cuda/.
 #pragma once
 #include <ATen/ATen.h>
+
+#include <optional>
 #include <vector>
+
+#include "float_keys.h"
 
 namespace nptm::ops {
 
@@ -10,8 +14,10 @@ void check_apply_masks(at::TensorList tensors, at::TensorList masks);
 
 // global_magnitude_masks: prune the k smallest alive scores (|score| when use_abs) across all
 // tensors; ties pruned in (tensor, flat index) order. masks empty = all alive. Returns bool masks.
+// With fraction (k must then be -1) the kernel prunes round(fraction * alive) and counts alive itself.
 // mixed_dtypes: the kernel accepts float dtypes mixed in one call (else all must be scores[0]'s).
-void check_global_magnitude_masks(at::TensorList scores, at::TensorList masks, int64_t k, bool mixed_dtypes = false);
+PruneCount check_global_magnitude_masks(at::TensorList scores, at::TensorList masks, int64_t k, std::optional<double> fraction,
+                                        bool mixed_dtypes = false);
 
 // gather_channels: out[i] = tensors[i].index_select(dims[i], indices[i]).contiguous().
 // Returns the dims normalized to [0, ndim).

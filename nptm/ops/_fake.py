@@ -18,7 +18,7 @@ def _apply_masks_fake(tensors, masks):
 
 
 @torch.library.register_fake("nptm::global_magnitude_masks")
-def _global_magnitude_masks_fake(scores, masks, k, use_abs):
+def _global_magnitude_masks_fake(scores, masks, k, use_abs, fraction=None):
     _one_device("global_magnitude_masks", scores, masks)
     return [torch.empty_like(s, dtype=torch.bool, memory_format=torch.contiguous_format) for s in scores]
 

@@ -116,6 +116,56 @@ def test_mixed_dtypes_match_reference(problem):
     check_against_reference(*problem, "cpu")
 
 
+def check_fraction(scores, masks, fraction, use_abs, device):
+    """fraction mode (k=-1): the kernel counts the alive entries and prunes Python's round(fraction * alive)."""
+    alive = sum(int(m.count_nonzero()) for m in masks) if masks else sum(t.numel() for t in scores)
+    expected = reference.global_magnitude_masks(scores, masks, round(fraction * alive), use_abs)
+    got = torch.ops.nptm.global_magnitude_masks(to(scores, device), to(masks, device), -1, use_abs, fraction)
+    assert len(got) == len(expected) and all(torch.equal(g.cpu(), e) for g, e in zip(got, expected))
+
+
+@HYPOTHESIS
+@given(problem=problems(), fraction=st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.floats(0, 1)))
+def test_fraction_matches_reference(device, problem, fraction):
+    scores, masks, _, use_abs = problem
+    check_fraction(scores, masks, fraction, use_abs, device)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fraction_on_the_sample_path(device, emulated, dtype):
+    """Large enough for the sample select; alive counts chosen so that fraction * alive ends in .5 (round half to even)."""
+    gen = torch.Generator().manual_seed(21 + DTYPES.index(dtype))
+    n = 5_000 if emulated else 150_000
+    scores = [values((n // 3,), "normal", dtype, gen), values((n - n // 3,), "ties", dtype, gen)]
+    for keep in (0.9, 0.5, 0.1):
+        masks = [torch.rand(s.shape, generator=gen) < keep for s in scores]
+        alive = sum(int(m.sum()) for m in masks)
+        for fraction in (0.5 + 0.5 / alive, 0.5 + 1.5 / alive, 0.1, 0.9, 0.999, 1.0, 0.0, 0.2 / alive):
+            check_fraction(scores, masks, fraction, True, device)
+        check_fraction(scores, [], 0.7, False, device)
+
+
+def test_fraction_errors(device):
+    ts, ms = [torch.randn(40, device=device)], [torch.ones(40, dtype=torch.bool, device=device)]
+    with pytest.raises(ValueError, match="k=-1"):
+        torch.ops.nptm.global_magnitude_masks(ts, ms, 3, True, 0.5)
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="fraction must be in"):
+            torch.ops.nptm.global_magnitude_masks(ts, ms, -1, True, bad)
+    with pytest.raises(ValueError, match="k must be >= 0"):
+        torch.ops.nptm.global_magnitude_masks(ts, ms, -1, True)
+
+
+def test_k_above_alive_on_the_sample_path(device, emulated):
+    """k beyond the alive count with masks: both sample bounds land past the sample; a clear error, not a crash."""
+    gen = torch.Generator().manual_seed(5)
+    n = 5_000 if emulated else 200_000
+    scores, masks = [torch.randn(n, generator=gen)], [torch.rand(n, generator=gen) < 0.5]
+    alive = int(masks[0].sum())
+    for k in (alive + 1, (alive + n) // 2, n):
+        check_against_reference(scores, masks, k, True, device)
+
+
 def test_nan_message_names_first_alive_nan_tensor(device):
     ts = [torch.ones(3), torch.tensor([1.0, float("nan")]), torch.tensor([float("nan")])]
     masks = [torch.ones(3, dtype=torch.bool), torch.tensor([True, False]), torch.tensor([True])]

@@ -28,8 +28,9 @@ template <typename F> void dispatch_key(at::TensorList scores, F&& f) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, key, "global_magnitude_masks_cpu", [&] { f(Tag<scalar_t>{}); });
 }
 
-std::vector<at::Tensor> global_magnitude_masks_cpu(at::TensorList scores, at::TensorList masks, int64_t k, bool use_abs) {
-  check_global_magnitude_masks(scores, masks, k, /*mixed_dtypes=*/true);
+std::vector<at::Tensor> global_magnitude_masks_cpu(at::TensorList scores, at::TensorList masks, int64_t k, bool use_abs,
+                                                   std::optional<double> fraction) {
+  const PruneCount count = check_global_magnitude_masks(scores, masks, k, fraction, /*mixed_dtypes=*/true);
   std::vector<at::Tensor> outs;
   if (scores.empty()) return outs;
   for (const auto& s : scores) outs.push_back(at::empty(s.sizes(), s.options().dtype(at::kBool)));
@@ -39,8 +40,9 @@ std::vector<at::Tensor> global_magnitude_masks_cpu(at::TensorList scores, at::Te
     dispatch_bool(use_abs, [&](auto abs) {
       dispatch_bool(!masks.empty(), [&](auto has_mask) {
         constexpr bool ABS = decltype(abs)::value, MASK = decltype(has_mask)::value;
-        if (k > 0 && in.total() >= kMinSampled && SampleSelect<K, ABS, MASK>{in}.run(k)) return;
-        Radix<K, ABS, MASK>{in}.run(k);
+        const bool some = count.known() ? count.k > 0 : count.fraction > 0;
+        if (some && in.total() >= kMinSampled && SampleSelect<K, ABS, MASK>{in}.run(count)) return;
+        Radix<K, ABS, MASK>{in}.run(count);
       });
     });
   });

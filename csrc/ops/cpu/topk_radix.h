@@ -113,7 +113,8 @@ template <typename K, bool ABS, bool MASK> struct Radix {
     }
   }
 
-  void run(int64_t k) const {
+  void run(PruneCount count) const {
+    int64_t k = count.of(0);
     const int digit_bits = in.total() < (int64_t(1) << 14) ? 8 : 16;  // small inputs: small histograms
     RadixSelect sel(kKeyBits<U>, digit_bits, k);
     std::vector<int64_t> hist(size_t(1) << digit_bits), local;
@@ -124,6 +125,7 @@ template <typename K, bool ABS, bool MASK> struct Radix {
       if (first) {
         TORCH_CHECK_VALUE(nan_tensor == INT_MAX, "global_magnitude_masks: NaN score in tensor ", nan_tensor);
         for (int64_t b = 0; b < (int64_t(1) << sel.width()); ++b) alive += hist[b];
+        k = sel.want = count.of(alive);
         TORCH_CHECK_VALUE(k <= alive, "global_magnitude_masks: k=", k, " but only ", alive, " entries are alive");
         first = false;
         if (k == 0 || k == alive) break;

@@ -146,14 +146,15 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
   }
 
   // Returns false when the bounds miss (the caller falls back to Radix). Throws like Radix on
-  // NaN and k > alive. Requires 0 < k and kMinSampled <= N.
-  bool run(int64_t k) const {
+  // NaN and k > alive. Requires k > 0 (or fraction > 0) and kMinSampled <= N.
+  bool run(PruneCount count) const {
     const int64_t N = in.total(), S = std::min(N, kSampleSize);
     std::vector<U> keys = sample(S);
     const int64_t A = int64_t(keys.size());
     if (A == 0) return false;
-    const double p = double(k) / double(N), r = p * double(S);
-    const double delta = kSampleZ * std::sqrt(double(S) * p * (1 - p)) + 2;
+    // The k-th alive key's rank among the alive sample keys: k/N of the S positions, or the fraction of A.
+    const double pool = double(count.known() ? S : A), p = count.known() ? double(count.k) / double(N) : count.fraction;
+    const double r = p * pool, delta = kSampleZ * std::sqrt(pool * p * (1 - p)) + 2;
     const int64_t ilo = int64_t(std::floor(r - delta)), ihi = int64_t(std::ceil(r + delta));
     U lo = 0, hi = U(~U(0));
     if (ilo >= 0 && ilo < A) {
@@ -167,12 +168,13 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
       hi = keys[ihi];
     }
     const U span = U(hi - lo);
-    const double expected = (std::min<double>(ihi, A) - std::max<double>(ilo, 0) + 1) * double(N) / double(S);
-    const int64_t cap = int64_t(2 * expected) + 4 * kBlock;
+    const double expected = std::max<double>(std::min<double>(ihi, A - 1) - std::max<double>(ilo, 0) + 1, 0) * double(N) / double(S);
+    const int64_t cap = int64_t(2 * expected) + 4 * kBlock;  // k > alive may put both bounds past the sample
 
     // 2. The fused pass.
     const int T = in.threads;
     std::vector<std::unique_ptr<Candidate<U>[]>> bufs(T);
+    for (auto& b : bufs) b.reset(new Candidate<U>[cap + 1]);  // allocated here: nothing throws inside the parallel region
     std::vector<Tally> tallies(T);
     std::vector<int> nan_tensor(T, INT_MAX);
     const int64_t nchunks = int64_t(in.chunks.size());
@@ -180,8 +182,7 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
 #pragma omp parallel num_threads(T)
     {
       const int t = omp_get_thread_num();
-      Candidate<U>* buf = new Candidate<U>[cap + 1];
-      bufs[t].reset(buf);
+      Candidate<U>* buf = bufs[t].get();
       Tally tally;  // on this thread's stack: no false sharing
       int my_nan = INT_MAX;
 #pragma omp for schedule(dynamic, 1)
@@ -204,6 +205,7 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
     int64_t n_below = 0, n_alive = 0, n_mid = 0;
     bool overflow = false;
     for (const Tally& t : tallies) n_below += t.below, n_alive += t.alive, n_mid += t.n, overflow |= t.overflow;
+    const int64_t k = count.of(n_alive);
     TORCH_CHECK_VALUE(k <= n_alive, "global_magnitude_masks: k=", k, " but only ", n_alive, " entries are alive");
     if (overflow || !(n_below < k && k <= n_below + n_mid)) return false;
 

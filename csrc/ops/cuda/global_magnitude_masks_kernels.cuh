@@ -154,8 +154,9 @@ struct Launcher {
     B::launch(&write_kernel<T, ABS, MASK, kThreads, R>, unsigned(nchunks), kThreads, 0, meta, n, shift, prefix, first_rank, r);
   }
 
-  void run(int64_t k) const {
+  void run(PruneCount count) const {
     using U = typename FloatBits<T>::U;
+    int64_t k = count.of(0);
     if (nchunks == 0) {  // only empty tensors
       TORCH_CHECK_VALUE(k == 0, "global_magnitude_masks: k=", k, " but only 0 entries are alive");
       return;
@@ -176,6 +177,7 @@ struct Launcher {
         const int64_t nan = h[1 << kDigitBits];
         TORCH_CHECK_VALUE(nan == 0, "global_magnitude_masks: NaN score in tensor ", n - nan);
         for (int64_t b = 0; b < (int64_t(1) << sel.width()); ++b) alive += h[b];
+        k = sel.want = count.of(alive);
         TORCH_CHECK_VALUE(k <= alive, "global_magnitude_masks: k=", k, " but only ", alive, " entries are alive");
         first = false;
         if (k == 0 || k == alive) break;
@@ -207,9 +209,10 @@ inline at::ScalarType common_float_dtype(at::TensorList scores) {
 }
 
 template <class B>
-std::vector<at::Tensor> global_magnitude_masks_impl(at::TensorList scores, at::TensorList masks, int64_t k, bool use_abs) {
+std::vector<at::Tensor> global_magnitude_masks_impl(at::TensorList scores, at::TensorList masks, int64_t k, bool use_abs,
+                                                   std::optional<double> fraction) {
   constexpr int64_t kChunk = int64_t(kChunkPerThread) * B::kThreads;
-  check_global_magnitude_masks(scores, masks, k);
+  const PruneCount count = check_global_magnitude_masks(scores, masks, k, fraction);
   std::vector<at::Tensor> outs;
   if (scores.empty()) return outs;
   const typename B::Guard guard(scores[0].device());
@@ -237,7 +240,7 @@ std::vector<at::Tensor> global_magnitude_masks_impl(at::TensorList scores, at::T
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "global_magnitude_masks", [&] {
     dispatch_bool(use_abs, [&](auto abs) {
       dispatch_bool(!masks.empty(), [&](auto has_mask) {
-        Launcher<B, scalar_t, abs.value, has_mask.value>{dev_meta, n, nchunks, scores[0].device()}.run(k);
+        Launcher<B, scalar_t, abs.value, has_mask.value>{dev_meta, n, nchunks, scores[0].device()}.run(count);
       });
     });
   });

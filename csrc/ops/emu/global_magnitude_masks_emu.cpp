@@ -7,16 +7,15 @@
 
 namespace nptm::ops::emu {
 namespace {
-std::vector<at::Tensor> emu_global_magnitude_masks(at::TensorList scores, at::TensorList masks, int64_t k, bool use_abs) {
+std::vector<at::Tensor> emu_global_magnitude_masks(at::TensorList scores, at::TensorList masks, int64_t k, bool use_abs,
+                                                   std::optional<double> fraction) {
   for (const auto& t : scores) TORCH_CHECK_VALUE(t.is_cpu(), "_emu_global_magnitude_masks: the emulator runs on CPU tensors");
-  if (scores.empty()) {
-    check_global_magnitude_masks(scores, masks, k);
-    TORCH_CHECK_VALUE(k == 0, "global_magnitude_masks: k must be 0 for an empty list");
-  }
-  return global_magnitude_masks_impl<Backend>(scores, masks, k, use_abs);
+  if (scores.empty())
+    TORCH_CHECK_VALUE(check_global_magnitude_masks(scores, masks, k, fraction).of(0) == 0, "global_magnitude_masks: k must be 0 for an empty list");
+  return global_magnitude_masks_impl<Backend>(scores, masks, k, use_abs, fraction);
 }
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(nptm, m) { m.def("_emu_global_magnitude_masks(Tensor[] scores, Tensor[] masks, int k, bool use_abs) -> Tensor[]"); }
+TORCH_LIBRARY_FRAGMENT(nptm, m) { m.def("_emu_global_magnitude_masks(Tensor[] scores, Tensor[] masks, int k, bool use_abs, float? fraction=None) -> Tensor[]"); }
 TORCH_LIBRARY_IMPL(nptm, CompositeExplicitAutograd, m) { m.impl("_emu_global_magnitude_masks", TORCH_FN(emu_global_magnitude_masks)); }
 }  // namespace nptm::ops::emu
