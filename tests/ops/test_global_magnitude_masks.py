@@ -343,3 +343,17 @@ def test_mixed_devices():
         torch.ops.nptm.global_magnitude_masks([torch.randn(3, device="cuda"), torch.randn(3)], [], 1, True)
     with pytest.raises(ValueError, match="is on"):
         torch.ops.nptm.global_magnitude_masks([torch.randn(3, device="cuda")], [torch.ones(3, dtype=torch.bool)], 1, True)
+
+
+def test_portable_fused_pass_without_avx2():
+    """The fp32 sample path runs AVX2 code where the CPU has it: its cases again on the portable loop (dtype0: fp32)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NPTM_DISABLE_AVX2="1")
+    cases = "cpu and dtype0 and (multi_chunk or sample_miss or ties_at_threshold or fraction_on_the_sample_path)"
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", cases],
+                         env=env, capture_output=True, text=True, timeout=600)
+    passed = re.search(r"(\d+) passed", run.stdout)
+    assert run.returncode == 0 and passed and int(passed[1]) >= 13, run.stdout[-3000:] + run.stderr[-2000:]

@@ -16,6 +16,7 @@
 #include <memory>
 #include <vector>
 
+#include "topk_fused_avx2.h"
 #include "topk_radix.h"
 
 namespace nptm::ops::topk_cpu {
@@ -32,11 +33,6 @@ inline uint64_t mix64(uint64_t z) {  // splitmix64: a fixed, deterministic jitte
 }
 
 static_assert(std::endian::native == std::endian::little, "the candidate scan reads flag bytes as little-endian words");
-
-template <typename U> struct Candidate {
-  U key;
-  uint32_t offset;  // within its chunk
-};
 
 template <typename K, bool ABS, bool MASK> struct SampleSelect {
   using U = typename FloatBits<K>::U;
@@ -89,11 +85,6 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
     keys.resize(n);
     return keys;
   }
-
-  struct Tally {  // one thread's share of the fused pass
-    int64_t n = 0, below = 0, alive = 0;
-    bool overflow = false, nan = false;
-  };
 
   // The fused pass over x[begin, end) (source dtype T): final masks outside [lo, lo + span], alive
   // candidates inside appended at buf[tally.n...] (offsets from `base`) while they fit in cap.
@@ -192,7 +183,13 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
         tally.nan = false;
         const uint8_t* m = MASK ? in.mask[ch.tensor] : nullptr;
         visit_source<K>(in.dtype[ch.tensor], [&](auto tag) {
-          fused<typename decltype(tag)::type>(in.x[ch.tensor], m, in.out[ch.tensor], ch.begin, ch.begin, ch.end, lo, span, buf, cap, tally);
+          using T = typename decltype(tag)::type;
+          int64_t from = ch.begin;
+          if constexpr (std::is_same_v<K, float> && std::is_same_v<T, float>)
+            if (cpu_has_avx2())
+              from = fused_f32_avx2<ABS, MASK>(static_cast<const uint32_t*>(in.x[ch.tensor]), m, in.out[ch.tensor], ch.begin, ch.begin, ch.end, lo,
+                                               span, buf, cap, tally);
+          fused<T>(in.x[ch.tensor], m, in.out[ch.tensor], ch.begin, from, ch.end, lo, span, buf, cap, tally);
         });
         if (tally.nan) my_nan = std::min(my_nan, ch.tensor);
         segs[c] = {t, begin, tally.n - begin};
