@@ -39,6 +39,28 @@ template <typename U, bool ABS> NPTM_HD U score_key(U b) {
   return (b & s) ? U(~b) : U(b | s);
 }
 
+// splitmix64: a fixed, deterministic hash.
+NPTM_HD uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+NPTM_HD uint64_t mulhi64(uint64_t a, uint64_t b) {
+#ifdef __CUDA_ARCH__
+  return __umul64hi(a, b);
+#else
+  return uint64_t((unsigned __int128)a * b >> 64);
+#endif
+}
+
+// Sample i < 2^log2_s of N >= 2^log2_s positions (N < 2^(63 - log2_s)): the stride start floor(i*N/S)
+// plus a jitter below the next start, (splitmix64(i) * gap) >> 64. No division.
+NPTM_HD int64_t sample_position(int64_t i, int64_t N, int log2_s) {
+  const uint64_t lo = (uint64_t(i) * uint64_t(N)) >> log2_s, hi = (uint64_t(i + 1) * uint64_t(N)) >> log2_s;
+  return int64_t(lo + mulhi64(mix64(uint64_t(i)), hi - lo));
+}
+
 // How many alive entries to prune: k, or when k < 0 round-half-even(fraction * alive) (Python's
 // round(fraction * alive)), known once a pass has counted the alive entries.
 struct PruneCount {

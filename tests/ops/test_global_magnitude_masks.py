@@ -193,7 +193,7 @@ def test_multi_chunk(device, emulated, dtype, mode):
 
 @functools.lru_cache
 def sample_positions(n: int, size: int = 2**17) -> torch.Tensor:
-    """The positions the CPU sample select reads (csrc/ops/cpu/topk_sample.h: jittered stride, splitmix64)."""
+    """The positions the sample select reads (csrc/ops/float_keys.h: sample_position; jittered stride, splitmix64)."""
     m64, size = 2**64 - 1, min(n, size)
 
     def mix64(z):
@@ -202,7 +202,7 @@ def sample_positions(n: int, size: int = 2**17) -> torch.Tensor:
         return z ^ (z >> 31)
 
     pos = [i * n // size for i in range(size + 1)]
-    return torch.tensor([pos[i] + mix64(i) % (pos[i + 1] - pos[i]) for i in range(size)])
+    return torch.tensor([pos[i] + (mix64(i) * (pos[i + 1] - pos[i]) >> 64) for i in range(size)])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -21,16 +21,11 @@
 
 namespace nptm::ops::topk_cpu {
 
-constexpr int64_t kSampleSize = int64_t(1) << 17;
+constexpr int kSampleBits = 17;  // sample 2^17 positions (every position of smaller inputs)
+constexpr int64_t kSampleSize = int64_t(1) << kSampleBits;
 constexpr double kSampleZ = 4.0;        // bounds at +- this many standard deviations of the sample rank
 constexpr int64_t kBlock = 64;          // elements per vectorized block of the fused pass
 constexpr int64_t kMinSampled = 1 << 14;  // smaller inputs go straight to the radix select
-
-inline uint64_t mix64(uint64_t z) {  // splitmix64: a fixed, deterministic jitter
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 static_assert(std::endian::native == std::endian::little, "the candidate scan reads flag bytes as little-endian words");
 
@@ -48,7 +43,7 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
     if constexpr (MASK) __builtin_prefetch(in.mask[t] + j);
   }
 
-  // Alive sample keys at positions floor(i*N/S) + jitter, i < S.
+  // Alive sample keys at sample_position(i) for i < S (every position when S == N).
   std::vector<U> sample(int64_t S) const {
     const int64_t N = in.total();
     constexpr int64_t kBatch = 1024;
@@ -56,9 +51,8 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
     std::vector<uint8_t> ok(S);
 #pragma omp parallel for num_threads(in.threads) schedule(static)
     for (int64_t b = 0; b < S; b += kBatch) {
-      auto pos = [&](int64_t i) { return int64_t((unsigned __int128)i * N / S); };
-      int t = int(std::upper_bound(in.start.begin(), in.start.end(), pos(b)) - in.start.begin()) - 1;
-      auto at = [&](int64_t i) { return pos(i) + int64_t(mix64(uint64_t(i)) % uint64_t(pos(i + 1) - pos(i))); };
+      auto at = [&](int64_t i) { return S == N ? i : sample_position(i, N, kSampleBits); };
+      int t = int(std::upper_bound(in.start.begin(), in.start.end(), at(b)) - in.start.begin()) - 1;
       constexpr int64_t kAhead = 16;  // prefetch distance: the reads are independent cache misses
       int pt = t;
       for (int64_t i = b; i < std::min(b + kAhead, S); ++i) {
@@ -140,6 +134,7 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
   // NaN and k > alive. Requires k > 0 (or fraction > 0) and kMinSampled <= N.
   bool run(PruneCount count) const {
     const int64_t N = in.total(), S = std::min(N, kSampleSize);
+    if (N >= (int64_t(1) << (63 - kSampleBits))) return false;  // sample_position's range
     std::vector<U> keys = sample(S);
     const int64_t A = int64_t(keys.size());
     if (A == 0) return false;
