@@ -1,6 +1,7 @@
 // AVX2 form of the sample select's fused pass (topk_sample.h) for fp32 scores: 32 keys per step,
 // unsigned compares by max/min, the keep bytes built with two packs and a lane permute, counts by
-// movemask + popcount, and the candidates read straight off the in-bounds bitmask.
+// movemask + popcount, and the candidates read straight off the in-bounds bitmask. Masks are written
+// with streaming stores where aligned: no read-for-ownership of the output lines.
 #pragma once
 #include <immintrin.h>
 
@@ -39,6 +40,7 @@ NPTM_AVX2 int64_t fused_f32_avx2(const uint32_t* __restrict x, const uint8_t* __
   int64_t n = tally.n, below = 0, alive = 0;
   bool overflow = tally.overflow, nan = false;
   int64_t j = begin;
+  const bool stream = reinterpret_cast<uintptr_t>(out + j) % 32 == 0;
   for (; j + 32 <= end; j += 32) {
     __m256i key[4], ge[4], mid[4], bad[4];
     __m256i any_nan = _mm256_setzero_si256();
@@ -59,7 +61,9 @@ NPTM_AVX2 int64_t fused_f32_avx2(const uint32_t* __restrict x, const uint8_t* __
     __m256i a = ones;
     if constexpr (MASK) a = _mm256_xor_si256(_mm256_cmpeq_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + j)), _mm256_setzero_si256()), ones);
     const __m256i keep = pack_lanes(ge);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), _mm256_and_si256(_mm256_and_si256(keep, a), one));
+    const __m256i bytes = _mm256_and_si256(_mm256_and_si256(keep, a), one);
+    if (stream) _mm256_stream_si256(reinterpret_cast<__m256i*>(out + j), bytes);
+    else _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), bytes);
     below += _mm_popcnt_u32(uint32_t(_mm256_movemask_epi8(_mm256_andnot_si256(keep, a))));
     if constexpr (MASK) alive += _mm_popcnt_u32(uint32_t(_mm256_movemask_epi8(a)));
     if (!_mm256_testz_si256(any_nan, any_nan)) nan |= _mm256_movemask_epi8(_mm256_and_si256(pack_lanes(bad), a)) != 0;
@@ -76,6 +80,7 @@ NPTM_AVX2 int64_t fused_f32_avx2(const uint32_t* __restrict x, const uint8_t* __
       buf[n++] = {keys[i], uint32_t(j + i - base)};
     }
   }
+  _mm_sfence();  // the streamed masks are visible before the candidates' fix-up writes
   tally.n = n;
   tally.below += below;
   tally.alive += MASK ? alive : j - begin;
