@@ -5,7 +5,7 @@
 //     outside [lo, hi] (and a provisional "keep" for those inside), and collect the alive keys inside
 //     [lo, hi] with their positions into per-thread candidate buffers (O(candidates) memory).
 //  3. If the k-th key lies in [lo, hi] and no buffer overflowed: select among the candidates exactly
-//     (nth_element on their keys, ties pruned in position order) and prune them. Else report a miss.
+//     (a bucket select on their keys, ties pruned in position order) and prune them. Else report a miss.
 #pragma once
 #include <omp.h>
 
@@ -16,6 +16,7 @@
 #include <memory>
 #include <vector>
 
+#include "topk_bucket_select.h"
 #include "topk_fused_avx2.h"
 #include "topk_radix.h"
 
@@ -143,16 +144,14 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
     const double r = p * pool, delta = kSampleZ * std::sqrt(pool * p * (1 - p)) + 2;
     const int64_t ilo = int64_t(std::floor(r - delta)), ihi = int64_t(std::ceil(r + delta));
     U lo = 0, hi = U(~U(0));
-    if (ilo >= 0 && ilo < A) {
-      std::nth_element(keys.begin(), keys.begin() + ilo, keys.end());
-      lo = keys[ilo];
-    } else if (ilo >= A) {
-      lo = *std::max_element(keys.begin(), keys.end());  // A < S: many dead entries
-    }
-    if (ihi < A) {
-      std::nth_element(keys.begin() + std::max<int64_t>(ilo + 1, 0), keys.begin() + ihi, keys.end());
-      hi = keys[ihi];
-    }
+    BucketSelect<U> sample_ranks(0, U(~U(0)));
+    for (const U key : keys) sample_ranks.add(key);
+    auto each_key = [&](auto&& take) {
+      for (const U key : keys) take(key);
+    };
+    if (ilo >= 0 && ilo < A) lo = sample_ranks.select(ilo, each_key).first;
+    else if (ilo >= A) lo = *std::max_element(keys.begin(), keys.end());  // A < S: many dead entries
+    if (ihi < A) hi = sample_ranks.select(ihi, each_key).first;
     const U span = U(hi - lo);
     const double expected = std::max<double>(std::min<double>(ihi, A - 1) - std::max<double>(ilo, 0) + 1, 0) * double(N) / double(S);
     const int64_t cap = int64_t(2 * expected) + 4 * kBlock;  // k > alive may put both bounds past the sample
@@ -203,13 +202,14 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
 
     // 3. Exact select among the candidates: prune keys < the want-th smallest, and the first ties.
     const int64_t want = k - n_below;
-    std::vector<U> cand;
-    cand.reserve(size_t(n_mid));
-    for (int t = 0; t < T; ++t)
-      for (int64_t i = 0; i < tallies[t].n; ++i) cand.push_back(bufs[t][i].key);
-    std::nth_element(cand.begin(), cand.begin() + (want - 1), cand.end());
-    const U thr = cand[want - 1];
-    int64_t ties = want - std::count_if(cand.begin(), cand.begin() + (want - 1), [&](U x) { return x < thr; });
+    BucketSelect<U> ranks(lo, span);
+    auto each_candidate = [&](auto&& take) {
+      for (int t = 0; t < T; ++t)
+        for (int64_t i = 0; i < tallies[t].n; ++i) take(bufs[t][i].key);
+    };
+    each_candidate([&](U key) { ranks.add(key); });
+    const auto [thr, less] = ranks.select(want - 1, each_candidate);
+    int64_t ties = want - less;
     for (int64_t c = 0; c < nchunks; ++c) {
       const Segment s = segs[c];
       const Candidate<U>* cs = bufs[s.thread].get() + s.begin;
