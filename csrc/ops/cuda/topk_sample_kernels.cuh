@@ -57,36 +57,47 @@ NPTM_GLOBAL void sample_kernel(const TensorMeta* meta, int n, int64_t N, int64_t
 
 // tally: [candidates, alive keys < lo, alive keys, NaN slot (max over alive NaNs of n - tensor)].
 // Candidates go to cand[0][...] (keys) and cand[1][...] (positions) while the reservation fits in cap.
+// A tile is kItems coalesced loads per thread: one scan and at most one atomicAdd per tile.
 template <typename T, bool ABS, bool MASK, int Threads>
 NPTM_GLOBAL void fused_kernel(const TensorMeta* meta, int n, int64_t lo, int64_t hi, int64_t* cand, int64_t cap, unsigned long long* tally) {
   using U = typename FloatBits<T>::U;
   using Scan = BlockScan<int, Threads>;
   using Reduce = BlockReduce<unsigned long long, Threads>;
+  constexpr int kItems = 8;
+  static_assert(kChunkPerThread % kItems == 0, "tiles cover a chunk exactly");
   NPTM_SHARED typename Scan::TempStorage scan_tmp;
   NPTM_SHARED typename Reduce::TempStorage reduce_tmp;
   NPTM_SHARED unsigned long long tile_base;
   const ChunkRange r = chunk_range<kChunkPerThread * Threads>(meta, n, blockIdx.x);
   unsigned long long below = 0, alive = 0;
   bool nan = false;
-  for (int64_t base = r.begin; base < r.end; base += Threads) {  // same trip count for the whole block
-    const int64_t j = base + threadIdx.x;
-    U bits = 0;
-    const bool a = j < r.end && load<T, MASK>(r.t, j, bits);
-    const int64_t key = sortable(score_key<U, ABS>(bits));
-    const int mid = a && key >= lo && key <= hi;
-    below += a && key < lo;
-    alive += a;
-    nan |= a && is_nan_bits<T>(bits);
-    if (j < r.end) r.t.out[j] = a && key >= lo;
-    int before, count;
-    Scan(scan_tmp).ExclusiveSum(mid, before, count);
+  for (int64_t base = r.begin + threadIdx.x; base < r.end + threadIdx.x; base += kItems * Threads) {  // same trip count for the whole block
+    int64_t keys[kItems];
+    int mid = 0;  // bit i: item i is a candidate
+    for (int i = 0; i < kItems; ++i) {
+      const int64_t j = base + i * Threads;
+      U bits = 0;
+      const bool a = j < r.end && load<T, MASK>(r.t, j, bits);
+      keys[i] = sortable(score_key<U, ABS>(bits));
+      mid |= int(a && keys[i] >= lo && keys[i] <= hi) << i;
+      below += a && keys[i] < lo;
+      alive += a;
+      nan |= a && is_nan_bits<T>(bits);
+      if (j < r.end) r.t.out[j] = a && keys[i] >= lo;
+    }
+    int nmid = 0, before, count;
+    for (int i = 0; i < kItems; ++i) nmid += mid >> i & 1;
+    Scan(scan_tmp).ExclusiveSum(nmid, before, count);
     if (count > 0) {  // block-uniform
       if (threadIdx.x == 0) tile_base = atomicAdd(&tally[0], static_cast<unsigned long long>(count));
       __syncthreads();  // tile_base is set; every thread has read scan_tmp
-      if (mid && tile_base + count <= static_cast<unsigned long long>(cap)) {
-        cand[tile_base + before] = key;
-        cand[cap + tile_base + before] = r.t.start + j;
-      }
+      if (tile_base + count <= static_cast<unsigned long long>(cap))
+        for (int i = 0; i < kItems; ++i)
+          if (mid >> i & 1) {
+            const unsigned long long at = tile_base + before++;
+            cand[at] = keys[i];
+            cand[cap + at] = r.t.start + base + i * Threads;
+          }
     }
     __syncthreads();  // scan_tmp and tile_base are reused by the next tile
   }
