@@ -245,6 +245,11 @@ def test_emulated_select_paths(monkeypatch, dtype):
         assert emulated_path() == "sample"
     check_fraction(scores, [], 0.4, False, "cpu")
     assert emulated_path() == "sample"
+    with_nan, nan_masks = [s.clone() for s in scores], [m.clone() for m in masks]
+    with_nan[0].view(-1)[3], nan_masks[0].view(-1)[3] = float("nan"), False  # dead: ignored
+    with_nan[1][7], nan_masks[1][7] = float("nan"), True
+    check_against_reference(with_nan, nan_masks, alive // 3, True, "cpu")  # "NaN score in tensor 1", from the fused pass
+    assert emulated_path() == "sample"
     check_against_reference(scores, masks, 0, True, "cpu")
     assert emulated_path() == "radix"
     check_against_reference([s[:50] for s in scores], [], 30, True, "cpu")

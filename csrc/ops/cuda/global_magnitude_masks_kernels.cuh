@@ -208,7 +208,7 @@ std::vector<at::Tensor> global_magnitude_masks_impl(at::TensorList scores, at::T
   table.template upload<B>(scores[0].device());
   const auto* dev_meta = table.template get<const TensorMeta>(0);
   const bool sampled = (count.known() ? count.k > 0 : count.fraction > 0) && total >= kMinSampled;
-  last_select_path = "radix";
+  last_select_path = sampled ? "sample" : "radix";
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "global_magnitude_masks", [&] {
     dispatch_bool(use_abs, [&](auto abs) {
       dispatch_bool(!masks.empty(), [&](auto has_mask) {

@@ -26,7 +26,7 @@ constexpr double kSampleZ = 4.0;          // bounds at +- this many standard dev
 constexpr int64_t kMinSampled = 1 << 14;  // smaller inputs go straight to the radix select
 constexpr int64_t kCandidateSlack = 1024;
 
-// What the last global_magnitude_masks call on this thread did: "sample", "miss" or "overflow"
+// Which select the last global_magnitude_masks call on this thread ran: "sample", "miss" or "overflow"
 // (the sample select fell back to radix), or "radix" (too small or nothing to prune). Tests read it.
 inline thread_local const char* last_select_path = "";
 
@@ -185,7 +185,6 @@ struct SampleSelect {
     if (!(below < k && k <= below + ncand)) return last_select_path = "miss", false;
     const at::Tensor pos = first_in_order(cand[0].narrow(0, 0, ncand), cand[1].narrow(0, 0, ncand), k - below, kKeyBits<typename FloatBits<T>::U>, total);
     B::launch(&scatter_prune_kernel, grid_for(pos.numel()), kThreads, 0, meta, n, pos.const_data_ptr<int64_t>(), pos.numel());
-    last_select_path = "sample";
     return true;
   }
 };
