@@ -213,7 +213,7 @@ std::vector<at::Tensor> global_magnitude_masks_impl(at::TensorList scores, at::T
     dispatch_bool(use_abs, [&](auto abs) {
       dispatch_bool(!masks.empty(), [&](auto has_mask) {
         constexpr bool ABS = decltype(abs)::value, MASK = decltype(has_mask)::value;
-        if (sampled && SampleSelect<B, scalar_t, ABS, MASK>{dev_meta, n, nchunks, total, scores[0].device()}.run(count)) return;
+        if (sampled && SampleSelectLauncher<B, scalar_t, ABS, MASK>{dev_meta, n, nchunks, total, scores[0].device()}.run(count)) return;
         RadixSelectLauncher<B, scalar_t, ABS, MASK>{dev_meta, n, nchunks, scores[0].device()}.run(count);
       });
     });

@@ -24,7 +24,7 @@ namespace nptm::ops::NPTM_KERNEL_NS {
 constexpr int64_t kSampleSize = int64_t(1) << 17;
 constexpr double kSampleZ = 4.0;          // bounds at +- this many standard deviations of the sample rank
 constexpr int64_t kMinSampled = 1 << 14;  // smaller inputs go straight to the radix select
-constexpr int64_t kCandidateSlack = 1024;
+constexpr int64_t kCandidateSlack = 1024;  // candidate room beyond twice the expected count
 
 // Which select the last global_magnitude_masks call on this thread ran: "sample", "miss" or "overflow"
 // (the sample select fell back to radix), or "radix" (too small or nothing to prune). Tests read it.
@@ -132,7 +132,7 @@ inline at::Tensor first_in_order(const at::Tensor& keys, const at::Tensor& pos, 
 }
 
 template <class B, typename T, bool ABS, bool MASK>
-struct SampleSelect {
+struct SampleSelectLauncher {
   static constexpr int kThreads = B::kThreads;
   const TensorMeta* meta;
   int n;
