@@ -111,9 +111,9 @@ def test_nan_raises_only_when_alive(device, problem):
 
 @HYPOTHESIS
 @given(problem=problems(with_nan=True, mixed=True))
-def test_mixed_dtypes_match_reference(problem):
-    """CPU only: float dtypes mixed in one call compare exactly (the reference compares in float64)."""
-    check_against_reference(*problem, "cpu")
+def test_mixed_dtypes_match_reference(device, problem):
+    """Float dtypes mixed in one call compare exactly (the reference compares in float64)."""
+    check_against_reference(*problem, device)
 
 
 def check_fraction(scores, masks, fraction, use_abs, device):
@@ -135,7 +135,7 @@ def test_fraction_matches_reference(device, problem, fraction):
 def test_fraction_on_the_sample_path(device, emulated, dtype):
     """Large enough for the sample select; alive counts chosen so that fraction * alive ends in .5 (round half to even)."""
     gen = torch.Generator().manual_seed(21 + DTYPES.index(dtype))
-    n = 5_000 if emulated else 150_000
+    n = 20_000 if emulated else 150_000  # emulated: >= 2^14 entries, its sample select's minimum
     scores = [values((n // 3,), "normal", dtype, gen), values((n - n // 3,), "ties", dtype, gen)]
     for keep in (0.9, 0.5, 0.1):
         masks = [torch.rand(s.shape, generator=gen) < keep for s in scores]
@@ -159,7 +159,7 @@ def test_fraction_errors(device):
 def test_k_above_alive_on_the_sample_path(device, emulated):
     """k beyond the alive count with masks: both sample bounds land past the sample; a clear error, not a crash."""
     gen = torch.Generator().manual_seed(5)
-    n = 5_000 if emulated else 200_000
+    n = 20_000 if emulated else 200_000
     scores, masks = [torch.randn(n, generator=gen)], [torch.rand(n, generator=gen) < 0.5]
     alive = int(masks[0].sum())
     for k in (alive + 1, (alive + n) // 2, n):
@@ -208,8 +208,9 @@ def sample_positions(n: int, size: int = 2**17) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("side", ["above", "below"])
 @pytest.mark.parametrize("masked", [False, True])
-def test_sample_miss(device, dtype, side, masked):
-    """Built so that the CPU sample sees only one value range: the k-th key lies outside its bounds."""
+def test_sample_miss(device, emulated, dtype, side, masked):
+    """Built so that the sample sees only one value range: the k-th |key| lies outside its bounds (the emulated
+    CUDA code reads the CPU's sample positions and falls back to radix)."""
     gen = torch.Generator().manual_seed(DTYPES.index(dtype) + 5 * masked)
     n = 3 * 2**16
     sampled = torch.zeros(n, dtype=torch.bool)
@@ -222,7 +223,40 @@ def test_sample_miss(device, dtype, side, masked):
     alive = sum(int(m.sum()) for m in masks) if masked else n
     k = round((0.9 if side == "above" else 0.1) * alive)
     check_against_reference(scores, masks, k, True, device)
+    assert not emulated or emulated_path() in ("miss", "overflow")  # bf16/fp16 ties may overflow first
     check_against_reference(scores, masks, k, False, device)
+
+
+def emulated_path():
+    """Which select the last emulated CUDA call ran: "sample", "miss"/"overflow" (sample, then radix), or "radix"."""
+    return torch.ops.nptm._emu_global_magnitude_masks_last_path()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_select_paths(monkeypatch, dtype):
+    """The emulated CUDA code selects by sample on >= 2^14 entries and falls back to radix when the candidates overflow."""
+    monkeypatch.setattr(torch.ops.nptm, "global_magnitude_masks", torch.ops.nptm._emu_global_magnitude_masks)
+    gen = torch.Generator().manual_seed(31 + DTYPES.index(dtype))
+    scores = [values((100, 60), "normal", dtype, gen), values((14000,), "normal", dtype, gen)]
+    masks = [torch.rand(s.shape, generator=gen) < 0.9 for s in scores]
+    alive = sum(int(m.sum()) for m in masks)
+    for k in (1, alive // 3, alive - 1):
+        check_against_reference(scores, masks, k, True, "cpu")
+        assert emulated_path() == "sample"
+    check_fraction(scores, [], 0.4, False, "cpu")
+    assert emulated_path() == "sample"
+    with_nan, nan_masks = [s.clone() for s in scores], [m.clone() for m in masks]
+    with_nan[0].view(-1)[3], nan_masks[0].view(-1)[3] = float("nan"), False  # dead: ignored
+    with_nan[1][7], nan_masks[1][7] = float("nan"), True
+    check_against_reference(with_nan, nan_masks, alive // 3, True, "cpu")  # "NaN score in tensor 1", from the fused pass
+    assert emulated_path() == "sample"
+    check_against_reference(scores, masks, 0, True, "cpu")
+    assert emulated_path() == "radix"
+    check_against_reference([s[:50] for s in scores], [], 30, True, "cpu")
+    assert emulated_path() == "radix"
+    constant = [values((20000,), "constant", dtype, gen)]  # every key a candidate
+    check_against_reference(constant, [], 5000, True, "cpu")
+    assert emulated_path() == "overflow"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -240,17 +274,17 @@ def test_ties_at_threshold(device, dtype):
     check_against_reference(scores, masks, alive // 2, False, device)
 
 
-def test_mixed_dtypes_cross_ties():
-    """CPU: bf16/fp16/fp32/fp64 tensors holding equal values tie across dtypes; fp32 values between bf16 steps rank exactly."""
+def test_mixed_dtypes_cross_ties(device):
+    """bf16/fp16/fp32/fp64 tensors holding equal values tie across dtypes; fp32 values between bf16 steps rank exactly."""
     gen = torch.Generator().manual_seed(4)
     base = torch.randint(-64, 65, (4, 20000), generator=gen).double() / 16  # exact in every dtype
     fine = base + torch.randint(-1, 2, base.shape, generator=gen) * 2.0**-12  # between bf16 neighbours
     scores = [base[0].bfloat16(), fine[1].float(), base[2].half().reshape(100, 200), fine[3]]
     masks = [torch.rand(s.shape, generator=gen) < 0.9 for s in scores]
     for k in (1, 25000, 40000, 79999):
-        check_against_reference(scores, [], k, True, "cpu")
-        check_against_reference(scores, [], k, False, "cpu")
-    check_against_reference(scores, masks, 30000, True, "cpu")
+        check_against_reference(scores, [], k, True, device)
+        check_against_reference(scores, [], k, False, device)
+    check_against_reference(scores, masks, 30000, True, device)
 
 
 def test_two_million_entries(device, emulated):
@@ -317,10 +351,7 @@ def test_wrapper_amount_errors(device):
 
 
 def test_input_errors(device):
-    a, b = torch.randn(3, device=device), torch.randn(4, device=device, dtype=torch.float64)
-    if device == "cuda":  # the CPU kernel accepts mixed float dtypes
-        with pytest.raises(ValueError, match="tensor 1 is"):
-            torch.ops.nptm.global_magnitude_masks([a, b], [], 1, True)
+    a = torch.randn(3, device=device)
     with pytest.raises(ValueError, match="unsupported dtype"):
         torch.ops.nptm.global_magnitude_masks([a, torch.ones(3, dtype=torch.int32, device=device)], [], 1, True)
     with pytest.raises(ValueError, match="masks"):

@@ -1,10 +1,13 @@
 // Global top-k magnitude selection for CUDA (global_magnitude_masks_kernel.cu) and the CPU emulator
-// (emu/global_magnitude_masks_emu.cpp): the CPU kernel's radix select (csrc/ops/float_keys.h) with
-// one launch per pass over all tensors. Every tensor is cut into chunks of 64 * blockDim elements; a
-// small device table (TensorMeta) maps chunks to tensors. Histogram passes use 11-bit digits
-// (fp16/bf16: <= 2 passes, fp32: <= 3, fp64: <= 6) counted in shared memory and flushed with global
-// atomics; the host reads each histogram back to pick the digit. Ties at the threshold: per-chunk
-// counts of equal keys, at::cumsum, and an ordered in-block scan (BlockScan) in the write pass.
+// (emu/global_magnitude_masks_emu.cpp), the CPU kernel's design with one launch per pass over all
+// tensors (chunks of 64 * blockDim elements, topk_chunks.cuh). Inputs of >= 2^14 entries first try the
+// sample select (topk_sample_kernels.cuh): sample bounds, one fused pass that writes the final masks
+// outside the bounds and collects the candidates inside, a sort of the candidates. On a miss (the
+// k-th key outside the bounds, or too many candidates) the exact radix select below runs instead and
+// rewrites every output. Radix: 11-bit digits (fp16/bf16: <= 2 passes, fp32: <= 3, fp64: <= 6)
+// counted in shared memory and flushed with global atomics; the host reads each histogram back to
+// pick the digit. Ties at the threshold: per-chunk counts of equal keys, at::cumsum, and an ordered
+// in-block scan (BlockScan) in the write pass. A list of mixed float dtypes is widened to the widest.
 #pragma once
 #include <ATen/Dispatch.h>
 
@@ -15,45 +18,11 @@
 #include "../ops.h"
 #include "compat.cuh"
 #include "multi_tensor_apply.cuh"
+#include "topk_sample_kernels.cuh"
 
 namespace nptm::ops::NPTM_KERNEL_NS {
 
-constexpr int kChunkPerThread = 64;  // chunk = 64 * blockDim elements (16K on the GPU)
 constexpr int kDigitBits = 11;
-
-struct TensorMeta {
-  const void* x;
-  const uint8_t* mask;  // nullptr: all alive
-  bool* out;
-  int64_t numel;
-  int64_t first_chunk;
-};
-
-struct ChunkRange {
-  TensorMeta t;
-  int tensor;
-  int64_t begin, end;
-};
-
-// The tensor owning chunk c: the last one whose first_chunk <= c (empty tensors own no chunk).
-template <int64_t Chunk>
-NPTM_DEVICE ChunkRange chunk_range(const TensorMeta* meta, int n, int64_t c) {
-  int lo = 0, hi = n - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (meta[mid].first_chunk <= c) lo = mid;
-    else hi = mid - 1;
-  }
-  ChunkRange r{meta[lo], lo, (c - meta[lo].first_chunk) * Chunk, 0};
-  r.end = r.begin + Chunk < r.t.numel ? r.begin + Chunk : r.t.numel;
-  return r;
-}
-
-template <typename T, bool MASK>
-NPTM_DEVICE bool load(const ChunkRange& r, int64_t j, typename FloatBits<T>::U& bits) {
-  bits = static_cast<const typename FloatBits<T>::U*>(r.t.x)[j];
-  return !MASK || r.t.mask[j];
-}
 
 // hist[d] += #alive keys with key_prefix(key, shift + width) == prefix and digit d at `shift`.
 // nan_slot (first pass): max over alive NaNs of n - tensor index.
@@ -70,7 +39,7 @@ NPTM_GLOBAL void histogram_kernel(const TensorMeta* meta, int n, int64_t nchunks
     bool nan = false;
     for (int64_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
       U bits;
-      if (!load<T, MASK>(r, j, bits)) continue;
+      if (!load<T, MASK>(r.t, j, bits)) continue;
       nan |= is_nan_bits<T>(bits);
       const U key = score_key<U, ABS>(bits);
       if (key_prefix(key, shift + width) == prefix) atomicAdd(&counts[(key >> shift) & (bins - 1)], 1u);
@@ -92,7 +61,7 @@ NPTM_GLOBAL void count_equal_kernel(const TensorMeta* meta, int n, int shift, ui
   int count = 0;
   for (int64_t j = r.begin + threadIdx.x; j < r.end; j += blockDim.x) {
     U bits;
-    const bool alive = load<T, MASK>(r, j, bits);
+    const bool alive = load<T, MASK>(r.t, j, bits);
     count += alive && uint64_t(score_key<U, ABS>(bits) >> shift) == prefix;
   }
   const int total = Reduce(tmp).Sum(count);
@@ -112,7 +81,7 @@ NPTM_GLOBAL void write_kernel(const TensorMeta* meta, int n, int shift, uint64_t
     const int64_t j = base + threadIdx.x;
     const bool inside = j < range.end;
     U bits = 0;
-    const bool alive = inside && load<T, MASK>(range, j, bits);
+    const bool alive = inside && load<T, MASK>(range.t, j, bits);
     const uint64_t p = uint64_t(score_key<U, ABS>(bits) >> shift);
     bool keep;
     if constexpr (R == Rule::keep_alive) {
@@ -134,7 +103,7 @@ NPTM_GLOBAL void write_kernel(const TensorMeta* meta, int n, int shift, uint64_t
 }
 
 template <class B, typename T, bool ABS, bool MASK>
-struct Launcher {
+struct RadixSelectLauncher {
   static constexpr int kThreads = B::kThreads;
   const TensorMeta* meta;
   int n;
@@ -212,7 +181,7 @@ template <class B>
 std::vector<at::Tensor> global_magnitude_masks_impl(at::TensorList scores, at::TensorList masks, int64_t k, bool use_abs,
                                                    std::optional<double> fraction) {
   constexpr int64_t kChunk = int64_t(kChunkPerThread) * B::kThreads;
-  const PruneCount count = check_global_magnitude_masks(scores, masks, k, fraction);
+  const PruneCount count = check_global_magnitude_masks(scores, masks, k, fraction, /*mixed_dtypes=*/true);
   std::vector<at::Tensor> outs;
   if (scores.empty()) return outs;
   const typename B::Guard guard(scores[0].device());
@@ -220,7 +189,7 @@ std::vector<at::Tensor> global_magnitude_masks_impl(at::TensorList scores, at::T
   const auto dtype = common_float_dtype(scores);
   std::vector<TensorMeta> meta(n);
   std::vector<at::Tensor> converted;  // the rare non-contiguous or narrower inputs, kept alive until done
-  int64_t nchunks = 0;
+  int64_t nchunks = 0, total = 0;
   for (int i = 0; i < n; ++i) {
     const bool as_is = scores[i].is_contiguous() && scores[i].scalar_type() == dtype;
     const at::Tensor s = as_is ? scores[i] : converted.emplace_back(scores[i].to(dtype).contiguous());
@@ -230,17 +199,22 @@ std::vector<at::Tensor> global_magnitude_masks_impl(at::TensorList scores, at::T
       mask = static_cast<const uint8_t*>(m.const_data_ptr());
     }
     outs.push_back(at::empty(s.sizes(), s.options().dtype(at::kBool)));
-    meta[i] = TensorMeta{s.const_data_ptr(), mask, outs.back().data_ptr<bool>(), s.numel(), nchunks};
+    meta[i] = TensorMeta{s.const_data_ptr(), mask, outs.back().data_ptr<bool>(), s.numel(), total, nchunks};
     nchunks += (s.numel() + kChunk - 1) / kChunk;
+    total += s.numel();
   }
   DeviceTables table;
   table.add(meta);
   table.template upload<B>(scores[0].device());
   const auto* dev_meta = table.template get<const TensorMeta>(0);
+  const bool sampled = (count.known() ? count.k > 0 : count.fraction > 0) && total >= kMinSampled;
+  last_select_path = sampled ? "sample" : "radix";
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "global_magnitude_masks", [&] {
     dispatch_bool(use_abs, [&](auto abs) {
       dispatch_bool(!masks.empty(), [&](auto has_mask) {
-        Launcher<B, scalar_t, abs.value, has_mask.value>{dev_meta, n, nchunks, scores[0].device()}.run(count);
+        constexpr bool ABS = decltype(abs)::value, MASK = decltype(has_mask)::value;
+        if (sampled && SampleSelectLauncher<B, scalar_t, ABS, MASK>{dev_meta, n, nchunks, total, scores[0].device()}.run(count)) return;
+        RadixSelectLauncher<B, scalar_t, ABS, MASK>{dev_meta, n, nchunks, scores[0].device()}.run(count);
       });
     });
   });

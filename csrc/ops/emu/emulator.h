@@ -1,10 +1,10 @@
 // Runs the CUDA kernels of csrc/ops/cuda on the CPU, so tests execute their code without a GPU.
-// A launch runs its blocks one after another, each as blockDim real threads: threadIdx & co. are
-// thread-locals, __syncthreads() is a std::barrier over the block's threads (a returned thread drops
-// out of it, as on the GPU), atomics go through std::atomic_ref, and the CUB block primitives the
-// kernels use are rebuilt on shared memory. Reported as errors instead of computed silently: a CUB
-// TempStorage reused without a __syncthreads in between, a failed device assert, a blockDim that
-// differs from the kernel's compile-time block size.
+// A launch runs its blocks one after another, last to first (nothing may rely on block order), each
+// as blockDim real threads: threadIdx & co. are thread-locals, __syncthreads() is a std::barrier over
+// the block's threads (a returned thread drops out of it, as on the GPU), atomics go through
+// std::atomic_ref, and the CUB block primitives the kernels use are rebuilt on shared memory.
+// Reported as errors instead of computed silently: a CUB TempStorage reused without a __syncthreads
+// in between, a failed device assert, a blockDim that differs from the kernel's compile-time block size.
 #pragma once
 #include <c10/util/Exception.h>
 
@@ -184,7 +184,7 @@ void launch(void (*kernel)(P...), unsigned grid, unsigned threads, size_t shared
         detail::block = &block;
         for (unsigned b = 0; b < grid; ++b) {
           gate.arrive_and_wait();
-          blockIdx = {b, 0, 0};
+          blockIdx = {grid - 1 - b, 0, 0};
           try {
             std::apply(kernel, params);
           } catch (const std::exception& e) {

@@ -41,6 +41,10 @@ def run():
     for k in (1, 350, 1000):
         got = torch.ops.nptm._emu_global_magnitude_masks(scores, [], k, True)
         assert all(torch.equal(a, b) for a, b in zip(got, reference.global_magnitude_masks(scores, [], k, True)))
+    big = [torch.randn(30, 400, generator=g), torch.randn(9000, generator=g)]  # >= 2^14 entries: the sample select
+    got = torch.ops.nptm._emu_global_magnitude_masks(big, [], 7000, False)
+    assert torch.ops.nptm._emu_global_magnitude_masks_last_path() == "sample"
+    assert all(torch.equal(a, b) for a, b in zip(got, reference.global_magnitude_masks(big, [], 7000, False)))
     t = [torch.randn(1500, generator=g), torch.randn(1500, generator=g).double()]
     m = [torch.rand(1500, generator=g) < 0.5 for _ in t]
     e = [x.clone() for x in t]
