@@ -21,7 +21,8 @@
 
 namespace nptm::ops::NPTM_KERNEL_NS {
 
-constexpr int64_t kSampleSize = int64_t(1) << 17;
+constexpr int kSampleBits = 17;  // the CPU's sample (cpu/topk_sample.h): 2^17 positions, or all of a smaller input
+constexpr int64_t kSampleSize = int64_t(1) << kSampleBits;
 constexpr double kSampleZ = 4.0;          // bounds at +- this many standard deviations of the sample rank
 constexpr int64_t kMinSampled = 1 << 14;  // smaller inputs go straight to the radix select
 constexpr int64_t kCandidateSlack = 1024;  // candidate room beyond twice the expected count
@@ -30,24 +31,17 @@ constexpr int64_t kCandidateSlack = 1024;  // candidate room beyond twice the ex
 // (the sample select fell back to radix), or "radix" (too small or nothing to prune). Tests read it.
 inline thread_local const char* last_select_path = "";
 
-NPTM_HD uint64_t splitmix64(uint64_t z) {  // the CPU sample's jitter (cpu/topk_sample.h: mix64)
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 template <typename U> NPTM_HD int64_t sortable(U key) {
   return sizeof(U) == 8 ? int64_t(uint64_t(key) ^ kSignBit<uint64_t>) : int64_t(key);
 }
 
-// keys[i] = sortable key at sample position i (floor(i*N/S) + jitter), alive[i] = its mask.
+// keys[i] = sortable key at sample position i (float_keys.h: sample_position; every position when S == N),
+// alive[i] = its mask.
 template <typename T, bool ABS, bool MASK>
 NPTM_GLOBAL void sample_kernel(const TensorMeta* meta, int n, int64_t N, int64_t S, int64_t* keys, bool* alive) {
   using U = typename FloatBits<T>::U;
-  const int64_t q = N / S, r = N % S;  // floor(i*N/S) = i*q + i*r/S, no 128-bit product
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < S; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t from = i * q + i * r / S, to = (i + 1) * q + (i + 1) * r / S;
-    const int64_t p = from + int64_t(splitmix64(uint64_t(i)) % uint64_t(to - from));
+    const int64_t p = S == N ? i : sample_position(i, N, kSampleBits);
     const TensorMeta& t = meta[owner<&TensorMeta::start>(meta, n, p)];
     U bits;
     alive[i] = load<T, MASK>(t, p - t.start, bits);
