@@ -150,6 +150,27 @@ def copy_case(device: str, mbytes: int = 100) -> Case:
     return Case(spec, device, {"copy_": Timed(lambda: dst.copy_(src))}, bytes=2 * src.nbytes, keep=[src, dst])
 
 
+def keep_heap() -> dict[str, int] | None:
+    """glibc: never hand freed heap back to the OS, and serve allocations up to 32 MiB from the heap.
+
+    Otherwise whether an op's fresh outputs land on memory glibc just trimmed (page faults on every
+    call: ~6 ms for ResNet-50's 25 MB of masks) changes from process to process, and timings with it.
+    Applies to every implementation alike. Returns the settings, or None where mallopt is absent."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        settings = {"M_TRIM_THRESHOLD": (-1, 2**31 - 1), "M_MMAP_THRESHOLD": (-3, 32 * 2**20)}
+        ok = all(libc.mallopt(code, value) == 1 for code, value in settings.values())
+    except (OSError, AttributeError):
+        return None
+    return {k: v for k, (_, v) in settings.items()} if ok else None
+
+
+KEPT_HEAP: dict[str, int] | None = None  # set by run.py (keep_heap)
+
+
 def machine(device: str) -> dict[str, Any]:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -165,6 +186,7 @@ def machine(device: str) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_avg": os.getloadavg(),
+        "malloc": KEPT_HEAP,
         "torch": torch.__version__,
         "cuda_kernels": has_cuda_kernels(),
         "device": device,

@@ -3,7 +3,8 @@
 
     python benchmarks/run.py [--quick] [--device cpu|cuda] [--threads N] --json FILE [--markdown FILE]
 
-Writes JSON {machine (CPU model, cores, pinned torch threads, load average at start and end, ...),
+Writes JSON {machine (CPU model, cores, pinned torch threads, load average at start and end, malloc
+settings, ...),
 copy_gbps, records: [{name, device, workload, ours, ours_s, baseline, baseline_s, rounds, speedup,
 speedup_min, speedup_max, bytes, gbps, frac_bw, frac_bw_min, frac_bw_max, target, note}]}: every case
 times its impls and a 100 MiB copy interleaved over >= 7 rounds; speedup and frac_bw are medians of
@@ -41,8 +42,9 @@ MODULES = [bench_topk, bench_apply, bench_slicing, bench_training, bench_structu
 METHOD = """\
 How these numbers are taken: each case times its implementations and a 100 MiB `copy_` interleaved
 (A B C, C B A, ...) for at least 7 rounds after warm-up, in one process, one case at a time, with the
-thread count pinned (`torch.cuda.synchronize` around every sample on GPU; sub-millisecond calls are
-batched per sample; calls over 1 s are not warmed up). Times are medians over rounds; *speedup* and
+thread count pinned and glibc told to keep freed memory (`mallopt`: no trimming, no mmap below 32 MiB;
+else fresh outputs page-fault or not from one process to the next) (`torch.cuda.synchronize` around
+every sample on GPU; sub-millisecond calls are batched per sample; calls over 1 s are not warmed up). Times are medians over rounds; *speedup* and
 *of copy BW* are medians of the per-round ratios, with their min–max over the rounds. *GB/s* counts the SPEC's floor bytes for our op, not what any
 implementation actually moves: mask application N·(2b+m) (weights only) or N·(2b·(2+S)+m) with
 gradients and S=1 momentum buffer; global top-k N·b + N·m (one read of the weights, one write of the
@@ -83,6 +85,7 @@ def parse_args(argv=None):
 
 def run(args) -> tuple[list[dict], list[str], float]:
     torch.set_num_threads(args.threads)
+    H.KEPT_HEAP = H.keep_heap()
     args.load = os.getloadavg()[0]
     budget = H.Budget.for_run(args.quick, args.device)
     copy = H.copy_case(args.device)
@@ -118,7 +121,8 @@ def markdown(recs: list[dict], skipped: list[str], copy_gbps: float, args, elaps
     lines = [
         "## Performance",
         "",
-        f"Device **{args.device}**: {where}; torch {m['torch']}; nptm CUDA kernels compiled: {m['cuda_kernels']}.",
+        f"Device **{args.device}**: {where}; torch {m['torch']}; nptm CUDA kernels compiled: {m['cuda_kernels']}; "
+        f"glibc heap kept: {'yes' if m['malloc'] else 'no'}.",
         f"Copy bandwidth measured in the same run: **{copy_gbps:.1f} GB/s**. Load average (1 min) at the start: {args.load:.1f}, at the end: {m['load_avg'][0]:.1f}.",
         f"Regenerate with `{cmd}` ({elapsed / 60:.1f} min).",
         "",
