@@ -19,7 +19,7 @@ import torch
 LOADERS = ("auto", "ffcv", "torchvision")
 
 # (device type, dataset kind) where the fallback trains faster than FFCV: auto skips the .beton files there.
-FASTER_FALLBACK: set[tuple[str, str]] = set()
+FASTER_FALLBACK: set[tuple[str, str]] = set()  # none on a 2-core CPU (README, "Data loaders", 2026-11-22)
 # device types where a 'small' dataset's .beton trains faster decoded once into memory than streamed
 MEMORY_FASTER: set[str] = {"cpu", "cuda"}
 
