@@ -40,8 +40,7 @@ std::vector<at::Tensor> global_magnitude_masks_cpu(at::TensorList scores, at::Te
     dispatch_bool(use_abs, [&](auto abs) {
       dispatch_bool(!masks.empty(), [&](auto has_mask) {
         constexpr bool ABS = decltype(abs)::value, MASK = decltype(has_mask)::value;
-        const bool some = count.known() ? count.k > 0 : count.fraction > 0;
-        if (some && in.total() >= kMinSampled && SampleSelect<K, ABS, MASK>{in}.run(count)) return;
+        if (sample_select_applies(count, in.total()) && SampleSelect<K, ABS, MASK>{in}.run(count)) return;
         Radix<K, ABS, MASK>{in}.run(count);
       });
     });

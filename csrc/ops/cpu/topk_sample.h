@@ -16,17 +16,14 @@
 #include <memory>
 #include <vector>
 
+#include "../topk_sample_plan.h"
 #include "topk_bucket_select.h"
 #include "topk_fused_avx2.h"
 #include "topk_radix.h"
 
 namespace nptm::ops::topk_cpu {
 
-constexpr int kSampleBits = 17;  // sample 2^17 positions (every position of smaller inputs)
-constexpr int64_t kSampleSize = int64_t(1) << kSampleBits;
-constexpr double kSampleZ = 4.0;        // bounds at +- this many standard deviations of the sample rank
-constexpr int64_t kBlock = 64;          // elements per vectorized block of the fused pass
-constexpr int64_t kMinSampled = 1 << 14;  // smaller inputs go straight to the radix select
+constexpr int64_t kBlock = 64;  // elements per vectorized block of the fused pass
 
 static_assert(std::endian::native == std::endian::little, "the candidate scan reads flag bytes as little-endian words");
 
@@ -132,17 +129,13 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
   }
 
   // Returns false when the bounds miss (the caller falls back to Radix). Throws like Radix on
-  // NaN and k > alive. Requires k > 0 (or fraction > 0) and kMinSampled <= N.
+  // NaN and k > alive. Requires sample_select_applies(count, N).
   bool run(PruneCount count) const {
     const int64_t N = in.total(), S = std::min(N, kSampleSize);
-    if (N >= (int64_t(1) << (63 - kSampleBits))) return false;  // sample_position's range
     std::vector<U> keys = sample(S);
     const int64_t A = int64_t(keys.size());
     if (A == 0) return false;
-    // The k-th alive key's rank among the alive sample keys: k/N of the S positions, or the fraction of A.
-    const double pool = double(count.known() ? S : A), p = count.known() ? double(count.k) / double(N) : count.fraction;
-    const double r = p * pool, delta = kSampleZ * std::sqrt(pool * p * (1 - p)) + 2;
-    const int64_t ilo = int64_t(std::floor(r - delta)), ihi = int64_t(std::ceil(r + delta));
+    const auto [ilo, ihi, expected] = sample_ranks(count, N, S, A);
     U lo = 0, hi = U(~U(0));
     BucketSelect<U> sample_ranks(0, U(~U(0)));
     for (const U key : keys) sample_ranks.add(key);
@@ -153,7 +146,6 @@ template <typename K, bool ABS, bool MASK> struct SampleSelect {
     else if (ilo >= A) lo = *std::max_element(keys.begin(), keys.end());  // A < S: many dead entries
     if (ihi < A) hi = sample_ranks.select(ihi, each_key).first;
     const U span = U(hi - lo);
-    const double expected = std::max<double>(std::min<double>(ihi, A - 1) - std::max<double>(ilo, 0) + 1, 0) * double(N) / double(S);
     const int64_t cap = int64_t(2 * expected) + 4 * kBlock;  // k > alive may put both bounds past the sample
 
     // 2. The fused pass.

@@ -207,7 +207,7 @@ std::vector<at::Tensor> global_magnitude_masks_impl(at::TensorList scores, at::T
   table.add(meta);
   table.template upload<B>(scores[0].device());
   const auto* dev_meta = table.template get<const TensorMeta>(0);
-  const bool sampled = (count.known() ? count.k > 0 : count.fraction > 0) && total >= kMinSampled && total < (int64_t(1) << (63 - kSampleBits));
+  const bool sampled = sample_select_applies(count, total);
   last_select_path = sampled ? "sample" : "radix";
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "global_magnitude_masks", [&] {
     dispatch_bool(use_abs, [&](auto abs) {

@@ -17,14 +17,11 @@
 #include <optional>
 #include <tuple>
 
+#include "../topk_sample_plan.h"
 #include "topk_chunks.cuh"
 
 namespace nptm::ops::NPTM_KERNEL_NS {
 
-constexpr int kSampleBits = 17;  // the CPU's sample (cpu/topk_sample.h): 2^17 positions, or all of a smaller input
-constexpr int64_t kSampleSize = int64_t(1) << kSampleBits;
-constexpr double kSampleZ = 4.0;          // bounds at +- this many standard deviations of the sample rank
-constexpr int64_t kMinSampled = 1 << 14;  // smaller inputs go straight to the radix select
 constexpr int64_t kCandidateSlack = 1024;  // candidate room beyond twice the expected count
 
 // Which select the last global_magnitude_masks call on this thread ran: "sample", "miss" or "overflow"
@@ -149,13 +146,9 @@ struct SampleSelectLauncher {
     const auto sorted = std::get<0>(at::sort(keys.masked_select(alive)));
     const int64_t A = sorted.numel();
     if (A == 0) return {};
-    // The k-th alive key's rank among the alive sample keys: k/N of the S positions, or the fraction of A.
-    const double pool = double(count.known() ? S : A), p = count.known() ? double(count.k) / double(total) : count.fraction;
-    const double r = p * pool, delta = kSampleZ * std::sqrt(pool * p * (1 - p)) + 2;
-    const int64_t ilo = int64_t(std::floor(r - delta)), ihi = int64_t(std::ceil(r + delta));
+    const auto [ilo, ihi, expected] = sample_ranks(count, total, S, A);
     const auto at_ranks = at::stack({sorted[std::clamp<int64_t>(ilo, 0, A - 1)], sorted[std::min(ihi, A - 1)]}).cpu();
     const int64_t* v = at_ranks.data_ptr<int64_t>();
-    const double expected = std::max<double>(std::min<double>(ihi, A - 1) - std::max<double>(ilo, 0) + 1, 0) * double(total) / double(S);
     return Bounds{ilo >= 0 ? v[0] : std::numeric_limits<int64_t>::min(), ihi < A ? v[1] : std::numeric_limits<int64_t>::max(),
                   int64_t(2 * expected) + kCandidateSlack};
   }
