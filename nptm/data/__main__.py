@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from nptm.data.registry import DataError
-from nptm.data.write import KINDS, WRITE_MODES, convert
+from nptm.data.write import WRITE_MODES, convert, writable_kinds
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,7 +19,7 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("write", help="convert a dataset to an FFCV .beton file",
                        description="Convert a dataset to an FFCV .beton file (fields: image, label).")
     w.add_argument("--source", metavar="KIND:PATH",
-                   help=f"KIND in {', '.join(KINDS)}; imagefolder:DIR has one sub-folder of images per class, "
+                   help=f"KIND in {', '.join(writable_kinds())}; imagefolder:DIR has one sub-folder of images per class, "
                         "cifar10:DIR / cifar100:DIR the python pickles, digits needs no path")
     w.add_argument("--out", metavar="FILE.beton")
     w.add_argument("--split", default="train", help="train | test (cifar, digits; digits also 'all'); "

@@ -130,5 +130,21 @@ def cifar_beton_spec(cfg: DataConfig, dtype: torch.dtype = torch.float32) -> Dat
                     train_examples=n_train)
 
 
+def cifar_source(name: str, path: Path | None, split: str, workers: int = 1):
+    """The python pickles of ``name`` at ``path`` (holding or being its folder) for ``python -m nptm.data write``."""
+    from nptm.data.sources import ArrayImages, Source
+
+    if path is None:
+        raise DataError(f"source {name!r} needs a path: {name}:PATH")
+    if split not in ("train", "test"):
+        raise DataError(f"{name} split must be train or test, not {split!r}")
+    folder = LAYOUTS[name][0]
+    data_dir = path.parent if path.name == folder and not (path / folder).is_dir() else path
+    x_tr, y_tr, x_te, y_te = load_cifar(name, str(data_dir))
+    x, y = (x_tr, y_tr) if split == "train" else (x_te, y_te)
+    images = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())  # N,3,32,32 -> N,32,32,3
+    return Source(ArrayImages(images, y.numpy()), LAYOUTS[name][4], f"{name} {split} ({data_dir / folder})"), []
+
+
 for _name in LAYOUTS:
-    register_dataset(_name, defaults=CIFAR_DEFAULTS, loaders=True)(build_cifar)
+    register_dataset(_name, defaults=CIFAR_DEFAULTS, loaders=True, source=cifar_source)(build_cifar)

@@ -78,6 +78,35 @@ def image_folder_spec(cfg: DataConfig, opts: ImageOptions | None = None, what: s
                     train_examples=n_train)
 
 
-@register_dataset("imagefolder", defaults=IMAGENET_DEFAULTS, loaders=True, resolutions=True)
+def folder_source(name: str, path: Path | None, split: str, workers: int = 1):
+    """Every readable image of an image folder (one sub-folder per class) for ``python -m nptm.data write``;
+    unreadable ones are found by a parallel decoding pass, printed and left out."""
+    import sys
+    from multiprocessing import Pool
+
+    from tqdm import tqdm
+
+    from nptm.data.loaders.folder import open_image_folder
+    from nptm.data.sources import FolderImages, Source, probe_image
+
+    if path is None:
+        raise DataError(f"source {name!r} needs a path: {name}:PATH")
+    if not path.is_dir():
+        raise DataError(f"imagefolder: {path} is not a directory")
+    folder = open_image_folder(path)
+    paths = [p for p, _ in folder.samples]
+    with Pool(workers) as pool:
+        errors = list(tqdm(pool.imap(probe_image, paths, chunksize=16), total=len(paths), desc="checking images",
+                           unit="img", file=sys.stderr))
+    bad = [(p, e) for p, e in zip(paths, errors) if e is not None]
+    for p, e in bad:
+        print(f"unreadable image {p}: {e}", file=sys.stderr)
+    good = [s for s, e in zip(folder.samples, errors) if e is None]
+    if not good:
+        raise DataError(f"imagefolder: no readable image in {path} ({len(bad)} unreadable)")
+    return Source(FolderImages(good), len(folder.classes), f"imagefolder {path}"), bad
+
+
+@register_dataset("imagefolder", defaults=IMAGENET_DEFAULTS, loaders=True, resolutions=True, source=folder_source)
 def build_image_folder(cfg: DataConfig) -> DataSpec:
     return image_folder_spec(cfg, ImageOptions.from_config(cfg))

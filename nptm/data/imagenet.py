@@ -1,5 +1,5 @@
 """ImageNet: an image-folder dataset (``train/`` + ``val/``, or ``train.beton`` + ``val.beton``) with the
-SPEC's ImageNet recipe as its study defaults. The ffcv-imagenet recipes live in ``nptm.train.presets``."""
+SPEC's ImageNet recipe as its study defaults. The ffcv-imagenet recipes live in ``nptm.study.presets``."""
 from __future__ import annotations
 
 from nptm.data.imagefolder import IMAGENET_DEFAULTS, ImageOptions, image_folder_spec

@@ -1,5 +1,6 @@
-"""Dataset registry: a name maps to a ``Dataset`` (a builder turning a DataConfig into a DataSpec, and
-the study defaults that go with the data). A dataset file registers itself with ``register_dataset``."""
+"""Dataset registry: a name maps to a ``Dataset`` (a builder turning a DataConfig into a DataSpec, the study
+defaults that go with the data, how it is written to .beton). A dataset file in this package registers itself
+with ``register_dataset`` and is discovered; third-party ones come through the ``nptm.datasets`` entry points."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,6 +8,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import torch
 
+from nptm.utils.errors import UserError
 from nptm.utils.registry import Registry, UnknownChoice
 
 
@@ -49,7 +51,7 @@ class DataSpec:
     train_examples: int
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Missing or malformed data; the CLI turns it into one line and exit status 2."""
 
 
@@ -57,22 +59,25 @@ class DataError(ValueError):
 class Dataset:
     """A registered dataset: its builder, the study defaults it carries (model, epochs, retrain_epochs,
     batch_size, lr, milestones, ... for the fields a study leaves unset), whether ``--loader`` applies
-    (files in several formats) and whether the resolution options apply (images of any size)."""
+    (files in several formats), whether the resolution options apply (images of any size), and how to read it
+    for ``python -m nptm.data write`` (``source(name, path, split, workers) -> (nptm.data.sources.Source,
+    [(path, error) of unreadable images]); None: it cannot be written)."""
 
     build: Callable[[DataConfig], DataSpec]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     loaders: bool = False
     resolutions: bool = False
+    source: Callable[..., tuple[Any, list]] | None = None  # (name, path, split, workers) -> what .beton files hold
 
 
-DATASETS: Registry[Dataset] = Registry("dataset", "nptm.datasets")
+DATASETS: Registry[Dataset] = Registry("dataset", "nptm.datasets", package="nptm.data")
 
 
 def register_dataset(name: str, *, defaults: Mapping[str, Any] | None = None, loaders: bool = False,
-                     resolutions: bool = False):
+                     resolutions: bool = False, source: Callable[..., tuple[Any, list]] | None = None):
     """``@register_dataset("name", defaults={...})`` above a ``DataConfig -> DataSpec`` builder."""
     def wrap(fn: Callable[[DataConfig], DataSpec]):
-        DATASETS.register(name, Dataset(fn, dict(defaults or {}), loaders, resolutions))
+        DATASETS.register(name, Dataset(fn, dict(defaults or {}), loaders, resolutions, source))
         return fn
 
     return wrap

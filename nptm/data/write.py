@@ -11,134 +11,26 @@ left out; the file is written under a temporary name and renamed when complete.
 from __future__ import annotations
 
 import os
-import sys
-from dataclasses import dataclass
-from multiprocessing import Pool
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from tqdm import tqdm
+from nptm.data.registry import DATASETS, DataError
+from nptm.data.sources import FolderImages, Source
 
-from nptm.data.registry import DataError
-
-KINDS = ("imagefolder", "cifar10", "cifar100", "digits")
 WRITE_MODES = ("raw", "jpg", "proportion")
-DIGITS_SCALE = 4
 
 
-def load_rgb(path) -> np.ndarray:
-    """H,W,3 uint8 array of any PIL-readable image (fully decoded, so truncation is detected)."""
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def _probe(path: str) -> str | None:
-    try:
-        load_rgb(path)
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
-class FolderImages:
-    """(image, label) pairs of an image folder; a decode failure while writing is logged to ``failure_log``."""
-
-    def __init__(self, samples: list[tuple[str, int]]):
-        self.samples, self.failure_log = samples, None
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        path, label = self.samples[i]
-        try:
-            return load_rgb(path), label
-        except Exception as e:  # raising would hang ffcv's writer: log it, abort after the pass
-            with open(self.failure_log, "a") as f:
-                f.write(f"{path}\t{type(e).__name__}: {e}\n")
-            return np.zeros((1, 1, 3), np.uint8), label
-
-
-class ArrayImages:
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self.images, self.labels = images, labels
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.images[i], int(self.labels[i])
-
-
-@dataclass
-class Source:
-    data: FolderImages | ArrayImages
-    num_classes: int
-    description: str
-
-
-def _cifar_source(kind: str, path: Path, split: str) -> Source:
-    from nptm.data.cifar import LAYOUTS, load_cifar
-
-    folder = LAYOUTS[kind][0]
-    data_dir = path.parent if path.name == folder and not (path / folder).is_dir() else path
-    x_tr, y_tr, x_te, y_te = load_cifar(kind, str(data_dir))
-    x, y = (x_tr, y_tr) if split == "train" else (x_te, y_te)
-    images = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())  # N,3,32,32 -> N,32,32,3
-    return Source(ArrayImages(images, y.numpy()), LAYOUTS[kind][4], f"{kind} {split} ({data_dir / folder})")
-
-
-def _digits_source(split: str) -> Source:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    from nptm.data.digits import SPLIT_SEED, TEST_FRACTION
-
-    x, y = load_digits(return_X_y=True)
-    if split != "all":
-        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=TEST_FRACTION, stratify=y, random_state=SPLIT_SEED)
-        x, y = (x_tr, y_tr) if split == "train" else (x_te, y_te)
-    gray = np.rint(x.reshape(-1, 8, 8) * (255 / 16)).astype(np.uint8)
-    big = gray.repeat(DIGITS_SCALE, axis=1).repeat(DIGITS_SCALE, axis=2)
-    return Source(ArrayImages(np.ascontiguousarray(np.stack([big] * 3, axis=-1)), y), 10, f"digits {split}")
-
-
-def _folder_source(path: Path, workers: int) -> tuple[Source, list[tuple[str, str]]]:
-    from nptm.data.loaders.folder import open_image_folder
-
-    if not path.is_dir():
-        raise DataError(f"imagefolder: {path} is not a directory")
-    folder = open_image_folder(path)
-    paths = [p for p, _ in folder.samples]
-    with Pool(workers) as pool:
-        errors = list(tqdm(pool.imap(_probe, paths, chunksize=16), total=len(paths), desc="checking images",
-                           unit="img", file=sys.stderr))
-    bad = [(p, e) for p, e in zip(paths, errors) if e is not None]
-    for p, e in bad:
-        print(f"unreadable image {p}: {e}", file=sys.stderr)
-    good = [s for s, e in zip(folder.samples, errors) if e is None]
-    if not good:
-        raise DataError(f"imagefolder: no readable image in {path} ({len(bad)} unreadable)")
-    return Source(FolderImages(good), len(folder.classes), f"imagefolder {path}"), bad
+def writable_kinds() -> tuple[str, ...]:
+    """The datasets that can be written to .beton files (those registered with a ``source`` reader)."""
+    return tuple(n for n, d in DATASETS.items() if d.source is not None)
 
 
 def open_source(spec: str, split: str = "train", workers: int = 1):
     """(Source, [(path, error) of unreadable images, each also printed to stderr]) for ``KIND:PATH``."""
     kind, _, path = spec.partition(":")
-    if kind not in KINDS:
-        raise DataError(f"unknown source kind {kind!r} in {spec!r}; use one of {', '.join(KINDS)} (KIND:PATH)")
-    if kind == "digits":
-        if split not in ("train", "test", "all"):
-            raise DataError(f"digits split must be train, test or all, not {split!r}")
-        return _digits_source(split), []
-    if not path:
-        raise DataError(f"source {spec!r} needs a path: {kind}:PATH")
-    if kind == "imagefolder":
-        return _folder_source(Path(path).expanduser(), workers)
-    if split not in ("train", "test"):
-        raise DataError(f"{kind} split must be train or test, not {split!r}")
-    return _cifar_source(kind, Path(path).expanduser(), split), []
+    if kind not in writable_kinds():
+        raise DataError(f"unknown source kind {kind!r} in {spec!r}; use one of {', '.join(writable_kinds())} "
+                        f"(KIND:PATH)")
+    return DATASETS[kind].source(kind, Path(path).expanduser() if path else None, split, workers)
 
 
 def _page_size(max_resolution: int | None) -> int:

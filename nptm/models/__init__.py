@@ -1,44 +1,21 @@
-"""Model registry: CIFAR ResNets and VGG-16, torchvision ResNets, a small digits CNN; param/MAC counts.
+"""Models by name (``MODELS``: one file per family in this package, discovered): CIFAR ResNets and VGG-16,
+torchvision ResNets, a small digits CNN; param/MAC counts.
 
 ``build_model`` also takes any torchvision classification model by name and ``package.module:factory``
 (``nptm.models.external``); nptm's own names come first (``vgg16`` is the CIFAR VGG: torchvision's is
 ``torchvision.models:vgg16``)."""
 from __future__ import annotations
 
-from typing import Callable
-
-import torchvision
 from torch import nn
 
-from nptm.models.chain import CifarVGG, ConvChain, DigitsNet
-from nptm.models.cifar_resnet import BasicBlock, CifarResNet
 from nptm.models.counting import count_flops, count_params
 from nptm.models.external import factory_model, resolve_factory, torchvision_model, torchvision_names
 from nptm.models.presets import FILTER_PRESETS, filter_preset
-from nptm.utils.registry import Registry, UnknownChoice
+from nptm.models.registry import MODELS
+from nptm.utils.registry import UnknownChoice
 
 __all__ = ["MODELS", "FILTER_PRESETS", "filter_preset", "build_model", "check_model_name", "reinitialize", "count_params",
-           "count_flops", "CifarResNet", "CifarVGG", "DigitsNet", "ConvChain", "BasicBlock"]
-
-
-def _torchvision(name: str) -> Callable[[int, int], nn.Module]:
-    def build(num_classes: int, in_channels: int = 3) -> nn.Module:
-        model = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
-        if in_channels != 3:
-            model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-            nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-        return model
-
-    return build
-
-
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model", "nptm.models")
-MODELS.register("digits_net", lambda num_classes, in_channels=1: DigitsNet(num_classes, in_channels))
-for _d in (20, 32, 56, 110):
-    MODELS.register(f"resnet{_d}", lambda num_classes, in_channels=3, d=_d: CifarResNet(d, num_classes, in_channels))
-MODELS.register("vgg16", lambda num_classes, in_channels=3: CifarVGG(num_classes, in_channels))
-for _d in (18, 34, 50):
-    MODELS.register(f"resnet{_d}", _torchvision(f"resnet{_d}"))
+           "count_flops"]
 
 
 def check_model_name(name: str) -> None:

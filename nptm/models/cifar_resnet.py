@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nptm.models.presets import FILTER_PRESETS, Preset, conv_ids
+from nptm.models.registry import MODELS
 
 
 class PadShortcut(nn.Module):
@@ -92,6 +93,8 @@ def pfec_preset(skip: tuple[int, ...], stage_ratios: tuple[float, float, float])
     return ratios
 
 
+for _depth in (20, 32, 56, 110):
+    MODELS.register(f"resnet{_depth}", lambda num_classes, in_channels=3, d=_depth: CifarResNet(d, num_classes, in_channels))
 FILTER_PRESETS.register("resnet56", {
     "A": pfec_preset((16, 20, 38, 54), (0.1, 0.1, 0.1)),
     "B": pfec_preset((16, 18, 20, 34, 38, 54), (0.6, 0.3, 0.1)),

@@ -9,7 +9,7 @@ from torch import nn
 from nptm.utils.registry import Registry
 
 Preset = Callable[[nn.Module], dict[str, float]]
-FILTER_PRESETS: Registry[dict[str, Preset]] = Registry("filter preset")
+FILTER_PRESETS: Registry[dict[str, Preset]] = Registry("filter preset", package="nptm.models")
 
 
 def filter_preset(model: str, config: str) -> Preset:

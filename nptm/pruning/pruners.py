@@ -85,7 +85,7 @@ class PrunerRegistry(Registry[Pruner]):
 
     def _all(self) -> dict[str, Pruner]:
         out = {name: Pruner(name, name, "channels" if crit.structured else "global") for name, crit in CRITERIA.items()}
-        out.update(super().items())
+        out.update((n, self._items[n]) for n in Registry.names(self))
         return out
 
     def names(self) -> tuple[str, ...]:

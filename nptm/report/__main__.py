@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from nptm.report.build import ReportError, build_report
+from nptm.study.report import ReportError, build_report
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,13 +1,13 @@
 """CLR: cyclic (1-cycle) learning-rate restarting, as torch's OneCycleLR in the reference code."""
 from __future__ import annotations
 
-from nptm.schedules.retrain import SCHEDULES, Schedule, cos_anneal
+from nptm.schedules.retrain import Schedule, cos_anneal, retrain_schedule
 
 MOMENTUM_HIGH, MOMENTUM_LOW = 0.95, 0.85  # OneCycleLR's max_momentum / base_momentum
 CLR_DIV_FACTOR = CLR_FINAL_DIV_FACTOR = 100.0  # the reference code's OneCycleLR arguments
 
 
-@SCHEDULES.register("CLR")
+@retrain_schedule("CLR", position=3)
 def one_cycle(o, n, ipe, t_rt, *, warmup_frac, cycle_momentum, **_) -> Schedule:
     """CLR: torch's OneCycleLR(max_lr=eta_max, total_steps=N, pct_start=warmup_frac, div_factor=100,
     final_div_factor=100, anneal_strategy='cos'). With E1 = warmup_frac * N - 1:

@@ -1,10 +1,10 @@
 """FT: fine-tune at the original schedule's last lr."""
 from __future__ import annotations
 
-from nptm.schedules.retrain import SCHEDULES, Schedule
+from nptm.schedules.retrain import Schedule, retrain_schedule
 
 
-@SCHEDULES.register("FT")
+@retrain_schedule("FT", position=0, restarts=False)
 def fine_tune(o, n, ipe, t_rt, **_) -> Schedule:
     """FT: constant eta_min."""
     return Schedule("FT", n, lambda it: o.eta_min)

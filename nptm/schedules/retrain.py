@@ -1,5 +1,6 @@
 """Per-iteration retraining schedules (SPEC.md table): the ``Schedule`` type, the ``SCHEDULES`` registry
-(one file per schedule registers its builder) and ``build_schedule``. t = iteration index in [0, total_iters)."""
+(one file per schedule in this package registers a ``RetrainSchedule``: its builder and what it is) and
+``build_schedule``. t = iteration index in [0, total_iters)."""
 from __future__ import annotations
 
 import math
@@ -52,8 +53,46 @@ class ScheduleBuilder(Protocol):
                  peak_scale: float | None, cycle_momentum: bool) -> Schedule: ...
 
 
-# Third-party packages add schedules through the ``nptm.schedules`` entry point group.
-SCHEDULES: Registry[ScheduleBuilder] = Registry("schedule", entry_point_group="nptm.schedules")
+@dataclass(frozen=True)
+class RetrainSchedule:
+    """A registered retraining schedule: its builder and the properties a study asks it about.
+
+    ``restarts``: starts again from a large lr (not FT, not none); ``uses_d``: takes ALLR's peak factor d;
+    ``retrains``: runs any iterations at all (none does not); ``default``: part of the default study;
+    ``check(t_rt, T)``: why a retraining budget cannot work with an original schedule of T epochs, or None."""
+
+    name: str
+    build: ScheduleBuilder
+    restarts: bool = True
+    uses_d: bool = False
+    retrains: bool = True
+    default: bool = True
+    check: Callable[[float, float], str | None] | None = None
+
+    def __call__(self, *args, **kwargs) -> Schedule:
+        return self.build(*args, **kwargs)
+
+    def problem(self, retrain_epochs: float, total_epochs: float) -> str | None:
+        return self.check(retrain_epochs, total_epochs) if self.check else None
+
+
+# In-package schedules are discovered; third-party packages add theirs through the ``nptm.schedules`` entry
+# point group (a builder function, or a RetrainSchedule).
+SCHEDULES: Registry[RetrainSchedule] = Registry("schedule", entry_point_group="nptm.schedules", package="nptm.schedules")
+
+
+def retrain_schedule(name: str, *, position: float = float("inf"), **properties):
+    """``@retrain_schedule("X", restarts=..., uses_d=...)`` above a builder registers it as schedule X."""
+    def wrap(build: ScheduleBuilder) -> ScheduleBuilder:
+        SCHEDULES.register(name, RetrainSchedule(name, build, **properties), position=position)
+        return build
+    return wrap
+
+
+def schedule_kind(name: str) -> RetrainSchedule:
+    """The registered schedule ``name`` (a plain builder from an entry point counts as a restarting schedule)."""
+    found = SCHEDULES[name]
+    return found if isinstance(found, RetrainSchedule) else RetrainSchedule(name, found)
 
 
 def warmup_linear_decay(name: str, peak: float, n: int, warmup_frac: float) -> Schedule:
@@ -65,7 +104,7 @@ def warmup_linear_decay(name: str, peak: float, n: int, warmup_frac: float) -> S
 def make_schedule(name: str, original: Original, n: int, iters_per_epoch: int, retrain_epochs: float, *,
                   peak_scale: float | None = None, warmup_frac: float = 0.1, cycle_momentum: bool = False) -> Schedule:
     """Schedule ``name`` over exactly ``n`` iterations; ``retrain_epochs`` is T_rt in ``original``'s units."""
-    builder = SCHEDULES[name]
+    builder = schedule_kind(name).build
     if isinstance(iters_per_epoch, bool) or not isinstance(iters_per_epoch, int) or iters_per_epoch < 1:
         raise ValueError(f"iters_per_epoch must be a positive int, got {iters_per_epoch!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:

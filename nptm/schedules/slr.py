@@ -1,10 +1,10 @@
 """SLR: scaled learning-rate restarting (warm-up, then the original schedule compressed)."""
 from __future__ import annotations
 
-from nptm.schedules.retrain import SCHEDULES, Schedule, cos_anneal
+from nptm.schedules.retrain import Schedule, cos_anneal, retrain_schedule
 
 
-@SCHEDULES.register("SLR")
+@retrain_schedule("SLR", position=2)
 def scaled_restart(o, n, ipe, t_rt, *, warmup_frac, **_) -> Schedule:
     """SLR: W = warmup_frac * N; it < W: cosine ramp eta_min -> eta_max over it / W (the reference
     code's 'cos' warm-up); then the original's decay part at fraction (it - W) / (N - W)."""

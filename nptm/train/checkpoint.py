@@ -1,43 +1,18 @@
 """Atomic, weights-only checkpoints and the RNG state they carry."""
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from nptm.utils.errors import CheckpointError
+from nptm.utils.files import atomic_write
+
 FORMAT = "nptm-train-checkpoint/1"
-
-
-class CheckpointError(ValueError):
-    """An unreadable, truncated or foreign checkpoint; the CLI prints one line and exits with 2."""
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """``write(file)`` into a temp file in the same folder, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make results private
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+__all__ = ["CheckpointError", "FORMAT", "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

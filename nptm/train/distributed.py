@@ -1,11 +1,11 @@
-"""torch.distributed for the study: join the process group torchrun describes, wrap models in DDP, and
+"""torch.distributed for training: join the process group torchrun describes, wrap models in DDP, and
 make every rank take rank 0's decisions (pruned weights and masks, checkpoints, the resolved config).
 
 Launch with ``torchrun`` (it sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT); without it,
 or with one process, nothing here communicates. NCCL on CUDA (rank r uses cuda:LOCAL_RANK), gloo on the
-CPU. Every collective has the ``--dist-timeout``, so a crashed or stuck peer ends the run with
+CPU. Every collective has the timeout given to ``start``, so a crashed or stuck peer ends the run with
 ``DistributedError`` instead of a hang. An error that one rank meets inside ``from_rank0``/``all_ok``
-(bad data, an unwritable --out, a corrupt checkpoint) is raised on every rank, marked ``shared`` so that
+(bad data, an unwritable output folder, a corrupt checkpoint) is raised on every rank, marked ``shared`` so that
 only rank 0 prints it.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from nptm.train.config import ConfigError
+from nptm.utils.errors import UserError
 
 T = TypeVar("T")
 ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -48,30 +48,35 @@ def env_world() -> tuple[int, int, int]:
         try:
             values.append(int(text))
         except ValueError:
-            raise ConfigError(f"environment variable {name}={text!r} is not an integer (set by torchrun)") from None
+            raise UserError(f"environment variable {name}={text!r} is not an integer (set by torchrun)") from None
     rank, local, world = values
     if world < 1 or not 0 <= rank < world:
-        raise ConfigError(f"environment: RANK={rank} is not within WORLD_SIZE={world}")
+        raise UserError(f"environment: RANK={rank} is not within WORLD_SIZE={world}")
     return rank, local, world
 
 
+class DeviceError(UserError):
+    """A device that cannot be used here; ``str()`` says why, naming it."""
+
+
 def resolve_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
-    """``--device`` as a torch.device; with several processes 'auto'/'cuda' mean cuda:LOCAL_RANK."""
+    """A device name as a torch.device ('auto': cuda when available); with several processes 'auto'/'cuda' mean
+    cuda:LOCAL_RANK. DeviceError when it cannot be used here."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"--device: unknown device {name!r}") from None
+        raise DeviceError(f"unknown device {name!r}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available here")
+            raise DeviceError(f"{name}: CUDA is not available here")
         if world_size > 1:
             if dev.index is not None:
-                raise ConfigError(f"--device {name}: under torchrun each process uses cuda:LOCAL_RANK; pass --device cuda")
+                raise DeviceError(f"{name}: under torchrun each process uses cuda:LOCAL_RANK; use cuda")
             dev = torch.device("cuda", local_rank)
         if (dev.index or 0) >= torch.cuda.device_count():
-            raise ConfigError(f"--device {dev}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise DeviceError(f"{dev}: only {torch.cuda.device_count()} CUDA device(s) here")
     return dev
 
 
@@ -122,7 +127,7 @@ def is_comm_failure(e: BaseException) -> bool:
 def comm_failure(e: BaseException) -> DistributedError:
     rank, size = world()
     return DistributedError(f"rank {rank} of {size} lost contact with its peers ({describe(e)}); another process "
-                            f"crashed, was killed or stalled longer than --dist-timeout: check its log")
+                            f"crashed, was killed or stalled longer than the process-group timeout: check its log")
 
 
 def _portable(e: BaseException) -> BaseException:

@@ -167,8 +167,7 @@ class Trainer:
             step = int(first_bad)
         if step >= 0:
             raise TrainingDiverged(f"{self.name}: the loss became NaN/Inf at epoch {epoch + 1}/{self.epochs}, "
-                                   f"step {step + 1}/{self.iters_per_epoch} (lr {self.schedule.lr(self.iteration - 1):.4g}); "
-                                   f"try a lower --lr")
+                                   f"step {step + 1}/{self.iters_per_epoch} (lr {self.schedule.lr(self.iteration - 1):.4g})")
 
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:

@@ -18,11 +18,11 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """fp32, bf16 or fp16 for ``precision`` on ``device``; fp16 off CUDA -> ValueError."""
     device = torch.device(device)
     if precision not in PRECISIONS:
-        raise ValueError(f"--precision: unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        raise ValueError(f"precision: unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"--precision fp16 needs a CUDA device (its GradScaler); on {device.type} use bf16 or fp32")
+        raise ValueError(f"precision fp16 needs a CUDA device (its GradScaler); on {device.type} use bf16 or fp32")
     return precision
 
 

@@ -1,11 +1,14 @@
-"""One generic registry for plug-ins (criteria, pruners, schedules, models, datasets).
+"""One generic registry for plug-ins (criteria, pruners, schedules, models, datasets, study strategies).
 
-A plug-in registers itself under its name where it is defined; everything else (the CLI's choices,
-error messages) reads the names from the registry. Third-party packages add plug-ins through the
-entry point group given to the registry, loaded on the first lookup.
+A plug-in registers itself under its name in the file that defines it; everything else (the CLI's choices,
+error messages, tests, the README) reads the names from the registry. On the first lookup the registry
+imports every module of its ``package`` (so adding a plug-in is adding one file there) and then loads the
+plug-ins of third-party packages from its entry point group.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -20,38 +23,57 @@ class UnknownChoice(KeyError, ValueError):
         return str(self.args[0])
 
 
-class Registry(Generic[T]):
-    def __init__(self, kind: str, entry_point_group: str | None = None):
-        self.kind, self.group = kind, entry_point_group
-        self._items: dict[str, T] = {}
-        self._loaded = entry_point_group is None
+def discover(package: str) -> None:
+    """Import every public module of ``package`` (not ``__main__``, not ``_private``, not sub-packages)."""
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.ispkg and not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
 
-    def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
-        """``registry.register("x", obj)`` or ``@registry.register("x")`` above a class or function."""
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str, entry_point_group: str | None = None, package: str | None = None):
+        self.kind, self.group, self.package = kind, entry_point_group, package
+        self._items: dict[str, T] = {}
+        self._position: dict[str, float] = {}
+        self._loaded = entry_point_group is None and package is None
+        self._loading = False
+
+    def register(self, name: str, obj: T | None = None, *, position: float = float("inf")) -> Callable[[T], T] | T:
+        """``registry.register("x", obj)`` or ``@registry.register("x")`` above a class or function.
+        ``position`` orders the names (ties: registration order), e.g. the papers' order of schedules."""
         def add(o: T) -> T:
             if name in self._items and self._items[name] is not o:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._items[name] = o
+            self._position[name] = position
             return o
         return add if obj is None else add(obj)
 
-    def _load_entry_points(self) -> None:
-        if self._loaded:
+    def _load(self) -> None:
+        if self._loaded or self._loading:
             return
-        self._loaded = True
-        for ep in entry_points(group=self.group):
-            if ep.name not in self._items:
-                self._items[ep.name] = ep.load()
+        self._loading = True
+        try:
+            if self.package:
+                discover(self.package)
+            for ep in entry_points(group=self.group) if self.group else ():
+                if ep.name not in self._items:
+                    self._items[ep.name] = ep.load()
+                    self._position[ep.name] = float("inf")
+            self._loaded = True
+        finally:
+            self._loading = False
 
     def __getitem__(self, name: str) -> T:
-        self._load_entry_points()
+        self._load()
         try:
             return self._items[name]
         except KeyError:
             raise UnknownChoice(f"unknown {self.kind} {name!r}; choices: {', '.join(self.names())}") from None
 
     def __contains__(self, name: object) -> bool:
-        self._load_entry_points()
+        self._load()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
@@ -61,9 +83,9 @@ class Registry(Generic[T]):
         return len(self.names())
 
     def names(self) -> tuple[str, ...]:
-        self._load_entry_points()
-        return tuple(self._items)
+        self._load()
+        order = {n: i for i, n in enumerate(self._items)}
+        return tuple(sorted(self._items, key=lambda n: (self._position[n], order[n])))
 
     def items(self) -> list[tuple[str, T]]:
-        self._load_entry_points()
-        return list(self._items.items())
+        return [(n, self._items[n]) for n in self.names()]

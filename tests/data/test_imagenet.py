@@ -10,7 +10,7 @@ from nptm.data.imagefolder import ImageOptions, image_folder_spec
 from nptm.data.loaders import choose_loader
 from nptm.data.registry import DataConfig, DataError, build_dataset
 from nptm.data.transforms import DeviceNormalize, ProgressiveResize
-from nptm.train.presets import IMAGENET_PRESET, ffcv_imagenet_lr
+from nptm.study.presets import IMAGENET_PRESET, ffcv_imagenet_lr
 
 BETONS, FOLDERS = ("train.beton", "val.beton"), ("train", "val")
 

@@ -31,8 +31,8 @@ def test_registry_and_defaults(toy):
 
 
 def test_cli_takes_choices_and_defaults_from_the_registry(toy):
-    from nptm.train.config import ConfigError, build_parser, parse_args
-    from nptm.train.validation import validate
+    from nptm.study.config import ConfigError, build_parser, parse_args
+    from nptm.study.validation import validate
 
     assert toy in build_parser().format_help()
     cfg = parse_args(["--dataset", toy])[0].resolve()

@@ -11,7 +11,7 @@ from ffcv.reader import Reader  # noqa: E402
 
 from fakedata import add_corrupt_images, make_cifar_folder, make_image_folder  # noqa: E402
 from nptm.data.__main__ import main  # noqa: E402
-from nptm.data.write import load_rgb  # noqa: E402
+from nptm.data.sources import load_rgb  # noqa: E402
 
 JPG, RAW = 0, 1  # ffcv's IMAGE_MODES
 
@@ -141,12 +141,12 @@ def _passes_check(path):
 
 
 def test_image_failing_while_writing_aborts_without_output(tmp_path, capsys, monkeypatch):
-    import nptm.data.write as write_mod
+    import nptm.data.sources as sources_mod
 
     root = tmp_path / "train"
     make_image_folder(root, classes=2, per_class=3, max_side=100)
     truncated = add_corrupt_images(root)[0]
-    monkeypatch.setattr(write_mod, "_probe", _passes_check)  # as if the file broke after the check
+    monkeypatch.setattr(sources_mod, "probe_image", _passes_check)  # as if the file broke after the check
     (truncated.parent / "zz_garbage.jpg").unlink()
     out = tmp_path / "train.beton"
     rc, stdout, stderr = write(capsys, "--source", f"imagefolder:{root}", "--out", out, "--workers", 1)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from nptm.train.presets import ffcv_imagenet_lr
+from nptm.study.presets import ffcv_imagenet_lr
 from nptm.schedules import OriginalSchedule, build_schedule
 
 

@@ -6,12 +6,12 @@ from nptm.data import DataConfig, build_dataset
 from nptm.models import build_model
 from nptm.pruning import prune_unstructured
 from nptm.schedules import Schedule
-from nptm.train.__main__ import main
-from nptm.train.config import parse_args
+from nptm.study.cli import main
+from nptm.study.config import parse_args
 from nptm.train.loop import Trainer
 from nptm.train.optim import OPTIMIZERS, build_optimizer
 from nptm.train.precision import autocast, grad_scaler, resolve_precision
-from nptm.train.presets import PRESETS, preset_values
+from nptm.study.presets import PRESETS, preset_values
 
 
 def test_optimizers():

@@ -102,7 +102,7 @@ def test_third_party_criterion_through_entry_points(tmp_path, monkeypatch):
     assert CRITERIA["squared"]().scores(None, {"w": w})["w"].tolist() == [9.0, 4.0]
     # at once a pruner (one global top-k over its scores) and a --pruner choice
     from nptm.pruning import PRUNERS
-    from nptm.train.config import parse_args
+    from nptm.study.config import parse_args
 
     assert (PRUNERS["squared"].algorithm, PRUNERS["squared"].structured) == ("global", False)
     assert parse_args(["--pruner", "magnitude,squared"])[0].pruning.pruner == ("magnitude", "squared")

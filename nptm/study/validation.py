@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 from nptm.data import DATASETS, get_dataset
-from nptm.pruning.pruners import PRUNERS as PRUNER_REGISTRY
-from nptm.train.config import ConfigError, DataOptions, StudyConfig, repr_value
+from nptm.pruning.pruners import PRUNERS
+from nptm.schedules import schedule_kind
+from nptm.study.config import ConfigError, DataOptions, StudyConfig, repr_value
+from nptm.study.presets import preset_values
+from nptm.study.strategies import STRATEGIES
 
 
 def validate(cfg: StudyConfig) -> None:
@@ -41,29 +44,30 @@ def validate(cfg: StudyConfig) -> None:
         if len(set(v)) != len(v):
             raise ConfigError(f"--{name} lists a value twice: {v}")
     longest = max(budgets, default=0)
-    if "LRW" in s.schedules and t.epochs is not None and longest > t.epochs:
-        raise ConfigError(f"LRW replays the last --retrain-epochs {longest} of only --epochs {t.epochs}")
+    for name in s.schedules:
+        problem = schedule_kind(name).problem(longest, t.epochs) if t.epochs is not None else None
+        if problem:
+            raise ConfigError(f"--schedules {name}: {problem} (--retrain-epochs {longest}, --epochs {t.epochs})")
     if p.round_to < 1:
         raise ConfigError(f"--round-to must be a positive integer, got {p.round_to}")
-    pruners = [PRUNER_REGISTRY[x] for x in p.pruner]
-    if p.filter_config and p.iterations > 1 and any(x.structured for x in pruners):
-        raise ConfigError("--filter-config presets are one-shot: use --iterations 1 or a float --sparsity")
     if len(p.gmp_window) != 2 or not 0 <= p.gmp_window[0] <= p.gmp_window[1] <= 1:
         raise ConfigError(f"--gmp-window needs START,END with 0 <= START <= END <= 1, got {p.gmp_window}")
     if t.epochs is not None and p.bimp and t.epochs <= p.iterations * longest:
         raise ConfigError(f"--bimp needs --epochs > --iterations x --retrain-epochs ({t.epochs} <= {p.iterations} x {longest})")
-    soft = [x.name for x in pruners if x.during_training and x.structured]
-    if t.epochs is not None and soft and t.epochs <= longest:
-        raise ConfigError(f"--pruner {soft[0]} trains --epochs minus --retrain-epochs, then retrains: needs --epochs > "
-                          f"{longest}")
-    if p.bimp and not any(not x.structured and not x.during_training for x in pruners):
-        raise ConfigError("--bimp needs an unstructured pruner (" + ", ".join(
-            n for n, x in PRUNER_REGISTRY.items() if not x.structured and not x.during_training) + ")")
+    for pruner in map(PRUNERS.__getitem__, p.pruner):
+        problem = STRATEGIES[pruner.algorithm].check(cfg, pruner)
+        if problem:
+            raise ConfigError(problem)
+    bimp_capable = [n for n, x in PRUNERS.items() if STRATEGIES[x.algorithm].supports_bimp(x)]
+    if p.bimp and not set(p.pruner) & set(bimp_capable):
+        raise ConfigError(f"--bimp needs an unstructured pruner ({', '.join(bimp_capable)})")
+    _validate_execution(cfg)
 
 
 def _validate_data(d: DataOptions) -> None:
-    if d.preset and d.dataset != "imagenet":
-        raise ConfigError(f"--preset {d.preset} is an ImageNet recipe, not for --dataset {d.dataset}")
+    if d.preset and d.dataset != preset_values(d.preset)["dataset"]:
+        raise ConfigError(f"--preset {d.preset} is an ImageNet recipe (--dataset {preset_values(d.preset)['dataset']}), "
+                          f"not for --dataset {d.dataset}")
     dataset = get_dataset(d.dataset)
     images = {"train-resolution": d.train_resolution, "val-resolution": d.val_resolution,
               "progressive-resize": d.progressive_resize}
@@ -81,6 +85,23 @@ def _validate_data(d: DataOptions) -> None:
         if len(r) != 4 or not (1 <= r[0] <= r[1] and r[0] == int(r[0]) and r[1] == int(r[1]) and 0 <= r[2] <= r[3] <= 1):
             raise ConfigError(f"--progressive-resize needs MIN,MAX,START,END with whole 1 <= MIN <= MAX and "
                               f"fractions 0 <= START <= END <= 1, got {','.join(map(repr_value, r))}")
+
+
+def _validate_execution(cfg: StudyConfig) -> None:
+    e = cfg.execution
+    if e.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {e.jobs}")
+    if e.wait_timeout <= 0:
+        raise ConfigError(f"--wait-timeout must be a positive number of seconds, got {e.wait_timeout}")
+    if sum(x is not None and x != 1 for x in (e.shard, e.submit, e.jobs)) > 1:
+        raise ConfigError("--jobs, --shard and --submit are different ways to run a study: give one")
+    if e.array_size is not None and (e.array_size < 1 or e.submit is None):
+        raise ConfigError("--array-size needs --submit and a positive size")
+    if e.slurm and e.submit != "slurm":
+        raise ConfigError("--slurm KEY=VALUE options need --submit slurm")
+    for item in e.slurm:
+        if "=" not in item:
+            raise ConfigError(f"--slurm: expected KEY=VALUE, got {item!r}")
 
 
 def check_world_size(cfg: StudyConfig, world_size: int) -> None:

@@ -1,10 +1,10 @@
 """Typed study configuration. The dataclasses below generate the command line and read config files.
 
 Every field of a section is one flag: ``--field-name`` (underscores become dashes), its type from the
-annotation, its help/choices from the field metadata. ``tuple[...]`` fields take comma lists. Fields
-left ``None`` take the dataset's defaults (registered with it, ``nptm.data.DATASETS``) in ``StudyConfig.resolve``.
-Precedence: dataclass defaults < ``--preset`` (``nptm.train.presets``) < ``--config FILE`` (YAML or JSON,
-flat or by section) < flags.
+annotation, its help/choices from the field metadata (choices read from the registries). ``tuple[...]`` fields
+take comma lists. Fields left ``None`` take the dataset's defaults (registered with it, ``nptm.data.DATASETS``) in
+``StudyConfig.resolve``. Precedence: dataclass defaults < ``--preset`` (``nptm.study.presets``) < ``--config FILE``
+(YAML or JSON, flat or by section) < flags.
 """
 from __future__ import annotations
 
@@ -19,19 +19,15 @@ from typing import Any
 
 from nptm.data import DATASETS, get_dataset
 from nptm.data.loaders import LOADERS
-from nptm.pruning.pruners import PRUNERS as PRUNER_REGISTRY
-from nptm.schedules import SCHEDULES as SCHEDULE_REGISTRY
+from nptm.pruning.pruners import PRUNERS
+from nptm.schedules import SCHEDULES, schedule_kind
 from nptm.schedules.original import DECAYS
+from nptm.study.presets import PRESETS, preset_values
 from nptm.train.optim import OPTIMIZERS
 from nptm.train.precision import PRECISIONS
-from nptm.train.presets import PRESETS, preset_values
+from nptm.utils.errors import ConfigError
 
-PRUNERS = PRUNER_REGISTRY.names()  # the registry decides; field choices below check against it live
-SCHEDULES = SCHEDULE_REGISTRY.names()
-
-
-class ConfigError(ValueError):
-    """Invalid configuration; the CLI prints it as one line and exits with status 2."""
+__all__ = ["ConfigError", "StudyConfig", "SECTIONS", "STUDY_SECTIONS", "RUNTIME", "build_parser", "parse_args"]
 
 
 def opt(default, help: str, **meta):
@@ -86,11 +82,12 @@ class ModelOptions:
 @dataclass
 class PruningOptions:
     pruner: tuple[str, ...] = opt(("magnitude", "random"), "pruners, comma separated (every criterion is one; gmp and "
-                                  "sfp prune during training within --epochs)", choices=PRUNER_REGISTRY)
+                                  "sfp prune during training within --epochs)", choices=PRUNERS)
     sparsity: tuple[float, ...] = opt(
         (0.9,), "target sparsity in [0, 1), comma separated (filter pruners: the ratio of every channel group)")
     iterations: int = opt(1, "IMP cycles (prune 1-(1-s)^(1/n) of the remaining weights, retrain, repeat)")
-    filter_config: str | None = opt(None, "PFEC preset for filter pruners instead of --sparsity", choices=("A", "B", "C", "D"))
+    filter_config: str | None = opt(None, "a filter-pruning preset of the model (PFEC's A, B, ... where it has them) "
+                                          "instead of --sparsity, for filter pruners")
     include_linear: bool = opt(False, "prune linear layers too (default: convolutions only)")
     round_to: int = opt(1, "filter pruners: channels kept per group rounded down to a multiple of this (8: tensor cores)")
     ignore: tuple[str, ...] = opt(("<classifier>",), "filter pruners: layer-name patterns (fnmatch or module prefix) "
@@ -104,7 +101,7 @@ class PruningOptions:
 
 @dataclass
 class ScheduleOptions:
-    schedules: tuple[str, ...] = opt(("FT", "LRW", "SLR", "CLR", "LLR", "ALLR"),
+    schedules: tuple[str, ...] = opt(tuple(n for n in SCHEDULES if schedule_kind(n).default),
                                      "retraining schedules, comma separated", choices=SCHEDULES)
     decay: str = opt("step", "original schedule after its warm-up: step (x gamma at each milestone) or linear "
                              "(to 0 at the end)", choices=DECAYS)
@@ -145,9 +142,25 @@ class OutputOptions:
     quiet: bool = opt(False, "no progress bars")
 
 
+@dataclass
+class ExecutionOptions:
+    jobs: int = opt(1, "run independent units of the study in this many local processes (each with --threads)")
+    shard: str | None = opt(None, "run shard I of N into a shared --out (its share of the units first, then any that "
+                                  "is ready); auto: the Slurm array task (SLURM_ARRAY_TASK_ID/COUNT) or Kubernetes "
+                                  "indexed Job (JOB_COMPLETION_INDEX, NPTM_SHARDS) it runs in", metavar="I/N|auto")
+    submit: str | None = opt(None, "submit the study through submitit and return (slurm: as Slurm job arrays, dense "
+                                   "models first), or run it the same way on this machine (local)",
+                             choices=("slurm", "local"))
+    array_size: int | None = opt(None, "--submit: tasks of the array that follows the dense models (default: one per "
+                                       "unit, at most 64)")
+    slurm: tuple[str, ...] = opt((), "--submit slurm: submitit parameters as KEY=VALUE (e.g. slurm_partition=gpu,"
+                                     "timeout_min=600,gpus_per_node=1,cpus_per_task=8)", metavar="KEY=VALUE[,...]")
+    wait_timeout: float = opt(86400.0, "seconds a process waits for units that other processes are making (exit 4)")
+
+
 RUNTIME = ("workers", "device", "threads", "dist_timeout")  # fields that change how a study runs, not its results
 SECTIONS = {"data": DataOptions, "model": ModelOptions, "pruning": PruningOptions, "schedule": ScheduleOptions,
-            "training": TrainingOptions, "output": OutputOptions}
+            "training": TrainingOptions, "output": OutputOptions, "execution": ExecutionOptions}
 STUDY_SECTIONS = ("data", "model", "pruning", "schedule", "training")  # those that define the results
 
 
@@ -159,6 +172,7 @@ class StudyConfig:
     schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
     training: TrainingOptions = field(default_factory=TrainingOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
+    execution: ExecutionOptions = field(default_factory=ExecutionOptions)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(self, name)).items()}
@@ -211,6 +225,7 @@ class StudyConfig:
                     argv.append(flag if v else "--no-" + f.name.replace("_", "-"))
                 elif v is None:
                     raise ConfigError(f"{flag} cannot be reset to None on the command line")
+
                 else:
                     argv += [flag, ",".join(map(repr_value, v)) + ("," if len(v) == 1 and f.name == "seeds" else "")
                              if isinstance(v, tuple) else repr_value(v)]
@@ -273,7 +288,7 @@ def _convert(sec, name: str, value):
             items = value.split(",") if isinstance(value, str) else (value if isinstance(value, (list, tuple)) else [value])
             out = tuple(_scalar(tp, x.strip() if isinstance(x, str) else x, name) for x in items
                         if not (isinstance(x, str) and not x.strip()))
-            if not out:
+            if not out and f.default != ():
                 raise ValueError("needs at least one value")
         else:
             out = _scalar(tp, value, name)

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from nptm.models import build_model
-from nptm.train.__main__ import main
+from nptm.study.cli import main
 from nptm.train.checkpoint import CheckpointError, save_checkpoint
-from nptm.train.dense_checkpoint import check_fits, load_dense_checkpoint, read_state_dict
+from nptm.study.dense_checkpoint import check_fits, load_dense_checkpoint, read_state_dict
+from study_files import phase_checkpoint, phase_checkpoints  # noqa: I001  (tests/study is on sys.path)
 
 TINY = ["--seeds", "0,", "--pruner", "magnitude", "--schedules", "FT,LLR,none", "--epochs", "2",
         "--retrain-epochs", "1", "--quiet"]
@@ -86,14 +87,14 @@ def _retrain_records(out):
 def test_second_study_reproduces_the_first_from_its_dense_checkpoint(tmp_path, capsys):
     first, second = tmp_path / "first", tmp_path / "second"
     assert main([*TINY, "--out", str(first)]) == 0
-    dense_file = first / "checkpoints" / "s0__dense.pt"
+    dense_file = phase_checkpoint(first, "s0__dense.pt")
     assert main([*TINY, "--out", str(second), "--dense-checkpoint", str(dense_file)]) == 0
     (a, dense_a), (b, dense_b) = _retrain_records(first), _retrain_records(second)
     assert a == b  # bit-for-bit equal floats: same pruning, same retraining
     assert dense_b["top1"] == dense_a["top1"] and dense_b["loss"] == dense_a["loss"]
     assert dense_b["dense_checkpoint"] == str(dense_file) and dense_b["time_train_s"] == 0.0
     assert dense_b["lr_trace"] == dense_a["lr_trace"]  # the original schedule it was trained with
-    assert not (second / "checkpoints" / "s0__dense.pt").exists()  # nothing was trained
+    assert "s0__dense.pt" not in phase_checkpoints(second)  # nothing was trained
 
 
 def test_mismatched_checkpoint_is_refused_before_anything_is_written(tmp_path, capsys):

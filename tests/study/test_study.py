@@ -13,10 +13,11 @@ import torch
 from nptm.models import build_model, count_params
 from nptm.pruning import load_pruned, prunable_weights
 from nptm.schedules import OriginalSchedule
-from nptm.train.__main__ import main
+from nptm.study.cli import main
 from nptm.train.checkpoint import load_checkpoint
 from nptm.train.loop import Callback
-from nptm.train.results import TIME_KEYS
+from nptm.study.records import TIME_KEYS
+from study_files import phase_checkpoint, phase_checkpoints, unfinish  # noqa: I001  (tests/study is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--seeds", "0,", "--schedules", "FT,ALLR", "--epochs", "2", "--retrain-epochs", "1", "--quiet"]
@@ -45,7 +46,7 @@ def test_default_study_outputs(small_study, capsys):
         assert r["config"]["training"]["seeds"] == [0] and len(r["lr_trace"]["lr"]) == r["iters_per_epoch"]
         assert 0 <= r["top1"] <= 1 and r["flops_effective"] < r["flops_dense"] and r["speedup"] > 1
         # the pruned weights are still zero in the retrained model
-        state = load_checkpoint(out / "checkpoints" / f"s0__{r['pruner']}-0.9__{r['schedule']}__c1.pt")
+        state = load_checkpoint(phase_checkpoint(out, f"s0__{r['pruner']}-0.9__{r['schedule']}__c1.pt"))
         zeros = sum(int((state["model"][name] == 0).sum()) for name in state["masks"])
         assert zeros >= round(0.9 * n) and all(int((state["model"][k][~m]).count_nonzero()) == 0 for k, m in state["masks"].items())
     fts = [r for r in records if r["schedule"] == "FT"]
@@ -88,9 +89,10 @@ def test_resume_gives_the_same_results(small_study, tmp_path, capsys):
     assert main(["--out", str(out), "--resume"], callbacks=[Kill(2)]) == 130  # dense done, inside FT
     assert main(["--out", str(out), "--resume", "--quiet"]) == 0
     assert _metrics(out) == _metrics(small_study)  # floats compared exactly
-    for ckpt in sorted((small_study / "checkpoints").iterdir()):
-        a, b = load_checkpoint(ckpt)["model"], load_checkpoint(out / "checkpoints" / ckpt.name)["model"]
-        assert all(torch.equal(a[k], b[k]) for k in a), ckpt.name
+    theirs = phase_checkpoints(out)
+    for name, ckpt in sorted(phase_checkpoints(small_study).items()):
+        a, b = load_checkpoint(ckpt)["model"], load_checkpoint(theirs[name])["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def _cli(*args, cwd=None):
@@ -125,7 +127,7 @@ def test_bad_inputs_exit_2_with_one_line(small_study, tmp_path):
     _one_line_error(_cli("--dataset", "cifar10", "--data-dir", str(empty), "--out", str(tmp_path / "o1")),
                     "cifar10 not found")
     assert not (tmp_path / "o1").exists()  # nothing written before the data loaded
-    ckpt = copy / "checkpoints" / "s0__magnitude-0.9__ALLR__c1.pt"
+    ckpt = unfinish(phase_checkpoint(copy, "s0__magnitude-0.9__ALLR__c1.pt"))
     ckpt.write_bytes(ckpt.read_bytes()[:200])
     _one_line_error(_cli("--resume", "--out", str(copy)), "unreadable checkpoint")
 

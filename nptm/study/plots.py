@@ -15,10 +15,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from nptm.train.results import group_runs, mean_std
+from nptm.study.records import group_runs, mean_std
 
-NOT_RESTARTING = ("FT", "none", "original")
 MARKERS = "osD^v<>p*h"
+
+
+def _restarts(schedule: str) -> bool:
+    """Whether a retraining schedule restarts at a large lr (asked of the registered schedule)."""
+    from nptm.schedules import SCHEDULES, schedule_kind
+
+    return schedule in SCHEDULES and schedule_kind(schedule).restarts
 
 
 def _pyplot():
@@ -199,7 +205,7 @@ def plot_random_vs_methodical(records: Sequence[dict[str, Any]], path: Path) -> 
                 if k[2] == target and k[4] == top and _properties(k[1])[1] == structured}
         methodical = [(f"{k[1]} + FT", v) for k, v in here.items() if k[3] == "FT" and not _properties(k[1])[0]]
         random = [(f"{k[1]} + {k[3]}", v) for k, v in here.items()
-                  if k[3] not in NOT_RESTARTING and _properties(k[1])[0]]
+                  if _restarts(k[3]) and _properties(k[1])[0]]
         if methodical and random:
             panels.append((target, methodical, random))
     if not panels:

@@ -4,9 +4,11 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from nptm.train.config import (DATASETS, PRUNERS, SCHEDULES, SECTIONS, ConfigError, StudyConfig, build_parser,
-                               parse_args)
-from nptm.train.validation import validate
+from nptm.data import DATASETS
+from nptm.pruning import PRUNERS
+from nptm.schedules import SCHEDULES
+from nptm.study.config import SECTIONS, ConfigError, StudyConfig, build_parser, parse_args
+from nptm.study.validation import validate
 
 
 def subsets(choices):
@@ -18,9 +20,9 @@ configs = st.builds(
         dataset=ds, pruner=pr, sparsity=sp, iterations=it, schedules=sc, epochs=ep, retrain_epochs=rt, lr=lr,
         seeds=seeds, scratch=flags[0], bimp=flags[1], include_linear=flags[2], quiet=flags[3], resume=flags[4],
         cycle_momentum=flags[5], batch_size=bs, out=out, data_dir=dd, milestones=ms)),
-    st.sampled_from(DATASETS.names()), subsets(PRUNERS),
+    st.sampled_from(DATASETS.names()), subsets(PRUNERS.names()),
     st.lists(st.floats(0, 1, exclude_max=True), min_size=1, max_size=3).map(tuple),
-    st.integers(1, 5), subsets(SCHEDULES), st.none() | st.integers(1, 500), st.none() | st.integers(1, 100),
+    st.integers(1, 5), subsets(SCHEDULES.names()), st.none() | st.integers(1, 500), st.none() | st.integers(1, 100),
     st.none() | st.floats(1e-5, 10), st.lists(st.integers(0, 99), min_size=1, max_size=4).map(tuple),
     st.tuples(*[st.booleans()] * 6), st.none() | st.integers(1, 1024),
     st.none() | st.text("abc/_-.", min_size=1, max_size=12).filter(lambda s: not s.startswith("-")),

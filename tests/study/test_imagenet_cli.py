@@ -15,12 +15,12 @@ from nptm.data.loaders import TensorLoader, ffcv_available  # noqa: E402
 from nptm.pruning import prunable_weights  # noqa: E402
 from nptm.schedules import Schedule  # noqa: E402
 from nptm.models import build_model  # noqa: E402
-from nptm.train.__main__ import main  # noqa: E402
-from nptm.train.config import ConfigError, parse_args  # noqa: E402
-from nptm.train.validation import validate  # noqa: E402
+from nptm.study.cli import main  # noqa: E402
+from nptm.study.config import ConfigError, parse_args  # noqa: E402
+from nptm.study.validation import validate  # noqa: E402
 from nptm.train.evaluate import evaluate  # noqa: E402
 from nptm.train.loop import Callback, Trainer  # noqa: E402
-from nptm.train.presets import IMAGENET_PRESET, ffcv_imagenet_lr  # noqa: E402
+from nptm.study.presets import IMAGENET_PRESET, ffcv_imagenet_lr  # noqa: E402
 
 # numba's finalizer of a second ffcv JPEG decoder raises a harmless KeyError when loaders are freed (test_ffcv.py)
 pytestmark = pytest.mark.filterwarnings(

@@ -6,9 +6,10 @@ import re
 import pytest
 
 from nptm.report.__main__ import main as report_main
-from nptm.train.__main__ import main
+from nptm.study.cli import main
 from nptm.train.checkpoint import load_checkpoint
-from test_study import Kill, _metrics  # noqa: I001  (tests/train is on sys.path)
+from study_files import phase_checkpoint  # noqa: I001  (tests/study is on sys.path)
+from test_study import Kill, _metrics  # noqa: I001
 
 SCHEDULES = ["FT", "LRW", "SLR", "CLR", "LLR", "ALLR"]
 PRUNERS = ["magnitude", "lamp", "l1_filters", "taylor", "random"]
@@ -34,7 +35,7 @@ def test_every_pruner_schedule_and_budget(comparison):
         assert len({r["pruned_top1"] for r in retrained}) == 1 and len({r["d1"] for r in retrained}) == 1
         for r in retrained:
             assert r["epochs"] == r["retrain_epochs"] == len(r["history"]) and r["d2"] == r["retrain_epochs"] / 3
-            assert (out / "checkpoints" / f"s0__{p}-0.9__{r['schedule']}-rt{r['retrain_epochs']}__c1.pt").is_file()
+            assert phase_checkpoint(out, f"s0__{p}-0.9__{r['schedule']}-rt{r['retrain_epochs']}__c1.pt").is_file()
     dense = runs["s0/dense"]
     for p in ("l1_filters", "taylor"):
         assert runs[f"s0/{p}-0.9/FT-rt1"]["params_total"] < dense["params_total"]
@@ -44,7 +45,7 @@ def test_every_pruner_schedule_and_budget(comparison):
     gmp = runs["s0/gmp-0.9/GMP"]
     n = runs["s0/magnitude-0.9/FT-rt1"]
     assert gmp["epochs"] == 3 == len(gmp["history"]) and gmp["sparsity"] == n["sparsity"]  # round(0.9 N) pruned
-    state = load_checkpoint(out / "checkpoints" / "s0__gmp-0.9__GMP.pt")
+    state = load_checkpoint(phase_checkpoint(out, "s0__gmp-0.9__GMP.pt"))
     assert all(int(state["model"][k][~m].count_nonzero()) == 0 for k, m in state["final_masks"].items())
 
 

@@ -22,10 +22,11 @@ from hypothesis import given, settings, strategies as st
 
 from nptm.data.transforms import augment_batch
 from nptm.data.loaders import TensorLoader
-from nptm.train.__main__ import main
+from nptm.study.cli import main
 from nptm.train.checkpoint import load_checkpoint
 from tests.conftest import assert_bitwise_equal
-from tests.train.dist_worker import Dump
+from tests.study.dist_worker import Dump
+from tests.study.study_files import phase_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = str(Path(__file__).with_name("dist_worker.py"))
@@ -76,7 +77,7 @@ def test_two_ranks_match_one_process(single, ddp):
             for name in r0["masks"]:
                 assert torch.equal(r0["masks"][name], r1["masks"][name]) and torch.equal(r0["masks"][name], one["masks"][name])
                 assert int((r0["model"][name][~r0["masks"][name]] != 0).sum()) == 0  # pruned weights stay zero
-        saved = load_checkpoint(ddp / "out" / "checkpoints" / phase)["model"]  # rank 0 wrote what it trained
+        saved = load_checkpoint(phase_checkpoint(ddp / "out", phase))["model"]  # rank 0 wrote what it trained
         for name, t in saved.items():
             assert_bitwise_equal(t, r0["model"][name])
     a = json.loads((single / "out" / "results.json").read_text())

@@ -21,12 +21,13 @@ import pytest
 import torch
 
 import nptm.train.checkpoint as checkpoint_module
-import nptm.train.results as results_module
+import nptm.study.records as results_module
 from nptm.data import DataConfig, build_dataset
-from nptm.train.__main__ import main
+from nptm.study.cli import main
 from nptm.train.checkpoint import load_checkpoint, save_checkpoint
 from nptm.train.loop import Callback
-from nptm.train.results import TIME_KEYS
+from nptm.study.records import TIME_KEYS
+from study_files import phase_checkpoint, phase_checkpoints, unfinish  # noqa: I001  (tests/study is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--seeds", "0,", "--schedules", "FT,ALLR", "--epochs", "3", "--retrain-epochs", "2", "--quiet"]
@@ -52,10 +53,10 @@ def _metrics(out):
 
 def _same_study(out, ref):
     assert _metrics(out) == _metrics(ref)  # every float exactly
-    names = sorted(p.name for p in (ref / "checkpoints").iterdir())
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == names
-    for name in names:
-        a, b = load_checkpoint(ref / "checkpoints" / name)["model"], load_checkpoint(out / "checkpoints" / name)["model"]
+    ours, theirs = phase_checkpoints(ref), phase_checkpoints(out)
+    assert sorted(theirs) == sorted(ours)
+    for name in ours:
+        a, b = load_checkpoint(ours[name])["model"], load_checkpoint(theirs[name])["model"]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
@@ -72,7 +73,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(reference, tmp_
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
-        while not any((out / "checkpoints").glob("*.pt")):  # the first epoch's checkpoint is complete
+        while not list(out.glob("units/*/checkpoint.pt")):  # the first epoch's checkpoint is complete
             assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() < deadline, "no checkpoint after 90 s"
             time.sleep(0.01)
@@ -107,7 +108,7 @@ def test_nan_loss_names_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_pa
     steps = len(build_dataset(DataConfig("digits", batch_size=64)).train)
     assert err == [f"nptm.train: error: s0/dense: the loss became NaN/Inf at epoch 2/3, step 1/{steps} (lr 0.1); "
                    f"try a lower --lr"]
-    state = load_checkpoint(out / "checkpoints" / "s0__dense.pt")  # epoch 1's, still finite
+    state = load_checkpoint(phase_checkpoint(out, "s0__dense.pt"))  # epoch 1's, still finite
     assert not state["done"] and state["trainer"]["epoch"] == 1 and len(state["trainer"]["history"]) == 1
     assert all(torch.isfinite(t).all() for t in state["trainer"]["model"].values() if t.is_floating_point())
 
@@ -142,7 +143,7 @@ def test_disk_full_mid_write_keeps_earlier_files_and_resumes(reference, tmp_path
     if target == "results":  # the second results.json write (after the first retraining) fails
         _fail_nth_write(monkeypatch, results_module, lambda p: p.name == "results.json", 2)
     else:  # the dense phase's second epoch checkpoint fails
-        _fail_nth_write(monkeypatch, checkpoint_module, lambda p: p.name == "s0__dense.pt", 2)
+        _fail_nth_write(monkeypatch, checkpoint_module, lambda p: p.name == "checkpoint.pt" and ".dense." in p.parent.name, 2)
     assert main(["--out", str(out), *ARGS]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left on device" in err[0] and f"--resume --out {out}" in err[0], err
@@ -151,7 +152,7 @@ def test_disk_full_mid_write_keeps_earlier_files_and_resumes(reference, tmp_path
         assert _metrics(out) == _metrics(ref)[:1]  # the dense record, intact
     else:
         assert not (out / "results.json").exists()
-        assert load_checkpoint(out / "checkpoints" / "s0__dense.pt")["trainer"]["epoch"] == 1
+        assert load_checkpoint(phase_checkpoint(out, "s0__dense.pt"))["trainer"]["epoch"] == 1
     monkeypatch.undo()
     assert main(["--out", str(out), "--resume", "--quiet"]) == 0
     _same_study(out, ref)
@@ -180,10 +181,10 @@ def folders(reference, tmp_path_factory):
              "other_phase": "s0__magnitude-0.9__ALLR__c1.pt"}
     for name, ckpt in ckpts.items():
         shutil.copytree(ref, tmp / name)
-    path = tmp / "truncated" / "checkpoints" / ckpts["truncated"]
+    path = unfinish(phase_checkpoint(tmp / "truncated", ckpts["truncated"]))
     path.write_bytes(path.read_bytes()[:1000])
-    torch.save({"weights": torch.zeros(3)}, tmp / "foreign" / "checkpoints" / ckpts["foreign"])
-    shutil.copy(ref / "checkpoints" / "s0__dense.pt", tmp / "other_phase" / "checkpoints" / ckpts["other_phase"])
+    torch.save({"weights": torch.zeros(3)}, unfinish(phase_checkpoint(tmp / "foreign", ckpts["foreign"])))
+    shutil.copy(phase_checkpoint(ref, "s0__dense.pt"), unfinish(phase_checkpoint(tmp / "other_phase", ckpts["other_phase"])))
     return {"tmp": tmp, "earlier": ref, **{k: tmp / k for k in ["empty", "file", "bad_yaml", "unknown_yaml", *ckpts]}}
 
 

@@ -14,25 +14,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nptm.train.results import group_runs, mean_std
+from nptm.study.records import fill_dense_top1, group_runs, mean_std
+from nptm.study.store import PLAN_FILE, UnitStore
+from nptm.utils.errors import UserError
+from nptm.utils.files import atomic_write
 
 IGNORED = {"training": ("seeds", "device", "threads", "dist_timeout"), "data": ("workers",)}  # and "output"
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     """A folder that holds no study; the CLI prints it as one line and exits with status 2."""
 
 
 @dataclass
-class Study:
+class StudyResults:
+    """The config and records of a study folder (or of several merged: those that differ only in seeds)."""
+
     name: str  # the folder names it was read from
     config: dict[str, Any]
     records: list[dict[str, Any]]
     folders: list[Path] = field(default_factory=list)
     finished: list[bool] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # planned runs not finished yet ("run (kind)")
 
 
-def load_study(folder: Path) -> Study:
+def load_study(folder: Path) -> StudyResults:
     """A study folder's config and records; an interrupted study has fewer records and no table.txt."""
     folder = Path(folder)
     try:
@@ -41,28 +47,49 @@ def load_study(folder: Path) -> Study:
         raise ReportError(f"{folder}: no config.json (not a study folder)") from None
     except (OSError, ValueError) as e:
         raise ReportError(f"{folder}: unreadable config.json ({e})") from None
+    if (folder / PLAN_FILE).is_file():  # a study of units: each finished unit's result.json, in plan order
+        records, missing = _unit_records(folder)
+        return StudyResults(folder.name, config, records, [folder], [not missing], missing)
     try:
         records = json.loads((folder / "results.json").read_text())
     except FileNotFoundError:
         records = []  # killed before its first run finished
     except (OSError, ValueError) as e:
         raise ReportError(f"{folder}: unreadable results.json ({e})") from None
-    return Study(folder.name, config, records, [folder], [(folder / "table.txt").is_file()])
+    return StudyResults(folder.name, config, records, [folder], [(folder / "table.txt").is_file()])
+
+
+def _unit_records(folder: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    try:
+        plan = json.loads((folder / PLAN_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{folder}: unreadable {PLAN_FILE} ({e})") from None
+    records, missing, store = [], [], UnitStore(folder)
+    for unit in plan:
+        try:
+            result = store.result(unit["id"])
+        except (OSError, ValueError) as e:
+            raise ReportError(f"{store.folder(unit['id'])}: unreadable result ({e})") from None
+        if result is None:
+            missing.append(f"{unit['run']} ({unit['kind']})")
+        elif result.get("record") is not None:
+            records.append(result["record"])
+    return fill_dense_top1(records), missing
 
 
 def _identity(config: dict[str, Any]) -> str:
     kept = {sec: {k: v for k, v in values.items() if k not in IGNORED.get(sec, ())}
-            for sec, values in config.items() if sec != "output"}
+            for sec, values in config.items() if sec not in ("output", "execution")}
     return json.dumps(kept, sort_keys=True)
 
 
-def merge_studies(studies: list[Study]) -> list[Study]:
+def merge_studies(studies: list[StudyResults]) -> list[StudyResults]:
     """Studies that differ only in seeds (or runtime settings) pooled into one; a run seen twice counts once."""
-    merged: dict[str, Study] = {}
+    merged: dict[str, StudyResults] = {}
     for s in studies:
         key = _identity(s.config)
         if key not in merged:
-            merged[key] = Study(s.name, s.config, [], [], [])
+            merged[key] = StudyResults(s.name, s.config, [], [], [])
         m = merged[key]
         if m.folders:
             m.name += f" + {s.name}"
@@ -70,6 +97,7 @@ def merge_studies(studies: list[Study]) -> list[Study]:
         m.records += [r for r in s.records if r["run"] not in seen]
         m.folders += s.folders
         m.finished += s.finished
+        m.missing += s.missing
     return list(merged.values())
 
 
@@ -106,15 +134,17 @@ def _dense_line(records) -> str:
     return f"dense model: {m:.2f} ± {s:.2f} top-1 % over {len(dense)} seed(s)"
 
 
-def _status(study: Study) -> str:
+def _status(study: StudyResults) -> str:
     done = sum(study.finished)
     runs = len(study.records)
     state = "finished" if done == len(study.finished) else f"INTERRUPTED ({len(study.finished) - done} of " \
                                                             f"{len(study.finished)} folder(s) unfinished)"
-    return f"{runs} run(s) recorded, {state}"
+    missing = f"; {len(study.missing)} planned unit(s) missing: {', '.join(study.missing[:8])}" + \
+        (", ..." if len(study.missing) > 8 else "") if study.missing else ""
+    return f"{runs} run(s) recorded, {state}{missing}"
 
 
-def render_markdown(studies: list[Study], figures: dict[str, list[Path]], out: Path) -> str:
+def render_markdown(studies: list[StudyResults], figures: dict[str, list[Path]], out: Path) -> str:
     lines = ["# nptm report", ""]
     for s in studies:
         lines += [f"## {s.name}", "", f"{_status(s)}. {_dense_line(s.records)}. Cells: top-1 % mean ± std over "
@@ -139,7 +169,7 @@ CSS = ("body{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}tab
        "display:block;margin:1em 0}pre{background:#f6f6f6;padding:.5em;overflow:auto}")
 
 
-def render_html(studies: list[Study], figures: dict[str, list[Path]]) -> str:
+def render_html(studies: list[StudyResults], figures: dict[str, list[Path]]) -> str:
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>nptm report</title><style>{CSS}</style>"
              "</head><body><h1>nptm report</h1>"]
@@ -164,8 +194,7 @@ def render_html(studies: list[Study], figures: dict[str, list[Path]]) -> str:
 def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
     """Write ``out/report.html`` (self-contained) and ``out/report.md`` (figures under ``out/figures``, or beside
     results.json when ``out`` is the one study folder reported)."""
-    from nptm.train.checkpoint import atomic_write
-    from nptm.train.plots import write_plots
+    from nptm.study.plots import write_plots
 
     studies = merge_studies([load_study(f) for f in folders])
     out.mkdir(parents=True, exist_ok=True)

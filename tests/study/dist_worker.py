@@ -1,4 +1,4 @@
-"""Test-only entry point: ``torchrun ... tests/train/dist_worker.py [hooks] -- <python -m nptm.train flags>``.
+"""Test-only entry point: ``torchrun ... tests/study/dist_worker.py [hooks] -- <python -m nptm.train flags>``.
 
 Runs ``nptm.train``'s ``main`` exactly as ``python -m nptm.train`` does, with callbacks the tests need:
 ``--dump DIR`` saves every rank's weights and masks after each phase (DIR/rank<r>/<phase>.pt);
@@ -58,7 +58,7 @@ class Fail(Callback):
 
 
 def main() -> int:
-    from nptm.train.__main__ import main as train_main
+    from nptm.study.cli import main as train_main
 
     p = argparse.ArgumentParser()
     p.add_argument("--dump", type=Path)

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from fakedata import make_image_folder  # noqa: E402
 from nptm.data import DataConfig, build_dataset  # noqa: E402
 from nptm.models import build_model  # noqa: E402
-from nptm.train.__main__ import main  # noqa: E402
+from nptm.study.cli import main  # noqa: E402
 from nptm.train.evaluate import evaluate  # noqa: E402
 
 SMALL = ["--train-resolution", "32", "--val-resolution", "32", "--batch-size", "8", "--epochs", "4",

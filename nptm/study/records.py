@@ -1,18 +1,57 @@
-"""results.json (one record per run), results.csv (its scalar columns) and the printed summary table."""
+"""A run's ``Record`` (built in one place, stored as the JSON object results.json has always held), results.json
+and results.csv (its scalar columns), and the printed summary table. Readers (tables, plots, the report) work on
+the JSON objects, so folders written by earlier versions report too."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from nptm.train.checkpoint import atomic_write
+from nptm.utils.files import atomic_write
 
 CSV_SKIP = ("per_layer_sparsity", "history", "lr_trace", "cycles", "config")
 TIME_KEYS = ("time_prune_s", "time_train_s", "time_eval_s", "time_total_s", "images_per_s")
+
+
+@dataclass
+class Record:
+    """One finished run. ``measures``: what ``nptm.study.measure.measure`` reports of the final model (sparsity,
+    params, FLOPs, speedup, ...); ``summary``: the training summary of its last phase (top1, loss, history, ...);
+    ``details``: what only its kind has (cycles, d, BIMP's initial epochs, ...). ``to_json`` flattens them."""
+
+    run: str
+    kind: str  # dense, retrain, scratch-e, scratch-b, bimp, or a during-training method's own kind
+    seed: int
+    pruner: str  # "-" for the dense model
+    sparsity_target: float | str  # a PFEC preset's name for filter pruners given one
+    schedule: str
+    epochs: int
+    iters_per_epoch: int
+    measures: dict[str, Any]
+    summary: dict[str, Any]
+    retrain_epochs: int | None = None
+    time_prune_s: float = 0.0
+    time_train_s: float = 0.0
+    time_eval_s: float = 0.0
+    lr_trace: dict[str, list] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self, world_size: int, config: dict[str, Any]) -> dict[str, Any]:
+        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("measures", "summary", "details", "lr_trace", "retrain_epochs")}
+        if self.retrain_epochs is not None:
+            base["retrain_epochs"] = self.retrain_epochs
+        times = {k: base.pop(k) for k in ("time_prune_s", "time_train_s", "time_eval_s")}
+        rec = {**base, **self.measures, **{k: v for k, v in self.summary.items() if not k.startswith("time")},
+               **times, **self.details, "lr_trace": self.lr_trace, "world_size": world_size, "config": config}
+        rec["time_total_s"] = sum(times.values())
+        return rec
 
 
 def _json_safe(x):
@@ -39,6 +78,13 @@ def write_results(out: Path, records: Sequence[dict[str, Any]]) -> None:
 
 def load_results(out: Path) -> list[dict[str, Any]]:
     return json.loads((out / "results.json").read_text())
+
+
+def fill_dense_top1(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each pruned run's ``dense_top1``: the top-1 of its seed's dense model, when that has finished."""
+    dense = {r["seed"]: r["top1"] for r in records if r["kind"] == "dense"}
+    return [r if r["kind"] == "dense" or r["seed"] not in dense else {**r, "dense_top1": dense[r["seed"]]}
+            for r in records]
 
 
 def mean_std(xs: Sequence[float]) -> tuple[float, float]:

@@ -1,0 +1,72 @@
+"""What a study measures of a model: sparsity (global and per layer), parameters and FLOPs against the dense
+model (``DenseBaseline``), and one pruning step with ALLR's norm drop d1."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from nptm.models import build_model, count_flops, count_params
+from nptm.pruning import Masks, Pruner, prunable_weights
+from nptm.schedules import norm_drop
+
+
+@dataclass(frozen=True)
+class DenseBaseline:
+    """What pruned models are measured against: the dense model's prunable sizes and FLOPs at the input shape."""
+
+    prunable_numel: dict[str, int]
+    flops: int
+    input_shape: tuple[int, int, int]
+    include_linear: bool
+
+    @classmethod
+    def of(cls, model_name: str, num_classes: int, in_channels: int, image_size: int,
+           include_linear: bool) -> "DenseBaseline":
+        model = build_model(model_name, num_classes, in_channels)
+        shape = (in_channels, image_size, image_size)
+        numel = {n: w.numel() for n, w in prunable_weights(model, include_linear).items()}
+        return cls(numel, count_flops(model, shape), shape, include_linear)
+
+
+def measure(model: nn.Module, masks: Masks | None, base: DenseBaseline) -> dict[str, Any]:
+    """Sparsity (global and per layer, relative to the dense model), params and FLOPs of ``model``."""
+    total, nonzero = count_params(model)
+    flops = count_flops(model, base.input_shape)
+    effective = count_flops(model, base.input_shape, effective=True)
+    if masks is not None:
+        sparsity, per_layer = masks.sparsity(), masks.per_layer_sparsity()
+    else:  # dense or physically smaller (filter-pruned): count what is left against the dense sizes
+        weights = prunable_weights(model, base.include_linear)
+        left = {n: int(weights[n].count_nonzero()) if n in weights else 0 for n in base.prunable_numel}
+        per_layer = {n: 1.0 - left[n] / numel for n, numel in base.prunable_numel.items()}
+        sparsity = 1.0 - sum(left.values()) / sum(base.prunable_numel.values())
+    return {"sparsity": sparsity, "per_layer_sparsity": per_layer, "params_total": total, "params_nonzero": nonzero,
+            "flops_dense": flops, "flops_effective": effective, "speedup": base.flops / max(effective, 1)}
+
+
+def example_input(model: nn.Module, input_shape: Sequence[int] | None) -> torch.Tensor | None:
+    """A zero batch of one at ``input_shape`` on the model's device and dtype (what channel pruning traces)."""
+    p = next(model.parameters())
+    return torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype) if input_shape else None
+
+
+@torch.no_grad()
+def prune_step(model: nn.Module, masks: Masks | None, pruner: Pruner, amount, *, include_linear: bool,
+               generator: torch.Generator, round_to: int = 1, ignore: Sequence[str] = ("<classifier>",),
+               input_shape: Sequence[int] | None = None, loader=None) -> tuple[nn.Module, Masks | None, float]:
+    """(pruned copy of ``model``, its masks or None, ALLR's d1 for this step). ``amount``: the fraction of the
+    remaining weights (filter pruners: the ratio of every channel group, or layer -> ratio, traced at
+    ``input_shape`` with ``round_to`` and ``ignore``). ``loader``: calibration batches for data-aware criteria."""
+    before = [w.detach().clone() for w in prunable_weights(model, include_linear).values()]
+    if pruner.structured:
+        pruned, new_masks = pruner.prune(model, amount, generator=generator, loader=loader, round_to=round_to,
+                                         ignore=tuple(ignore), example_input=example_input(model, input_shape))
+    else:
+        pruned, new_masks = pruner.prune(model, amount, masks=masks, include_linear=include_linear,
+                                         generator=generator, loader=loader)
+    after = list(prunable_weights(pruned, include_linear).values())
+    fraction = amount if not pruner.structured else 1.0 - sum(w.numel() for w in after) / sum(w.numel() for w in before)
+    return pruned, new_masks, norm_drop(before, after, fraction)

@@ -1,0 +1,101 @@
+"""The plan of a study: its runs as units, in the order a single process runs them.
+
+Per seed: the dense model (trained under the original schedule, or read from --dense-checkpoint); then, per
+pruner and target, the units its algorithm's strategy plans (``nptm.study.strategies``): one-shot pruning with
+every schedule and budget retraining the same pruned weights, Scratch-E/B and BIMP beside them; pruning during
+training (GMP, SFP) within the total budget T. A PFEC-style preset is resolved to layer ratios here, once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from nptm.models import build_model, filter_preset
+from nptm.pruning import PRUNERS, Pruner
+from nptm.study.config import StudyConfig
+from nptm.study.measure import measure
+from nptm.study.records import Record
+from nptm.study.strategies import STRATEGIES
+from nptm.study.training import original_schedule, subsample_trace
+from nptm.study.units import Target, Unit
+
+# fields that decide which units a study has, not what any unit computes
+SET_FIELDS = {"pruning": ("pruner", "sparsity", "filter_config", "bimp"), "schedule": ("schedules",),
+              "training": ("seeds", "retrain_epochs", "scratch")}
+
+
+def unit_digest(cfg: StudyConfig) -> str:
+    """A digest of the config fields that shape the units' results (part of every unit's id)."""
+    d = cfg.study_dict()
+    for section, names in SET_FIELDS.items():
+        for name in names:
+            d[section].pop(name, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DenseTraining(Unit):
+    kind: ClassVar[str] = "dense"
+
+    def execute(self, ctx) -> dict[str, Any]:
+        from nptm.study.dense_checkpoint import load_dense_checkpoint
+
+        data = ctx.data(self.seed)
+        ipe = len(data.train)
+        schedule = original_schedule(ctx.original, ipe)  # how the model was (or is) trained
+        details = {}
+        if ctx.cfg.model.dense_checkpoint:
+            model = load_dense_checkpoint(ctx.fresh_model(self.seed, data), ctx.cfg.model.dense_checkpoint,
+                                          ctx.dense_checkpoint(data))
+            ev, eval_s = ctx.evaluate(model, data)
+            summary = {"top1": ev["top1"], "loss": ev["loss"], "history": [], "time_train_s": 0.0, "time_eval_s": eval_s}
+            details = {"dense_checkpoint": str(ctx.cfg.model.dense_checkpoint)}
+        else:
+            model, summary = ctx.train(self, None, ctx.fresh_model(self.seed, data), None, schedule,
+                                       ctx.original.epochs, data)
+        ctx.save_model(self, "model", model, None)
+        record = Record(self.run, "dense", self.seed, "-", 0.0, "original", ctx.original.epochs, ipe,
+                        measure(model, None, ctx.baseline(data)), summary, time_train_s=summary["time_train_s"],
+                        time_eval_s=summary["time_eval_s"], lr_trace=subsample_trace(schedule.lrs()), details=details)
+        return {"record": ctx.record(record)}
+
+
+def fmt_target(s: float | str) -> str:
+    return s if isinstance(s, str) else f"{s:g}"
+
+
+class Planner:
+    """What strategies plan with: the config, its unit digest, run names and each seed's dense unit."""
+
+    def __init__(self, cfg: StudyConfig):
+        self.cfg, self.digest = cfg, unit_digest(cfg)
+        self.budgets = tuple(cfg.training.retrain_epochs)
+        self.dense: dict[int, DenseTraining] = {}
+
+    def run_name(self, seed: int, pruner: Pruner, target: Target, name: str, budget: int | None = None) -> str:
+        """A run's name: ``s<seed>/<pruner>-<target>/<name>``, with ``-rt<budget>`` when the study has several."""
+        several = budget is not None and len(self.budgets) > 1
+        return f"s{seed}/{pruner.name}-{target.label}/{name}" + (f"-rt{budget}" if several else "")
+
+    def targets(self, pruner: Pruner) -> list[Target]:
+        p = self.cfg.pruning
+        if pruner.structured and p.filter_config:
+            ratios = filter_preset(self.cfg.model.model, p.filter_config)(build_model(self.cfg.model.model, 10))
+            return [Target(p.filter_config, p.filter_config, tuple(sorted(ratios.items())))]
+        return [Target(fmt_target(s), s) for s in p.sparsity]
+
+
+def plan_study(cfg: StudyConfig) -> list[Unit]:
+    """Every unit of the study, each once, in the order one process runs them."""
+    planner = Planner(cfg)
+    units: list[Unit] = []
+    for seed in cfg.training.seeds:
+        planner.dense[seed] = DenseTraining(f"s{seed}/dense", seed, planner.digest)
+        units.append(planner.dense[seed])
+        for pruner in map(PRUNERS.__getitem__, cfg.pruning.pruner):
+            strategy = STRATEGIES[pruner.algorithm]
+            for target in planner.targets(pruner):
+                units += strategy.units(planner, seed, pruner, target)
+    return list(dict.fromkeys(units))
