@@ -11,8 +11,9 @@ digest() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 stamp_ok() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 stamp() { mkdir -p "$STAMPS" && echo "$2" > "$STAMPS/$1"; }
 
-# 1. System packages (FFCV's build needs OpenCV, libjpeg-turbo and pkg-config).
-APT_PKGS=(libopencv-dev libturbojpeg0-dev pkg-config)
+# 1. System packages (FFCV's build needs OpenCV, libjpeg-turbo and pkg-config; the tests start a one-node
+#    Slurm with munge to submit studies to).
+APT_PKGS=(libopencv-dev libturbojpeg0-dev pkg-config slurm-wlm munge)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then

@@ -117,9 +117,11 @@ class Executor:
             if ctx.rank == 0:
                 ctx.store.describe(unit.id, {"id": unit.id, "run": unit.run, "kind": unit.kind,
                                              "position": self.position[unit.id], "identity": unit.identity()})
+            start = time.perf_counter()
             result = unit.execute(ctx)
             if ctx.rank == 0:
-                ctx.store.finish(unit.id, {"position": self.position[unit.id], **result})
+                ctx.store.finish(unit.id, {"position": self.position[unit.id], "wall_s": time.perf_counter() - start,
+                                           **result})
                 if result.get("record") is not None:  # results.json follows the study as it runs
                     write_results(ctx.out, collect(ctx.out, self.plan, ctx.store)[0])
             self.executed.append(unit.id)

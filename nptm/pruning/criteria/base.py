@@ -33,7 +33,8 @@ class Criterion:
         raise NotImplementedError
 
 
-CRITERIA: Registry[type[Criterion]] = Registry("criterion", entry_point_group="nptm.criteria")
+CRITERIA: Registry[type[Criterion]] = Registry("criterion", entry_point_group="nptm.criteria",
+                                               package="nptm.pruning.criteria")
 
 
 def uniform_scores(shape: torch.Size | tuple[int, ...], like: Tensor, generator: torch.Generator | None,

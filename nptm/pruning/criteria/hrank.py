@@ -9,7 +9,7 @@ import torch
 from nptm.pruning.criteria.base import CRITERIA, Criterion, check_finite, eval_mode, owner_modules, require_batches
 
 
-@CRITERIA.register("hrank")
+@CRITERIA.register("hrank", position=6)
 class HRank(Criterion):
     structured = True
     needs_data = True

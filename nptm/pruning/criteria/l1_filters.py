@@ -6,7 +6,7 @@ import torch
 from nptm.pruning.criteria.base import CRITERIA, Criterion, check_finite
 
 
-@CRITERIA.register("l1_filters")
+@CRITERIA.register("l1_filters", position=3)
 class L1Filters(Criterion):
     structured = True
 

@@ -6,7 +6,7 @@ import torch
 from nptm.pruning.criteria.base import CRITERIA, Criterion, check_finite
 
 
-@CRITERIA.register("l2_filters")
+@CRITERIA.register("l2_filters", position=4)
 class L2Filters(Criterion):
     structured = True
 

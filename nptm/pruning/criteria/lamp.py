@@ -21,7 +21,7 @@ def lamp_scores(w: torch.Tensor) -> torch.Tensor:
     return out.reshape(w.shape)
 
 
-@CRITERIA.register("lamp")
+@CRITERIA.register("lamp", position=1)
 class LAMP(Criterion):
     def scores(self, model, params, *, loader=None, generator=None):
         check_finite(params)

@@ -6,7 +6,7 @@ import torch
 from nptm.pruning.criteria.base import CRITERIA, Criterion, uniform_scores
 
 
-@CRITERIA.register("random")
+@CRITERIA.register("random", position=2)
 class RandomWeights(Criterion):
     random = True
 
@@ -14,7 +14,7 @@ class RandomWeights(Criterion):
         return {n: uniform_scores(w.shape, w, generator) for n, w in params.items()}
 
 
-@CRITERIA.register("random_filters")
+@CRITERIA.register("random_filters", position=2.5)
 class RandomFilters(Criterion):
     structured = True
     random = True

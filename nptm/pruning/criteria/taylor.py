@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from nptm.pruning.criteria.base import CRITERIA, Criterion, check_finite, eval_mode, require_batches
 
 
-@CRITERIA.register("taylor")
+@CRITERIA.register("taylor", position=5)
 class Taylor(Criterion):
     structured = True
     needs_data = True
