@@ -52,7 +52,7 @@ def allr_scale(
 
 
 @retrain_schedule("ALLR", position=5, uses_d=True)
-def adaptive_linear_restart(o, n, ipe, t_rt, *, warmup_frac, peak_scale, **_) -> Schedule:
+def adaptive_linear_restart(o, n, iters_per_epoch, t_rt, *, warmup_frac, peak_scale, **_) -> Schedule:
     """ALLR: LLR with peak d * eta_max, d = peak_scale (compute it with ``allr_scale``)."""
     if peak_scale is None:
         raise ValueError("ALLR needs its peak factor d: compute it with nptm.schedules.allr_scale(before, after, ...)")

@@ -8,7 +8,7 @@ CLR_DIV_FACTOR = CLR_FINAL_DIV_FACTOR = 100.0  # the reference code's OneCycleLR
 
 
 @retrain_schedule("CLR", position=3)
-def one_cycle(o, n, ipe, t_rt, *, warmup_frac, cycle_momentum, **_) -> Schedule:
+def one_cycle(o, n, iters_per_epoch, t_rt, *, warmup_frac, cycle_momentum, **_) -> Schedule:
     """CLR: torch's OneCycleLR(max_lr=eta_max, total_steps=N, pct_start=warmup_frac, div_factor=100,
     final_div_factor=100, anneal_strategy='cos'). With E1 = warmup_frac * N - 1:
     it <= E1: cos-anneal eta_max/100 -> eta_max over pct = it / E1; else cos-anneal eta_max -> eta_max/1e4

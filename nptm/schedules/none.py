@@ -5,6 +5,6 @@ from nptm.schedules.retrain import Schedule, retrain_schedule
 
 
 @retrain_schedule("none", position=6, restarts=False, retrains=False, default=False)
-def no_retraining(o, n, ipe, t_rt, **_) -> Schedule:
+def no_retraining(o, n, iters_per_epoch, t_rt, **_) -> Schedule:
     """none: no retraining, 0 iterations."""
     return Schedule("none", 0, lambda it: 0.0)

@@ -45,11 +45,11 @@ class Schedule:
 
 
 class ScheduleBuilder(Protocol):
-    """``builder(original, n, ipe, t_rt, *, warmup_frac, peak_scale, cycle_momentum) -> Schedule``: n iterations,
-    ``ipe`` iterations per unit (epoch) of ``original``, ``t_rt`` the retraining length in those units;
+    """``builder(original, n, iters_per_epoch, t_rt, *, warmup_frac, peak_scale, cycle_momentum) -> Schedule``: n iterations,
+    ``iters_per_epoch`` iterations per unit (epoch) of ``original``, ``t_rt`` the retraining length in those units;
     ``peak_scale`` is ALLR's d (None: not given). Builders ignore the options they do not use."""
 
-    def __call__(self, o: Original, n: int, ipe: int, t_rt: float, *, warmup_frac: float,
+    def __call__(self, o: Original, n: int, iters_per_epoch: int, t_rt: float, *, warmup_frac: float,
                  peak_scale: float | None, cycle_momentum: bool) -> Schedule: ...
 
 

@@ -5,7 +5,7 @@ from nptm.schedules.retrain import Schedule, cos_anneal, retrain_schedule
 
 
 @retrain_schedule("SLR", position=2)
-def scaled_restart(o, n, ipe, t_rt, *, warmup_frac, **_) -> Schedule:
+def scaled_restart(o, n, iters_per_epoch, t_rt, *, warmup_frac, **_) -> Schedule:
     """SLR: W = warmup_frac * N; it < W: cosine ramp eta_min -> eta_max over it / W (the reference
     code's 'cos' warm-up); then the original's decay part at fraction (it - W) / (N - W)."""
     if warmup_frac == 0:

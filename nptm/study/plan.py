@@ -43,8 +43,8 @@ class DenseTraining(Unit):
         from nptm.study.dense_checkpoint import load_dense_checkpoint
 
         data = ctx.data(self.seed)
-        ipe = len(data.train)
-        schedule = original_schedule(ctx.original, ipe)  # how the model was (or is) trained
+        iters_per_epoch = len(data.train)
+        schedule = original_schedule(ctx.original, iters_per_epoch)  # how the model was (or is) trained
         details = {}
         if ctx.cfg.model.dense_checkpoint:
             model = load_dense_checkpoint(ctx.fresh_model(self.seed, data), ctx.cfg.model.dense_checkpoint,
@@ -56,7 +56,7 @@ class DenseTraining(Unit):
             model, summary = ctx.train(self, None, ctx.fresh_model(self.seed, data), None, schedule,
                                        ctx.original.epochs, data)
         ctx.save_model(self, "model", model, None)
-        record = Record(self.run, "dense", self.seed, "-", 0.0, "original", ctx.original.epochs, ipe,
+        record = Record(self.run, "dense", self.seed, "-", 0.0, "original", ctx.original.epochs, iters_per_epoch,
                         measure(model, None, ctx.baseline(data)), summary, time_train_s=summary["time_train_s"],
                         time_eval_s=summary["time_eval_s"], lr_trace=subsample_trace(schedule.lrs()), details=details)
         return {"record": ctx.record(record)}

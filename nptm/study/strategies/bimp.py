@@ -21,9 +21,9 @@ class BIMP(Unit):
 
     def execute(self, ctx) -> dict[str, Any]:
         data = ctx.data(self.seed)
-        pruner, ipe = PRUNERS[self.pruner], len(data.train)
+        pruner, iters_per_epoch = PRUNERS[self.pruner], len(data.train)
         t0 = ctx.cfg.training.epochs - ctx.cfg.pruning.iterations * self.budget
-        linear = build_schedule("LLR", ctx.original, t0, ipe)
+        linear = build_schedule("LLR", ctx.original, t0, iters_per_epoch)
         model = ctx.fresh_model(self.seed, data)  # the dense model's init: the same starting point
         model, pre = ctx.train(self, "train", model, None, linear, t0, data)
         amount = self.target.amounts(ctx.cfg.pruning.iterations)[0]
@@ -35,5 +35,5 @@ class BIMP(Unit):
         fields["time_eval_s"] += pre["time_eval_s"]
         fields["details"]["bimp_initial_epochs"] = t0
         record = Record(self.run, "bimp", self.seed, self.pruner, self.target.value, "BIMP", ctx.cfg.training.epochs,
-                        ipe, retrain_epochs=self.budget, **fields)
+                        iters_per_epoch, retrain_epochs=self.budget, **fields)
         return {"record": ctx.record(record)}

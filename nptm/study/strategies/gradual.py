@@ -38,14 +38,14 @@ class GradualMagnitudeRun(Unit):
 
     def execute(self, ctx) -> dict[str, Any]:
         data, p = ctx.data(self.seed), ctx.cfg.pruning
-        ipe, epochs = len(data.train), ctx.original.epochs
+        iters_per_epoch, epochs = len(data.train), ctx.original.epochs
         model = ctx.fresh_model(self.seed, data)  # the dense model's init
         masks = Masks.ones(prunable_weights(model, p.include_linear))
-        schedule = original_schedule(ctx.original, ipe, "GMP")
-        ramp = GMPRamp.over(float(self.target.value), epochs * ipe, *p.gmp_window, iters_per_epoch=ipe)
+        schedule = original_schedule(ctx.original, iters_per_epoch, "GMP")
+        ramp = GMPRamp.over(float(self.target.value), epochs * iters_per_epoch, *p.gmp_window, iters_per_epoch=iters_per_epoch)
         model, summary = ctx.train(self, None, model, masks, schedule, epochs, data,
                                    first=[GrowMasks(ramp, masks, p.include_linear)])
-        record = Record(self.run, "gmp", self.seed, self.pruner, self.target.value, "GMP", epochs, ipe,
+        record = Record(self.run, "gmp", self.seed, self.pruner, self.target.value, "GMP", epochs, iters_per_epoch,
                         measure(model, masks, ctx.baseline(data)), summary, time_train_s=summary["time_train_s"],
                         time_eval_s=summary["time_eval_s"], lr_trace=subsample_trace(schedule.lrs()),
                         details={"gmp_ramp": dataclasses.asdict(ramp)})

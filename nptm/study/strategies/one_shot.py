@@ -65,7 +65,7 @@ def retrain_chain(ctx, unit: Unit, data, model, masks, info, pruner: Pruner, sch
     """IMP from an already pruned first cycle (``info``: its pruning's facts): per cycle, retrain under
     ``schedule_name`` for ``budget`` epochs, then prune the next amount (stream ``<prune_key>/prune<c>``).
     Returns the final model, its masks and the record's fields. ``lrs``: the lr trace before the chain."""
-    ipe, lrs, cycles = len(data.train), list(lrs), []
+    iters_per_epoch, lrs, cycles = len(data.train), list(lrs), []
     kind = schedule_kind(schedule_name)
     totals = {"time_prune_s": 0.0, "time_train_s": 0.0, "time_eval_s": 0.0}
     amounts = unit.target.amounts(ctx.cfg.pruning.iterations)
@@ -78,7 +78,7 @@ def retrain_chain(ctx, unit: Unit, data, model, masks, info, pruner: Pruner, sch
         totals["time_prune_s"] += info["time_prune_s"]
         totals["time_eval_s"] += info["time_eval_s"]
         if kind.retrains:
-            schedule = build_schedule(schedule_name, ctx.original, budget, ipe, peak_scale=d if kind.uses_d else 1.0,
+            schedule = build_schedule(schedule_name, ctx.original, budget, iters_per_epoch, peak_scale=d if kind.uses_d else 1.0,
                                       cycle_momentum=ctx.cfg.schedule.cycle_momentum)
             model, summary = ctx.train(unit, f"c{c + 1}", model, masks, schedule, budget, data)
             lrs += schedule.lrs()

@@ -39,21 +39,21 @@ class SoftFilterRun(Unit):
 
     def execute(self, ctx) -> dict[str, Any]:
         data, p, pruner = ctx.data(self.seed), ctx.cfg.pruning, PRUNERS[self.pruner]
-        ipe, t0 = len(data.train), ctx.original.epochs - self.budget
+        iters_per_epoch, t0 = len(data.train), ctx.original.epochs - self.budget
         model = ctx.fresh_model(self.seed, data)
         options = {"example_input": example_input(model, ctx.baseline(data).input_shape), "round_to": p.round_to,
                    "ignore": tuple(p.ignore)}
-        soft = original_schedule(dataclasses.replace(ctx.original, epochs=t0), ipe, "SFP")
+        soft = original_schedule(dataclasses.replace(ctx.original, epochs=t0), iters_per_epoch, "SFP")
         model, pre = ctx.train(self, "train", model, None, soft, t0, data,
                                first=[ZeroChannels(pruner, self.target.amount, options)])
         pruned = ctx.on_device(pruner.prune(model, self.target.amount, **options)[0])  # removal builds new tensors
-        clr = build_schedule(RETRAIN_SCHEDULE, ctx.original, self.budget, ipe,
+        clr = build_schedule(RETRAIN_SCHEDULE, ctx.original, self.budget, iters_per_epoch,
                              cycle_momentum=ctx.cfg.schedule.cycle_momentum)
         model, summary = ctx.train(self, RETRAIN_SCHEDULE, pruned, None, clr, self.budget, data)
         if p.save_models:
             ctx.export_model(self.run, model, None)
         record = Record(self.run, "sfp", self.seed, self.pruner, self.target.value, f"SFP+{RETRAIN_SCHEDULE}",
-                        ctx.original.epochs, ipe, measure(model, None, ctx.baseline(data)), summary,
+                        ctx.original.epochs, iters_per_epoch, measure(model, None, ctx.baseline(data)), summary,
                         retrain_epochs=self.budget, time_train_s=summary["time_train_s"] + pre["time_train_s"],
                         time_eval_s=summary["time_eval_s"] + pre["time_eval_s"],
                         lr_trace=subsample_trace([*soft.lrs(), *clr.lrs()]),
