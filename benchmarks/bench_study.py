@@ -48,7 +48,7 @@ def _overheads(out: Path) -> list[float]:
     found = []
     for unit in (out / "units").iterdir():
         result = json.loads((unit / "result.json").read_text())
-        own = result["record"] or result.get("info") or {}
+        own = result.get("record") or result.get("info") or {}
         found.append(result["wall_s"] - sum(own.get(k, 0.0) for k in TIMED))
     return found
 
