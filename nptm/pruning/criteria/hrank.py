@@ -14,8 +14,9 @@ The channel dimension is the one the channel graph gives the producer (``produce
 conv's output, the last dim of a linear's), so channels-last linears (ConvNeXt's MLP) and linears on sequences
 are ranked per channel. A channel's map is the matrix of the remaining non-batch dims: H x W; 1 x L for one dim
 (Conv1d, a linear on [N, L, F]); 1 x 1 for none (a linear on [N, F]: rank 1 where the output is non-zero);
-D x (H*W...) for more. Models that torch.fx cannot trace, and a bare layer passed as the model, are ranked at the
-producers' outputs through forward hooks.
+D x (H*W...) for more. The model is traced in eval mode (producers only its training-only branches call score 0);
+models that torch.fx cannot trace, and a bare layer passed as the model, are ranked at the producers' outputs
+through forward hooks.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ _THROUGH_MODULES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._In
                     nn.Identity, nn.modules.dropout._DropoutNd)
 _THROUGH_OPS = {"add", "add_", "iadd", "dropout", "dropout1d", "dropout2d", "dropout3d", "clone", "contiguous"}
 _ACTIVATION_OPS = {"relu", "relu_", "relu6", "relu6_", "gelu", "silu", "silu_", "hardswish", "hardswish_", "sigmoid",
-                   "sigmoid_", "tanh", "elu", "elu_", "leaky_relu", "leaky_relu_", "selu", "mish", "softplus", "hardtanh"}
+                   "sigmoid_", "tanh", "elu", "elu_", "leaky_relu", "leaky_relu_", "selu", "mish", "softplus",
+                   "hardtanh"}
 
 
 def channel_ranks(out: Tensor, channel_dim: int) -> Tensor:
@@ -89,7 +91,8 @@ class _Recorder(fx.Interpreter):
 
 
 def _trace(model: nn.Module, x: Tensor, owners: dict[str, str]):
-    """(eval-mode trace, probe node -> [(param name, channel dim)]) or None when some owner is not a traced call."""
+    """(eval-mode trace, layer name -> its call nodes), or None when fx cannot trace the model or no producer is a
+    call in the trace. Producers the eval-mode graph never calls (training-only branches) score 0."""
     try:
         gm = fx.GraphModule(model, fx.Tracer().trace(model))
         ShapeProp(gm).propagate(x)
@@ -99,8 +102,8 @@ def _trace(model: nn.Module, x: Tensor, owners: dict[str, str]):
     for node in gm.graph.nodes:
         if node.op == "call_module":
             calls.setdefault(node.target, []).append(node)
-    if any(owner not in calls for owner in owners.values()):
-        return None
+    if not any(owner in calls for owner in owners.values()):
+        return None  # the model is the producer itself (a bare layer)
     return gm, calls
 
 
@@ -148,9 +151,10 @@ class HRank(Criterion):
         gm, calls = traced
         probes: dict[fx.Node, list[tuple[str, int]]] = {}
         for name, owner in owners.items():
-            for call in calls[owner]:
+            for call in calls.get(owner, ()):
                 probe = probe_node(call, modules) if self.point == "activation" else call
-                probes.setdefault(probe, []).append((name, producer_channel_dim(modules[owner], len(tensor_shape(call)))))
+                dim = producer_channel_dim(modules[owner], len(tensor_shape(call)))
+                probes.setdefault(probe, []).append((name, dim))
 
         def record(node, out):
             for name, dim in probes[node]:

@@ -111,6 +111,25 @@ def test_untraceable_models_are_ranked_at_the_producer_output():
     assert _scores(Dynamic(), "conv.weight", [(x, None)]) == [2.0, 2.0]
 
 
+def test_training_only_branches_score_zero_and_the_rest_keeps_the_activation_point():
+    class Aux(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = _set(nn.Conv2d(1, 2, 1, bias=False), [1.0, -1.0])
+            self.aux = nn.Conv2d(2, 3, 1)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x))
+            return (y, self.aux(y)) if self.training else y
+
+    model = Aux()
+    x = torch.tensor([[1.0, -1.0], [-1.0, -1.0]]).reshape(1, 1, 2, 2)
+    params = {"conv.weight": model.conv.weight, "aux.weight": model.aux.weight}
+    scores = CRITERIA["hrank"]().scores(model, params, loader=[(x, None)])
+    assert scores["conv.weight"].tolist() == [1.0, 2.0] and scores["aux.weight"].tolist() == [0.0, 0.0, 0.0]
+    assert model.training  # the model's mode is restored
+
+
 def test_unknown_point_is_refused():
     with pytest.raises(ValueError, match="HRank point must be one of activation, output"):
         HRank("input")
