@@ -101,7 +101,7 @@ class SparseTraining:
         params = prunable_weights(model, self.include_linear)
         weights = list(params.values())
         reached = zero_fraction(weights) if self.reaches_sparsity else self.sparsity
-        masks = Masks(dict(zip(params, ops.global_magnitude_masks(weights, self.pruned)))).bind(model)
+        masks = Masks(dict(zip(params, magnitude_masks(weights, self.pruned)))).bind(model)
         masks.apply(model)
         return Finished(masks, reached)
 
@@ -129,7 +129,13 @@ class SparseTraining:
             unparametrize(*owner(model, name), leave_parametrized=True)
 
     def _extra_parameters(self, model: nn.Module) -> list[nn.Parameter]:
-        return []
+        """The learned parameters of the parametrizations (STR's thresholds, CS's scores)."""
+        out = []
+        for n in self.names:
+            module, attr = owner(model, n)
+            if parametrize.is_parametrized(module, attr):
+                out += list(module.parametrizations[attr][0].parameters())
+        return out
 
     def _extra_decay(self, weight_decay: float) -> float:
         return weight_decay

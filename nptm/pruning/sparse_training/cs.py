@@ -58,9 +58,6 @@ class CS(SparseTraining):
     def beta_at(self, epoch: int) -> float:
         return self.beta_final ** (epoch / max(self.epochs - 1, 1))
 
-    def _extra_parameters(self, model: nn.Module) -> list[nn.Parameter]:
-        return [p.s for p in self.parametrizations(model)]
-
     def _extra_decay(self, weight_decay: float) -> float:
         return 0.0
 

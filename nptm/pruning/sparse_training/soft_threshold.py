@@ -44,8 +44,5 @@ class STR(SparseTraining):
     def _setup(self, model: nn.Module) -> None:
         self.parametrize(model, lambda w: SoftThreshold(w, self.s_init))
 
-    def _extra_parameters(self, model: nn.Module) -> list[nn.Parameter]:
-        return [p.s for p in self.parametrizations(model)]
-
     def _extra_decay(self, weight_decay: float) -> float:
         return weight_decay if self.threshold_decay is None else self.threshold_decay

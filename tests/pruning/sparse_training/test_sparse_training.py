@@ -45,18 +45,16 @@ def train(name, *, include_linear=True, channels_last=False, stop_after=None, re
     method = SPARSE_TRAINING[name](**QUICK.get(name, {}))
     ipe = len(loader)
     method.prepare(model, sparsity=SPARSITY, total_iters=EPOCHS * ipe, iters_per_epoch=ipe, include_linear=include_linear)
-    trainer = Trainer(model, loader, Schedule("c", EPOCHS * ipe, lambda it: 0.05 * (1 - it / 20)), epochs=EPOCHS,
-                      callbacks=[method] + ([Checkpoint(checkpoint)] if checkpoint else []), device=device)
+    schedule = Schedule("c", EPOCHS * ipe, lambda it: 0.05 * (1 - it / 20))
+    callbacks = [method] + ([Checkpoint(checkpoint)] if checkpoint else [])  # the methods never read .epochs
+    trainer = Trainer(model, loader, schedule, epochs=stop_after or EPOCHS, callbacks=callbacks, device=device)
     trainer.optimizer = build_optimizer("nesterov", method.param_groups(model, 1e-3), lr=0.05, momentum=0.9,
                                         weight_decay=1e-3)
-    if resume:
-        state = load_checkpoint(resume)
+    state = load_checkpoint(resume) if resume else None
+    if state:  # the model and optimizer of epoch 1, then the RNG streams
         trainer.load_state_dict(state["trainer"])
         set_rng_state(state["rng"])
-    if stop_after:
-        trainer.epochs = stop_after
-    trainer.fit()
-    return model, method, trainer
+    return model, method, trainer.fit()
 
 
 def test_registry_lists_every_method_with_documented_options():
