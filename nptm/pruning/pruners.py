@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from nptm.pruning.criteria import CRITERIA
 from nptm.pruning.masks import Masks
+from nptm.pruning.sparse_training import SPARSE_TRAINING
 from nptm.pruning.structured.engine import prune_channels, select_channels
 from nptm.pruning.structured.graph import CLASSIFIER, trace_channels
 from nptm.pruning.unstructured import prune_unstructured
@@ -30,6 +31,8 @@ ALGORITHMS = {
     "gradual": "during training: global magnitude masks on GMP's cubic sparsity ramp (Zhu & Gupta 2017)",
     "soft_channels": "during training: zero the lowest-scoring channels every epoch, let them regrow, remove "
                      "them at the end (SFP, He et al. 2018)",
+    "sparse_training": "during training: a pruning-stable method of nptm.pruning.sparse_training (GSM, DPF, DNW, "
+                       "STR, CS, LC), projected onto the target by magnitude at the end",
 }
 
 
@@ -51,7 +54,7 @@ class Pruner:
     @property
     def during_training(self) -> bool:
         """Prunes while the network trains, within the total budget (GMP, SFP) instead of after it."""
-        return self.algorithm in ("gradual", "soft_channels")
+        return self.algorithm in ("gradual", "soft_channels", "sparse_training")
 
     @property
     def random(self) -> bool:
@@ -81,11 +84,12 @@ class Pruner:
 
 
 class PrunerRegistry(Registry[Pruner]):
-    """The registered pruners after one pruner per criterion that no registered pruner is named after."""
+    """One pruner per criterion, then the registered pruners, then one per sparse-training method."""
 
     def _all(self) -> dict[str, Pruner]:
         out = {name: Pruner(name, name, "channels" if crit.structured else "global") for name, crit in CRITERIA.items()}
         out.update((n, self._items[n]) for n in Registry.names(self))
+        out.update((n, Pruner(n, "magnitude", "sparse_training")) for n in SPARSE_TRAINING.names() if n not in out)
         return out
 
     def names(self) -> tuple[str, ...]:

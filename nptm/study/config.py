@@ -142,6 +142,23 @@ class OutputOptions:
     quiet: bool = opt(False, "no progress bars")
 
 
+def _method_options() -> type:
+    """A section of every option of every pruning-stable method (``nptm.pruning.sparse_training``): method X's
+    option y is ``--X-y``, with the method's default and help."""
+    from nptm.pruning.sparse_training import SPARSE_TRAINING
+
+    fields = []
+    for name, method in SPARSE_TRAINING.items():
+        hints = typing.get_type_hints(method)
+        for f in method.options():
+            fields.append((f"{name}_{f.name}", hints[f.name],
+                           opt(f.default, f"--pruner {name}: {f.metadata.get('help', f.name)}")))
+    return dataclasses.make_dataclass("MethodOptions", fields)
+
+
+MethodOptions = _method_options()
+
+
 @dataclass
 class ExecutionOptions:
     jobs: int = opt(1, "run independent units of the study in this many local processes (each with --threads)")
@@ -159,9 +176,10 @@ class ExecutionOptions:
 
 
 RUNTIME = ("workers", "device", "threads", "dist_timeout")  # fields that change how a study runs, not its results
-SECTIONS = {"data": DataOptions, "model": ModelOptions, "pruning": PruningOptions, "schedule": ScheduleOptions,
-            "training": TrainingOptions, "output": OutputOptions, "execution": ExecutionOptions}
-STUDY_SECTIONS = ("data", "model", "pruning", "schedule", "training")  # those that define the results
+SECTIONS = {"data": DataOptions, "model": ModelOptions, "pruning": PruningOptions, "methods": MethodOptions,
+            "schedule": ScheduleOptions, "training": TrainingOptions, "output": OutputOptions,
+            "execution": ExecutionOptions}
+STUDY_SECTIONS = ("data", "model", "pruning", "methods", "schedule", "training")  # those that define the results
 
 
 @dataclass
@@ -169,6 +187,7 @@ class StudyConfig:
     data: DataOptions = field(default_factory=DataOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
     pruning: PruningOptions = field(default_factory=PruningOptions)
+    methods: MethodOptions = field(default_factory=MethodOptions)
     schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
     training: TrainingOptions = field(default_factory=TrainingOptions)
     output: OutputOptions = field(default_factory=OutputOptions)

@@ -117,12 +117,13 @@ class StudyContext:
 
     # -- training -------------------------------------------------------------------------------------
     def train(self, unit: Unit, phase: str | None, model: nn.Module, masks: Masks | None, schedule, epochs: int, data,
-              first: Sequence[Callback] = ()) -> tuple[nn.Module, dict[str, Any]]:
+              first: Sequence[Callback] = (), param_groups: list[dict] | None = None) -> tuple[nn.Module, dict[str, Any]]:
         """Train phase ``<run>/<phase>`` (just ``<run>`` when ``phase`` is None) of ``unit``, checkpointed in its
         folder."""
         key = unit.run if phase is None else f"{unit.run}/{phase}"
         path = self.store.folder(unit.id) / f"{phase or 'checkpoint'}.pt"
-        return self.phases.run(key, path, model, masks, schedule, epochs, data, unit.seed, first=first)
+        return self.phases.run(key, path, model, masks, schedule, epochs, data, unit.seed, first=first,
+                               param_groups=param_groups)
 
     # -- outputs --------------------------------------------------------------------------------------
     def save_model(self, unit: Unit, name: str, model: nn.Module, masks: Masks | None) -> Path:

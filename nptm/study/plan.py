@@ -21,7 +21,8 @@ from nptm.study.strategies import STRATEGIES
 from nptm.study.training import original_schedule, subsample_trace
 from nptm.study.units import Target, Unit
 
-# fields that decide which units a study has, not what any unit computes
+# fields that decide which units a study has, not what any unit computes; the options of pruning-stable methods
+# are part of the units that use them
 SET_FIELDS = {"pruning": ("pruner", "sparsity", "filter_config", "bimp"), "schedule": ("schedules",),
               "training": ("seeds", "retrain_epochs", "scratch")}
 
@@ -29,6 +30,7 @@ SET_FIELDS = {"pruning": ("pruner", "sparsity", "filter_config", "bimp"), "sched
 def unit_digest(cfg: StudyConfig) -> str:
     """A digest of the config fields that shape the units' results (part of every unit's id)."""
     d = cfg.study_dict()
+    d.pop("methods", None)
     for section, names in SET_FIELDS.items():
         for name in names:
             d[section].pop(name, None)
@@ -87,15 +89,24 @@ class Planner:
         return [Target(fmt_target(s), s) for s in p.sparsity]
 
 
+BIMP_PRUNER = "magnitude"  # BIMP's pruner when the study lists no unstructured one-shot pruner
+
+
 def plan_study(cfg: StudyConfig) -> list[Unit]:
     """Every unit of the study, each once, in the order one process runs them."""
     planner = Planner(cfg)
+    pruners = [PRUNERS[p] for p in cfg.pruning.pruner]
+    own_bimp = cfg.pruning.bimp and not any(STRATEGIES[p.algorithm].supports_bimp(p) for p in pruners)
     units: list[Unit] = []
     for seed in cfg.training.seeds:
         planner.dense[seed] = DenseTraining(f"s{seed}/dense", seed, planner.digest)
         units.append(planner.dense[seed])
-        for pruner in map(PRUNERS.__getitem__, cfg.pruning.pruner):
+        for pruner in pruners:
             strategy = STRATEGIES[pruner.algorithm]
             for target in planner.targets(pruner):
                 units += strategy.units(planner, seed, pruner, target)
+        if own_bimp:
+            bimp = PRUNERS[BIMP_PRUNER]
+            for target in planner.targets(bimp):
+                units += STRATEGIES[bimp.algorithm].bimp_units(planner, seed, bimp, target)
     return list(dict.fromkeys(units))

@@ -1,9 +1,8 @@
-"""Tables and the HTML/markdown report of one or more studies.
+"""The HTML/markdown report of one or more studies (the tables: ``nptm.study.tables``).
 
 Folders whose studies differ only in their seeds (and how they ran) are merged: their records pool into
-one set of tables and figures, so seeds run on several machines report together. Each table holds one
-sparsity target: a row per (pruner, retraining budget T_rt), a column per schedule (and BIMP, GMP, SFP,
-Scratch), cells top-1 mean ± sample std over seeds, the best value of each column in bold.
+one set of tables and figures, so seeds run on several machines report together. A study of units reports
+what has finished and lists the units still missing.
 """
 from __future__ import annotations
 
@@ -14,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nptm.study.records import fill_dense_top1, group_runs, mean_std
+from nptm.study.records import fill_dense_top1, mean_std
 from nptm.study.store import PLAN_FILE, UnitStore
+from nptm.study.tables import report_tables
 from nptm.utils.errors import UserError
 from nptm.utils.files import atomic_write
 
@@ -101,31 +101,6 @@ def merge_studies(studies: list[StudyResults]) -> list[StudyResults]:
     return list(merged.values())
 
 
-def study_tables(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One table per sparsity target: title, column names, rows of (label, cells), best cell per column."""
-    groups = group_runs([r for r in records if r["kind"] != "dense"])
-    targets = list(dict.fromkeys(k[2] for k in groups))
-    tables = []
-    for target in targets:
-        here = {k: v for k, v in groups.items() if k[2] == target}
-        columns = list(dict.fromkeys(k[3] for k in here))
-        rows = list(dict.fromkeys((k[1], k[4]) for k in here))
-        cells: dict[tuple, tuple[float, float, int]] = {}
-        for (kind, pruner, _, schedule, budget), runs in here.items():
-            m, s = mean_std([100 * r["top1"] for r in runs])
-            cells[(pruner, budget), schedule] = (m, s, len(runs))
-        best = {c: max((v[0], row) for (row, col), v in cells.items() if col == c)[1] for c in columns
-                if sum(col == c for _, col in cells) > 1}
-        tables.append({"title": f"target {target}", "columns": columns, "best": best,
-                       "rows": [(row[0] + (f", T_rt {row[1]}" if row[1] is not None else ""),
-                                 [cells.get((row, c)) for c in columns], row) for row in rows]})
-    return tables
-
-
-def _fmt(cell) -> str:
-    return "-" if cell is None else f"{cell[0]:.2f} ± {cell[1]:.2f}"
-
-
 def _dense_line(records) -> str:
     dense = [100 * r["top1"] for r in records if r["kind"] == "dense"]
     if not dense:
@@ -149,12 +124,11 @@ def render_markdown(studies: list[StudyResults], figures: dict[str, list[Path]],
     for s in studies:
         lines += [f"## {s.name}", "", f"{_status(s)}. {_dense_line(s.records)}. Cells: top-1 % mean ± std over "
                   "seeds; **bold**: best in its column.", ""]
-        for t in study_tables(s.records):
-            lines += [f"### {t['title']}", "", "| pruner, T_rt | " + " | ".join(t["columns"]) + " |",
-                      "|---" * (len(t["columns"]) + 1) + "|"]
-            for label, cells, row in t["rows"]:
-                text = [f"**{_fmt(c)}**" if t["best"].get(col) == row and c is not None else _fmt(c)
-                        for c, col in zip(cells, t["columns"])]
+        for t in report_tables(s.records):
+            lines += [f"### {t.title}", "", f"| {t.corner} | " + " | ".join(t.columns) + " |",
+                      "|---" * (len(t.columns) + 1) + "|"]
+            for i, (label, cells) in enumerate(t.rows):
+                text = [f"**{c}**" if (i, j) in t.best else c for j, c in enumerate(cells)]
                 lines.append(f"| {label} | " + " | ".join(text) + " |")
             lines.append("")
         lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures.get(s.name, [])]
@@ -176,13 +150,12 @@ def render_html(studies: list[StudyResults], figures: dict[str, list[Path]]) -> 
     for s in studies:
         parts.append(f"<h2>{e(s.name)}</h2><p>{e(_status(s))}. {e(_dense_line(s.records))}. Cells: top-1 % mean ± "
                      "std over seeds; best in its column highlighted.</p>")
-        for t in study_tables(s.records):
-            head = "".join(f"<th>{e(c)}</th>" for c in ["pruner, T_rt", *t["columns"]])
+        for t in report_tables(s.records):
+            head = "".join(f"<th>{e(c)}</th>" for c in [t.corner, *t.columns])
             body = "".join("<tr><td>" + e(label) + "</td>" + "".join(
-                f"<td class='best'>{e(_fmt(c))}</td>" if t["best"].get(col) == row and c is not None
-                else f"<td>{e(_fmt(c))}</td>" for c, col in zip(cells, t["columns"])) + "</tr>"
-                for label, cells, row in t["rows"])
-            parts.append(f"<h3>{e(t['title'])}</h3><table><tr>{head}</tr>{body}</table>")
+                f"<td class='best'>{e(c)}</td>" if (i, j) in t.best else f"<td>{e(c)}</td>"
+                for j, c in enumerate(cells)) + "</tr>" for i, (label, cells) in enumerate(t.rows))
+            parts.append(f"<h3>{e(t.title)}</h3><table><tr>{head}</tr>{body}</table>")
         for p in figures.get(s.name, []):
             data = base64.b64encode(p.read_bytes()).decode()
             parts.append(f"<img alt='{e(p.stem)}' src='data:image/png;base64,{data}'>")

@@ -73,7 +73,8 @@ class TrainingPhases:
     precision: str = "auto"
 
     def run(self, key: str, path: Path, model: nn.Module, masks: Masks | None, schedule: Schedule, epochs: int, data,
-            seed: int, first: Sequence[Callback] = ()) -> tuple[nn.Module, dict[str, Any]]:
+            seed: int, first: Sequence[Callback] = (), param_groups: list[dict] | None = None
+            ) -> tuple[nn.Module, dict[str, Any]]:
         """Train phase ``key`` (its name, the seed of its randomness) with its checkpoint at ``path``. ``first``:
         callbacks that run before evaluation and checkpointing (pruning during training); masks they change in
         place are saved with the phase and restored on resume."""
@@ -83,7 +84,7 @@ class TrainingPhases:
             data.train.resize = phase_resize(self.resize, epochs)
         trainer = Trainer(model, data.train, schedule, epochs=epochs, masks=masks, momentum=self.momentum,
                           weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
-                          optimizer=self.optimizer, precision=self.precision,
+                          optimizer=self.optimizer, precision=self.precision, param_groups=param_groups,
                           device=self.device, seed=seed, stream=stream_id(key),
                           name=key, callbacks=[*first, evaluator, Checkpoint(path, lambda: self._context(key, masks_state)),
                                                Progress(not self.quiet), *self.callbacks])

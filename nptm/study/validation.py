@@ -58,9 +58,9 @@ def validate(cfg: StudyConfig) -> None:
         problem = STRATEGIES[pruner.algorithm].check(cfg, pruner)
         if problem:
             raise ConfigError(problem)
-    bimp_capable = [n for n, x in PRUNERS.items() if STRATEGIES[x.algorithm].supports_bimp(x)]
-    if p.bimp and not set(p.pruner) & set(bimp_capable):
-        raise ConfigError(f"--bimp needs an unstructured pruner ({', '.join(bimp_capable)})")
+    unstructured = [n for n, x in PRUNERS.items() if not x.structured]
+    if p.bimp and not set(p.pruner) & set(unstructured):  # BIMP prunes with each of them, or magnitude
+        raise ConfigError(f"--bimp needs an unstructured pruner ({', '.join(unstructured)})")
     _validate_execution(cfg)
 
 

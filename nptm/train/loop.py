@@ -60,12 +60,14 @@ class Callback:
 
 
 class Trainer:
-    """Trains ``model`` for ``epochs`` epochs of ``loader`` under ``schedule`` (an object with lr(it))."""
+    """Trains ``model`` for ``epochs`` epochs of ``loader`` under ``schedule`` (an object with lr(it)).
+    ``param_groups``: the optimizer's parameter groups when not all of ``model.parameters()`` alike."""
 
     def __init__(self, model: nn.Module, loader, schedule, *, epochs: int, masks=None, momentum: float = 0.9,
                  weight_decay: float = 1e-4, device: torch.device | str = "cpu", seed: int = 0, stream: int = 0,
                  name: str = "train", callbacks: Sequence[Callback] = (), nan_check_every: int | None = None,
-                 label_smoothing: float = 0.0, optimizer: str = "nesterov", precision: str = "auto"):
+                 label_smoothing: float = 0.0, optimizer: str = "nesterov", precision: str = "auto",
+                 param_groups: list[dict] | None = None):
         self.device = torch.device(device)
         self.model, self.loader, self.schedule, self.masks = model, loader, schedule, masks
         self.epochs, self.seed, self.stream, self.name = epochs, seed, stream, name
@@ -73,8 +75,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.rank, self.world_size = dist_info()
         self.is_main = self.rank == 0
-        self.optimizer = build_optimizer(optimizer, model.parameters(), lr=schedule.lr(0), momentum=momentum,
-                                         weight_decay=weight_decay)
+        self.optimizer = build_optimizer(optimizer, param_groups or model.parameters(), lr=schedule.lr(0),
+                                         momentum=momentum, weight_decay=weight_decay)
         self.precision = resolve_precision(precision, self.device)
         self.scaler = grad_scaler(self.device, self.precision)
         # on the GPU (or across ranks) every check syncs; the first bad step is tracked exactly either way

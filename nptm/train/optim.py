@@ -32,6 +32,7 @@ def adamw(params, *, lr: float, momentum: float, weight_decay: float) -> torch.o
     return torch.optim.AdamW(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
 
 
-def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], *, lr: float, momentum: float,
+def build_optimizer(name: str, params: Iterable[torch.nn.Parameter] | Iterable[dict], *, lr: float, momentum: float,
                     weight_decay: float) -> torch.optim.Optimizer:
+    """``params``: parameters, or parameter groups (dicts; a group's own ``weight_decay`` wins)."""
     return OPTIMIZERS[name](params, lr=lr, momentum=momentum, weight_decay=weight_decay)

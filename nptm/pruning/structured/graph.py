@@ -82,7 +82,13 @@ class ChannelGraph:
     uf: UnionFind
 
 
-def _op_name(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+def producer_channel_dim(module: nn.Module, out_ndim: int) -> int:
+    """The dimension of a producing layer's output that holds its channels: dim 1 of a conv's, the last of a
+    linear's (channels-last MLPs, sequences)."""
+    return out_ndim - 1 if isinstance(module, nn.Linear) else 1
+
+
+def op_name(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     if node.op == "call_module":
         return type(modules[node.target]).__name__
     if node.op == "call_method":
@@ -150,7 +156,7 @@ class _Propagator(ShapeOps):
                 self.labels[node] = self.visit(node)
 
     def visit(self, node: fx.Node):
-        name = _op_name(node, self.modules)
+        name = op_name(node, self.modules)
         x = self.label(node.args[0]) if node.args else None
         out = tensor_shape(node)
         if node.op == "call_module":
@@ -237,7 +243,7 @@ class _Propagator(ShapeOps):
                         else:
                             self.uf.fix_label(x, f"grouped {name} sees concatenated channels")
                     self.add_slice(f"{name}.weight", 1, x, g)
-                y = self.fresh(m.out_channels, 1, g)
+                y = self.fresh(m.out_channels, producer_channel_dim(m, len(out)), g)
             self.producers[name] = y
             self.add_slice(f"{name}.weight", 0, y)
             if m.bias is not None:
@@ -249,7 +255,7 @@ class _Propagator(ShapeOps):
                 return x  # applied along another dimension: channels pass through
             if x is not None:
                 self.add_slice(f"{name}.weight", 1, x)
-            y = self.fresh(m.out_features, len(out) - 1)
+            y = self.fresh(m.out_features, producer_channel_dim(m, len(out)))
             self.producers[name] = y
             self.add_slice(f"{name}.weight", 0, y)
             if m.bias is not None:

@@ -15,6 +15,7 @@ from nptm.study.strategies import STRATEGIES, Strategy
 from nptm.study.training import original_schedule, subsample_trace
 from nptm.study.units import Target, Unit
 from nptm.train.loop import Callback
+from nptm.utils.errors import ConfigError
 
 
 class GrowMasks(Callback):
@@ -42,7 +43,11 @@ class GradualMagnitudeRun(Unit):
         model = ctx.fresh_model(self.seed, data)  # the dense model's init
         masks = Masks.ones(prunable_weights(model, p.include_linear))
         schedule = original_schedule(ctx.original, iters_per_epoch, "GMP")
-        ramp = GMPRamp.over(float(self.target.value), epochs * iters_per_epoch, *p.gmp_window, iters_per_epoch=iters_per_epoch)
+        try:
+            ramp = GMPRamp.over(float(self.target.value), epochs * iters_per_epoch, *p.gmp_window,
+                                iters_per_epoch=iters_per_epoch)
+        except ValueError as e:
+            raise ConfigError(f"--gmp-window {p.gmp_window[0]:g},{p.gmp_window[1]:g}: {e}") from None
         model, summary = ctx.train(self, None, model, masks, schedule, epochs, data,
                                    first=[GrowMasks(ramp, masks, p.include_linear)])
         record = Record(self.run, "gmp", self.seed, self.pruner, self.target.value, "GMP", epochs, iters_per_epoch,
@@ -53,6 +58,12 @@ class GradualMagnitudeRun(Unit):
 
 
 class Gradual(Strategy):
+    def check(self, cfg, pruner) -> str | None:
+        start, end = cfg.pruning.gmp_window
+        if end <= start:
+            return f"--gmp-window {start:g},{end:g} is empty: --pruner {pruner.name} would never prune"
+        return None
+
     def units(self, plan, seed, pruner, target) -> list[Unit]:
         return [GradualMagnitudeRun(plan.run_name(seed, pruner, target, "GMP"), seed, plan.digest, pruner.name, target)]
 

@@ -144,6 +144,14 @@ class OneShot(Strategy):
                                   pruner.name, target, budget))
         return units
 
+    @staticmethod
+    def bimp_units(plan, seed, pruner, target) -> list[Unit]:
+        """BIMP alone (``--bimp`` when the study lists only pruners that prune during training)."""
+        from nptm.study.strategies.bimp import BIMP
+
+        return [BIMP(plan.run_name(seed, pruner, target, "bimp", b), seed, plan.digest, pruner.name, target, b)
+                for b in plan.budgets]
+
     def supports_bimp(self, pruner) -> bool:
         return not pruner.structured
 

@@ -1,0 +1,45 @@
+"""GSM (Ding, Ding, Zhou, Guo, Han & Liu, NeurIPS 2019, "Global Sparse Momentum SGD for Pruning Very Deep Neural
+Networks"): before every optimizer step, rank all prunable weights by |w * dL/dw|; only the top Q = N - round(s * N)
+keep their loss gradient, the others get none, so the momentum update moves them by weight decay alone and they
+drift to zero. At the end the round(s * N) smallest weights by magnitude are pruned.
+
+Defaults and departures: ``momentum`` 0.98 (the paper's ImageNet value and DingXiaoH/GSM-SGD ``gsm_rc56.py``'s
+CIFAR one) replaces the optimizer's momentum at the start of training (None keeps the study's); the study's
+optimizer (Nesterov SGD by default; the authors use plain momentum), schedule and weight decay are kept. The top Q
+is exact (one global top-k, ties by position); the authors' code keeps every weight scoring >= the Q-th score.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+
+from nptm import ops
+from nptm.pruning.masks import unwrap
+from nptm.pruning.sparse_training.base import SparseTraining, register
+
+
+@register(position=0)
+@dataclasses.dataclass
+class GSM(SparseTraining):
+    name: ClassVar[str] = "gsm"
+    paper: ClassVar[str] = "Ding et al., NeurIPS 2019"
+    momentum: float | None = dataclasses.field(
+        default=0.98, metadata={"help": "SGD momentum during GSM (None: the optimizer's own)"})
+
+    def on_fit_start(self, trainer) -> None:
+        if self.momentum is not None:
+            for group in trainer.optimizer.param_groups:
+                if "momentum" in group:
+                    group["momentum"] = self.momentum
+        super().on_fit_start(trainer)
+
+    @torch.no_grad()
+    def before_step(self, trainer) -> None:
+        weights = self.dense(unwrap(trainer.model))
+        scores = [(w * w.grad).abs() if w.grad is not None else torch.zeros_like(w) for w in weights]
+        keep = ops.global_magnitude_masks(weights, self.pruned, scores=scores)
+        for w, m in zip(weights, keep):
+            if w.grad is not None:
+                w.grad.mul_(m)

@@ -1,0 +1,78 @@
+"""LC (Carreira-Perpinan & Idelbayev, CVPR 2018, "'Learning-Compression' Algorithms for Neural Net Pruning"):
+alternate L steps, SGD on L(w) + mu_j / 2 ||w - theta||^2, and C steps, theta = the projection of w onto the
+weights with at most N - round(s * N) non-zeros (a global magnitude top-k), with mu_j = mu0 * growth^j raised
+at every C step. The final model is theta after a last C step (exactly round(s * N) zeros).
+
+Defaults and departures: mu0 = 9e-5, growth = 1.1 and 40 LC steps (UCMerced-ML/LC-model-compression's pruning
+example); the budget T split evenly into the L steps, a C step at iteration round(j * T / steps) (the first on the
+initial weights; at most one LC step per iteration); the quadratic-penalty form (the library adds Lagrange
+multipliers, the augmented Lagrangian); the penalty gradient mu_j (w - theta) is added to the loss gradient before
+every optimizer step, and the study's optimizer, schedule and weight decay are kept (the authors' L steps restart
+SGD at a decayed lr). theta is a buffer beside each weight (``weight_lc_target``).
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from nptm.pruning.masks import unwrap
+from nptm.pruning.sparse_training.base import SparseTraining, magnitude_masks, owner, register
+
+TARGET = "_lc_target"
+
+
+@register(position=5)
+@dataclasses.dataclass
+class LC(SparseTraining):
+    name: ClassVar[str] = "lc"
+    paper: ClassVar[str] = "Carreira-Perpinan & Idelbayev, CVPR 2018"
+    mu0: float = dataclasses.field(default=9e-5, metadata={"help": "penalty weight of the first L step"})
+    growth: float = dataclasses.field(default=1.1, metadata={"help": "mu grows by this factor at every C step"})
+    steps: int = dataclasses.field(default=40, metadata={"help": "LC steps (L step + C step) in the budget"})
+
+    def _setup(self, model: nn.Module) -> None:
+        if self.steps < 1:
+            raise ValueError(f"lc: needs at least one LC step, got {self.steps}")
+        n = min(self.steps, self.total_iters)
+        self.starts = tuple(round(j * self.total_iters / n) for j in range(n))
+        for n, w in zip(self.names, self.dense(model)):
+            module, attr = owner(model, n)
+            module.register_buffer(attr + TARGET, torch.empty_like(w).detach())
+        self.c_step(model)
+
+    def targets(self, model: nn.Module) -> list[Tensor]:
+        return [getattr(m, a + TARGET) for m, a in (owner(model, n) for n in self.names)]
+
+    @torch.no_grad()
+    def c_step(self, model: nn.Module) -> None:
+        weights = self.dense(model)
+        for w, keep, theta in zip(weights, magnitude_masks(weights, self.pruned), self.targets(model)):
+            torch.mul(w, keep, out=theta)
+
+    def mu_at(self, iteration: int) -> float:
+        """mu of the L step that optimizer step ``iteration`` (0-based) belongs to."""
+        return self.mu0 * self.growth ** (bisect.bisect_right(self.starts, iteration) - 1)
+
+    def on_step_end(self, trainer, step, loss) -> None:
+        if trainer.iteration in self.starts:
+            self.c_step(unwrap(trainer.model))
+
+    @torch.no_grad()
+    def before_step(self, trainer) -> None:
+        model = unwrap(trainer.model)
+        mu = self.mu_at(trainer.iteration)
+        for w, theta in zip(self.dense(model), self.targets(model)):
+            if w.grad is not None:
+                w.grad.add_(w - theta, alpha=mu)
+
+    @torch.no_grad()
+    def _finalize(self, model: nn.Module) -> None:
+        self.c_step(model)
+        for n, w, theta in zip(self.names, self.dense(model), self.targets(model)):
+            w.copy_(theta)
+            module, attr = owner(model, n)
+            del module._buffers[attr + TARGET]
