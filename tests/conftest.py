@@ -20,3 +20,18 @@ def assert_bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> None:
         itype = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
         a, b = a.contiguous().view(itype), b.contiguous().view(itype)
     assert torch.equal(a.cpu(), b.cpu())
+
+
+TINY_TRAINING = ("train", "study")  # test folders that train tiny models
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(request):
+    """Tests that train tiny models run with one intra-op thread: fastest, and immune to oversubscribed CI cores."""
+    if request.path.parent.name not in TINY_TRAINING:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
