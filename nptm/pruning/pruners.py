@@ -31,6 +31,8 @@ ALGORITHMS = {
     "gradual": "during training: global magnitude masks on GMP's cubic sparsity ramp (Zhu & Gupta 2017)",
     "soft_channels": "during training: zero the lowest-scoring channels every epoch, let them regrow, remove "
                      "them at the end (SFP, He et al. 2018)",
+    "n_m": "N of every M consecutive input weights of each layer (semi-structured; 2:4 is the GPU's sparse "
+           "tensor-core format)",
     "sparse_training": "during training: a pruning-stable method of nptm.pruning.sparse_training (GSM, DPF, DNW, "
                        "STR, CS, LC), projected onto the target by magnitude at the end",
 }
@@ -71,15 +73,17 @@ class Pruner:
               example_input: Tensor | None = None, round_to: int = 1,
               ignore=(CLASSIFIER,)) -> tuple[nn.Module, Masks | None]:
         """(pruned copy of ``model``, its masks; None for structured pruners). ``amount``: the fraction of the
-        remaining weights; for structured pruners the ratios of ``prune_channels`` (one float for every channel
+        remaining weights (N:M pruners: the pattern, "2:4"); for structured pruners the ratios of ``prune_channels`` (one float for every channel
         group, layer -> ratio, or a preset), with its ``example_input``, ``round_to`` and ``ignore``.
         During-training pruners prune here as their last step does (GMP: global magnitude; SFP: removal)."""
         if self.structured:
             return prune_channels(model, self.criterion, amount, example_input=example_input, round_to=round_to,
                                   ignore=ignore, loader=loader, generator=generator), None
         pruned = copy.deepcopy(model)
-        new = prune_unstructured(pruned, self.criterion, amount, masks=masks, include_linear=include_linear,
-                                 generator=generator, loader=loader, per_layer=self.algorithm == "layer")
+        pattern = amount if self.algorithm == "n_m" else None
+        new = prune_unstructured(pruned, self.criterion, 0.0 if pattern else amount, masks=masks,
+                                 include_linear=include_linear, generator=generator, loader=loader,
+                                 per_layer=self.algorithm == "layer", pattern=pattern)
         return pruned, new
 
 
@@ -109,8 +113,8 @@ class PrunerRegistry(Registry[Pruner]):
 
 
 PRUNERS = PrunerRegistry("pruner")
-for _p in (Pruner("layer_magnitude", "magnitude", "layer"), Pruner("gmp", "magnitude", "gradual"),
-           Pruner("sfp", "l2_filters", "soft_channels")):
+for _p in (Pruner("layer_magnitude", "magnitude", "layer"), Pruner("nm", "magnitude", "n_m"),
+           Pruner("gmp", "magnitude", "gradual"), Pruner("sfp", "l2_filters", "soft_channels")):
     PRUNERS.register(_p.name, _p)
 
 

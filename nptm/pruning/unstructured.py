@@ -1,5 +1,5 @@
-"""Unstructured pruning through criterion scores: one global top-k (magnitude, LAMP, random, ...) or a
-top-k per layer, on the alive weights, with ``ops.global_magnitude_masks``; IMP step sizes."""
+"""Unstructured pruning through criterion scores: one global top-k (magnitude, LAMP, random, ...), a top-k per
+layer, on the alive weights, with ``ops.global_magnitude_masks``, or N:M groups; IMP step sizes."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -12,6 +12,7 @@ from nptm.pruning.criteria import CRITERIA, Criterion
 from nptm.pruning.criteria.base import check_finite
 from nptm.pruning.criteria.magnitude import Magnitude
 from nptm.pruning.masks import Masks, named_parameters, prunable_weights
+from nptm.pruning.semi_structured import n_m_mask, parse_pattern
 
 
 def criterion_instance(criterion: str | Criterion) -> Criterion:
@@ -29,6 +30,7 @@ def prune_unstructured(
     generator: torch.Generator | None = None,
     loader: Iterable | None = None,
     per_layer: bool = False,
+    pattern: str | None = None,
 ) -> Masks:
     """Prune ``amount`` of the REMAINING prunable weights (k = round(amount * alive)) with the lowest
     ``criterion`` scores: one global top-k, or with ``per_layer`` round(amount * alive_in_layer) per layer.
@@ -36,7 +38,8 @@ def prune_unstructured(
     Weights pruned in ``masks`` stay pruned; given ``masks`` also choose the prunable weights (else
     ``prunable_weights(model, include_linear)``). The returned masks (old and new prunes together) are
     already applied to the model's weights; call ``masks.apply(model, optimizer)`` to clear an
-    optimizer's buffers too. ``loader``: calibration batches for data-aware criteria.
+    optimizer's buffers too. ``loader``: calibration batches for data-aware criteria. ``pattern`` "N:M": instead
+    of a top-k, the N lowest of every M consecutive input weights of each layer (``amount`` is then ignored).
     """
     crit = criterion_instance(criterion)
     if crit.structured:
@@ -56,14 +59,19 @@ def prune_unstructured(
     names = list(params)
     weights = [params[n] for n in names]
     old = [masks[n] for n in names]
-    if isinstance(crit, Magnitude):  # the kernel's own |w| path
+    if isinstance(crit, Magnitude) and pattern is None:  # the kernel's own |w| path
         scores = None
+    elif isinstance(crit, Magnitude):
+        scores = [w.detach().abs() for w in weights]
     else:
         with torch.no_grad() if not crit.needs_data else torch.enable_grad():
             by_name = crit.scores(model, params, loader=loader, generator=generator)
         scores = [by_name[n] for n in names]
     with torch.no_grad():
-        if per_layer:
+        if pattern is not None:
+            n, m = parse_pattern(pattern)
+            new = [n_m_mask(s, n, m, o) for s, o in zip(scores, old)]
+        elif per_layer:
             new = [ops.global_magnitude_masks([w], amount, masks=[m], scores=None if scores is None else [s])[0]
                    for w, m, s in zip(weights, old, scores or [None] * len(weights))]
         else:

@@ -92,6 +92,9 @@ class PruningOptions:
     round_to: int = opt(1, "filter pruners: channels kept per group rounded down to a multiple of this (8: tensor cores)")
     ignore: tuple[str, ...] = opt(("<classifier>",), "filter pruners: layer-name patterns (fnmatch or module prefix) "
                                                      "whose channels are kept; <classifier>: the output layer")
+    nm_pattern: str = opt("2:4", "--pruner nm: prune N of every M consecutive input weights of each layer (2:4: the "
+                                 "format of GPUs' sparse tensor cores, torch.sparse.to_sparse_semi_structured)",
+                          metavar="N:M")
     save_models: bool = opt(True, "filter pruners: write each run's final model with nptm.save_pruned (models/)")
     bimp: bool = opt(False, "add BIMP runs (unstructured pruners): linear schedule for T - n*T_rt epochs, then IMP with ALLR")
     calibration_batches: int = opt(16, "training batches that data-aware criteria (taylor, hrank) score with")

@@ -68,5 +68,11 @@ def prune_step(model: nn.Module, masks: Masks | None, pruner: Pruner, amount, *,
         pruned, new_masks = pruner.prune(model, amount, masks=masks, include_linear=include_linear,
                                          generator=generator, loader=loader)
     after = list(prunable_weights(pruned, include_linear).values())
-    fraction = amount if not pruner.structured else 1.0 - sum(w.numel() for w in after) / sum(w.numel() for w in before)
+    if pruner.structured:
+        fraction = 1.0 - sum(w.numel() for w in after) / sum(w.numel() for w in before)
+    elif isinstance(amount, float):
+        fraction = amount
+    else:  # a pattern: the share of the alive weights it pruned
+        alive = sum(int(m.sum()) for m in masks.values()) if masks is not None else sum(w.numel() for w in before)
+        fraction = 1.0 - sum(int(m.sum()) for m in new_masks.values()) / max(alive, 1)
     return pruned, new_masks, norm_drop(before, after, fraction)

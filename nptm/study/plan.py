@@ -3,7 +3,7 @@
 Per seed: the dense model (trained under the original schedule, or read from --dense-checkpoint); then, per
 pruner and target, the units its algorithm's strategy plans (``nptm.study.strategies``): one-shot pruning with
 every schedule and budget retraining the same pruned weights, Scratch-E/B and BIMP beside them; pruning during
-training (GMP, SFP) within the total budget T. A PFEC-style preset is resolved to layer ratios here, once.
+training (GMP, SFP, GSM, ...) within the total budget T. A PFEC-style preset is resolved to layer ratios here, once.
 """
 from __future__ import annotations
 
@@ -82,6 +82,10 @@ class Planner:
         return f"s{seed}/{pruner.name}-{target.label}/{name}" + (f"-rt{budget}" if several else "")
 
     def targets(self, pruner: Pruner) -> list[Target]:
+        """The pruner's targets: its strategy's own, or a filter preset, or each --sparsity."""
+        own = STRATEGIES[pruner.algorithm].targets(self.cfg, pruner)
+        if own is not None:
+            return own
         p = self.cfg.pruning
         if pruner.structured and p.filter_config:
             ratios = filter_preset(self.cfg.model.model, p.filter_config)(build_model(self.cfg.model.model, 10))

@@ -16,23 +16,26 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Target:
-    """A pruning target: ``label`` names it in runs ("0.9", or a PFEC preset's "A"), ``value`` is the records'
-    ``sparsity_target`` (the float, or the preset's name), ``ratios`` a preset resolved to layer -> ratio."""
+    """A pruning target: ``label`` names it in runs ("0.9", a PFEC preset's "A", an N:M pattern "2:4"), ``value``
+    is the records' ``sparsity_target`` (the float, or the name), ``fixed`` a one-shot amount given in another form
+    than a sparsity: a preset resolved to (layer, ratio) pairs, or the N:M pattern."""
 
     label: str
     value: float | str
-    ratios: tuple[tuple[str, float], ...] | None = None
+    fixed: tuple[tuple[str, float], ...] | str | None = None
 
     @property
-    def amount(self) -> float | dict[str, float]:
-        """What one-shot pruning to this target prunes: the sparsity, or the preset's ratios."""
-        return dict(self.ratios) if self.ratios is not None else float(self.value)
+    def amount(self) -> float | dict[str, float] | str:
+        """What one-shot pruning to this target prunes: the sparsity, a preset's layer ratios, or the pattern."""
+        if self.fixed is None:
+            return float(self.value)
+        return dict(self.fixed) if isinstance(self.fixed, tuple) else self.fixed
 
-    def amounts(self, iterations: int) -> list[float | dict[str, float]]:
-        """Each IMP cycle's amount (a preset is one-shot)."""
+    def amounts(self, iterations: int) -> list[float | dict[str, float] | str]:
+        """Each IMP cycle's amount (a fixed amount is one-shot)."""
         from nptm.pruning import iterative_amounts
 
-        return [self.amount] if self.ratios is not None else iterative_amounts(float(self.value), iterations)
+        return [self.amount] if self.fixed is not None else iterative_amounts(float(self.value), iterations)
 
 
 @dataclass(frozen=True)

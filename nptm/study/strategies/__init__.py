@@ -19,6 +19,10 @@ class Strategy:
     def units(self, plan: "Planner", seed: int, pruner: "Pruner", target: "Target") -> list["Unit"]:
         raise NotImplementedError
 
+    def targets(self, cfg: "StudyConfig", pruner: "Pruner") -> list["Target"] | None:
+        """The targets this way of pruning has of its own (None: each --sparsity, or the --filter-config preset)."""
+        return None
+
     def supports_bimp(self, pruner: "Pruner") -> bool:
         """Whether ``--bimp`` adds BIMP runs of this pruner."""
         return False

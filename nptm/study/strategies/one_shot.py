@@ -161,5 +161,25 @@ class OneShot(Strategy):
         return None
 
 
+class SemiStructured(OneShot):
+    """N:M masks (``--nm-pattern``), one-shot: the pattern is the target, whatever --sparsity says."""
+
+    def targets(self, cfg, pruner) -> list[Target]:
+        return [Target(cfg.pruning.nm_pattern, cfg.pruning.nm_pattern, cfg.pruning.nm_pattern)]
+
+    def supports_bimp(self, pruner) -> bool:
+        return False
+
+    def check(self, cfg, pruner) -> str | None:
+        from nptm.pruning.semi_structured import parse_pattern
+
+        try:
+            parse_pattern(cfg.pruning.nm_pattern)
+        except ValueError as e:
+            return f"--nm-pattern: {e}"
+        return None
+
+
 for _algorithm in ("global", "layer", "channels"):
     STRATEGIES.register(_algorithm, OneShot())
+STRATEGIES.register("n_m", SemiStructured())
