@@ -26,8 +26,14 @@ struct Job {
   float* out;                // [N, Cout, Ho, Wo] contiguous
   float lo, hi;              // clamp bounds (-inf / inf: none); NaN passes through
   int64_t N, Cout, cout_per_group, Ho, Wo, Wq;
+  int vectors;               // per tile: 1..kMaxVectors of the ISA
   int threads;
 };
+
+// Floats per vector and most vectors per tile of each variant.
+constexpr int kPortableLanes = 4, kPortableMaxVectors = 16;
+constexpr int kAvx2Lanes = 8, kAvx2MaxVectors = 8;
+constexpr int kAvx512Lanes = 16, kAvx512MaxVectors = 8;
 
 // Grid positions computed per image: rows 0..Ho-2 in full, the last row up to Wo.
 inline int64_t grid_positions(const Job& j) { return j.Ho == 0 || j.Wo == 0 ? 0 : (j.Ho - 1) * j.Wq + j.Wo; }

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <limits>
 
+#include <sys/mman.h>
+
 #include "../ops.h"
 #include "../sparse_conv.h"
 
@@ -22,6 +24,8 @@ using sparse_conv::Job;
 
 enum class Isa { portable, avx2, avx512 };
 
+constexpr size_t kHuge = size_t(2) << 20;
+
 Isa pick_isa() {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   static const bool avx512 = __builtin_cpu_supports("avx512f");
@@ -29,16 +33,53 @@ Isa pick_isa() {
   return avx512 && !std::getenv("NPTM_DISABLE_AVX512") ? Isa::avx512 : Isa::avx2;
 }
 
-int64_t tile_positions(Isa isa) { return isa == Isa::avx512 ? 128 : 64; }
+struct Lanes {
+  int lanes, max_vectors;
+};
+
+Lanes lanes_of(Isa isa) {
+  if (isa == Isa::avx512) return {sparse_conv::kAvx512Lanes, sparse_conv::kAvx512MaxVectors};
+  if (isa == Isa::avx2) return {sparse_conv::kAvx2Lanes, sparse_conv::kAvx2MaxVectors};
+  return {sparse_conv::kPortableLanes, sparse_conv::kPortableMaxVectors};
+}
+
+// Vectors per tile: the tile's input rows (in/groups channels x kernel rows) should stay in L1.
+int tile_vectors(Lanes l, int64_t cin_g, int64_t kh, int64_t P) {
+  static const int64_t budget = std::getenv("NPTM_SPARSE_L1") ? std::atoll(std::getenv("NPTM_SPARSE_L1")) : 24 << 10;
+  static const int64_t fixed = std::getenv("NPTM_SPARSE_VECTORS") ? std::atoll(std::getenv("NPTM_SPARSE_VECTORS")) : 0;
+  int64_t k = fixed ? fixed : budget / (4 * cin_g * kh * l.lanes);
+  k = std::min<int64_t>(k, (P + l.lanes - 1) / l.lanes);
+  return int(std::clamp<int64_t>(k, 1, l.max_vectors));
+}
 
 struct Planes {
   const float* data;
-  int64_t image, group, Hq, Wq;
+  int64_t image, group, plane, Wq;  // plane: floats from one plane to the next (>= Hq * Wq)
 };
 
 struct Conv {
   int64_t sh, sw, ph, pw, dh, dw;
 };
+
+// A per-thread buffer of at least n floats, 2 MiB aligned and in huge pages where the kernel allows.
+float* scratch(int64_t n) {
+  struct Buffer {
+    float* data = nullptr;
+    int64_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer b;
+  if (b.size < n) {
+    std::free(b.data);
+    const size_t bytes = (size_t(n) * sizeof(float) + kHuge - 1) / kHuge * kHuge;
+    b.data = static_cast<float*>(std::aligned_alloc(kHuge, bytes));
+    TORCH_CHECK(b.data, "sparse_conv2d: cannot allocate ", bytes, " bytes for the input planes");
+    madvise(b.data, bytes, MADV_HUGEPAGE);
+    std::memset(b.data, 0, bytes);
+    b.size = int64_t(bytes / sizeof(float));
+  }
+  return b.data;
+}
 
 // One Hq x Wq plane: dst[i, j] = x[sh*i + a - ph, sw*j + b - pw] (0 outside x).
 void fill_plane(float* dst, const float* src, int64_t H, int64_t W, int64_t sH, int64_t sW, const Conv& c, int64_t a, int64_t b,
@@ -63,13 +104,13 @@ void fill_plane(float* dst, const float* src, int64_t H, int64_t W, int64_t sH, 
 // The input as planes: x itself (stride 1, no padding, contiguous) or a copy in a per-thread scratch buffer.
 Planes make_planes(const at::Tensor& x, const Conv& c, int64_t cin_g, int64_t kh, int64_t kw) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  if (c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0 && x.is_contiguous())
-    return {x.const_data_ptr<float>(), C * H * W, cin_g * H * W, H, W};
+  static const bool copy = std::getenv("NPTM_SPARSE_COPY");
+  if (!copy && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0 && x.is_contiguous())
+    return {x.const_data_ptr<float>(), C * H * W, cin_g * H * W, H * W, W};
   const int64_t Hq = (H + 2 * c.ph + c.sh - 1) / c.sh, Wq = (W + 2 * c.pw + c.sw - 1) / c.sw;
-  const int64_t per_channel = c.sh * c.sw * Hq * Wq, size = N * C * per_channel;
-  thread_local at::Tensor scratch;
-  if (!scratch.defined() || scratch.numel() < size) scratch = at::zeros({size}, x.options());
-  float* buf = scratch.data_ptr<float>();
+  const int64_t plane = (Hq * Wq + 15) / 16 * 16;  // every plane starts on a cache line
+  const int64_t per_channel = c.sh * c.sw * plane, size = N * C * per_channel;
+  float* buf = scratch(size);
   std::vector<char> used(c.sh * c.sw, 0);  // phases some tap reads
   for (int64_t ky = 0; ky < kh; ++ky)
     for (int64_t kx = 0; kx < kw; ++kx) used[(ky * c.dh % c.sh) * c.sw + kx * c.dw % c.sw] = 1;
@@ -79,16 +120,16 @@ Planes make_planes(const at::Tensor& x, const Conv& c, int64_t cin_g, int64_t kh
     for (int64_t nc = begin; nc < end; ++nc)
       for (int64_t p = 0; p < c.sh * c.sw; ++p)
         if (used[p])
-          fill_plane(buf + nc * per_channel + p * Hq * Wq, src + (nc / C) * st[0] + (nc % C) * st[1], H, W, st[2], st[3], c, p / c.sw,
+          fill_plane(buf + nc * per_channel + p * plane, src + (nc / C) * st[0] + (nc % C) * st[1], H, W, st[2], st[3], c, p / c.sw,
                      p % c.sw, Hq, Wq);
   });
-  return {buf, C * per_channel, cin_g * per_channel, Hq, Wq};
+  return {buf, C * per_channel, cin_g * per_channel, plane, Wq};
 }
 
 // offsets[j]: the input offset of nonzero j within its group's planes.
 at::Tensor tap_offsets(const at::Tensor& taps, const Planes& pl, const Conv& c, int64_t cin_g, int64_t kh, int64_t kw) {
   std::vector<int32_t> table(cin_g * kh * kw);
-  const int64_t plane = pl.Hq * pl.Wq;
+  const int64_t plane = pl.plane;
   for (int64_t ic = 0; ic < cin_g; ++ic)
     for (int64_t ky = 0; ky < kh; ++ky)
       for (int64_t kx = 0; kx < kw; ++kx) {
@@ -151,14 +192,15 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& input, const at::Tensor& values, 
   const auto b = bias ? bias->contiguous() : at::Tensor();
   const Isa isa = pick_isa();
   const int threads = at::get_num_threads();
-  const int64_t P = (s.ho - 1) * planes.Wq + s.wo, T = tile_positions(isa);
+  const int64_t P = (s.ho - 1) * planes.Wq + s.wo;
+  const int vectors = tile_vectors(lanes_of(isa), s.cin_g, s.kh, P), T = vectors * lanes_of(isa).lanes;
   const auto chunks = channel_chunks(row_ptr.const_data_ptr<int64_t>(), s.cout, s.n * ((P + T - 1) / T), threads);
   constexpr float inf = std::numeric_limits<float>::infinity();
   const Job job{planes.data, planes.image, planes.group, vals.const_data_ptr<float>(), offsets.const_data_ptr<int32_t>(),
                 row_ptr.const_data_ptr<int64_t>(), chunks.data(), int64_t(chunks.size()) - 1,
                 b.defined() ? b.const_data_ptr<float>() : nullptr, res.defined() ? res.const_data_ptr<float>() : nullptr,
                 out.data_ptr<float>(), clamp_min ? float(*clamp_min) : -inf, clamp_max ? float(*clamp_max) : inf,
-                s.n, s.cout, s.cout / groups, s.ho, s.wo, planes.Wq, threads};
+                s.n, s.cout, s.cout / groups, s.ho, s.wo, planes.Wq, vectors, threads};
   switch (isa) {
     case Isa::avx512: sparse_conv::run_avx512(job); break;
     case Isa::avx2: sparse_conv::run_avx2(job); break;

@@ -6,7 +6,7 @@ namespace nptm::ops::sparse_conv {
 namespace {
 
 struct Portable {
-  static constexpr int L = 4, KMAX = 16;
+  static constexpr int L = kPortableLanes, KMAX = kPortableMaxVectors;
   struct V {
     float v[L];
   };
@@ -22,8 +22,22 @@ struct Portable {
     for (int i = 0; i < L; ++i) c.v[i] += a.v[i] * b.v[i];
     return c;
   }
-  static void store(float* p, V a) {
-    for (int i = 0; i < L; ++i) p[i] = a.v[i];
+  static V add(V a, V b) {
+    for (int i = 0; i < L; ++i) a.v[i] += b.v[i];
+    return a;
+  }
+  static V max(V a, V b) {  // b where either is NaN, as maxps
+    for (int i = 0; i < L; ++i) b.v[i] = a.v[i] > b.v[i] ? a.v[i] : b.v[i];
+    return b;
+  }
+  static V min(V a, V b) {
+    for (int i = 0; i < L; ++i) b.v[i] = a.v[i] < b.v[i] ? a.v[i] : b.v[i];
+    return b;
+  }
+  static void store(float* p, V a) { store_n(p, a, L); }
+  static void storeu(float* p, V a) { store_n(p, a, L); }
+  static void store_n(float* p, V a, int n) {
+    for (int i = 0; i < n; ++i) p[i] = a.v[i];
   }
 };
 
