@@ -59,6 +59,7 @@ def sparsify(
     batch_sizes: Sequence[int] | None = DEFAULT_BATCH_SIZES,
     threads: int | None = None,
     rounds: int = 7,
+    measure: bool = True,
 ) -> nn.Module:
     """A copy of ``model`` (eval mode) computing the same function faster on CPU from its zero weights.
 
@@ -66,7 +67,8 @@ def sparsify(
     without them the zeros already in the weights count. Each float32 conv/linear runs sparse where its
     sparse time beats its dense time on its own input at the example's batch size and at every size of
     ``batch_sizes`` (inputs made by repeating the example), with ``threads`` torch threads (default: the
-    current number); the others stay dense. ``module.sparse_layers`` lists the choices (``LayerChoice``).
+    current number); the others stay dense. ``measure=False`` makes every layer the sparse op can run
+    sparse, untimed. ``module.sparse_layers`` lists the choices (``LayerChoice``).
     Run the result under ``torch.inference_mode()`` or ``torch.no_grad()``.
     """
     inputs = as_inputs(example_input)
@@ -85,7 +87,7 @@ def sparsify(
                 fold_batchnorm(gm)
                 gm.recompile()
             target = gm if gm is not None else root
-            choices, chosen = choose_layers(target, {b: resize_batch(inputs, b) for b in sizes}, rounds)
+            choices, chosen = choose_layers(target, {b: resize_batch(inputs, b) for b in sizes}, rounds, measure)
     finally:
         torch.set_num_threads(old_threads)
     for name, module in chosen.items():
@@ -93,6 +95,7 @@ def sparsify(
     if gm is not None:
         fuse_epilogues(gm)
         gm.graph.lint()
+        gm.delete_all_unused_submodules()
         gm.recompile()
     target.sparse_layers = choices
     return target
