@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "float_keys.h"
@@ -22,5 +23,16 @@ PruneCount check_global_magnitude_masks(at::TensorList scores, at::TensorList ma
 // gather_channels: out[i] = tensors[i].index_select(dims[i], indices[i]).contiguous().
 // Returns the dims normalized to [0, ndim).
 std::vector<int64_t> check_gather_channels(at::TensorList tensors, at::IntArrayRef dims, at::TensorList indices);
+
+// sparse_conv2d: the sizes of a checked call.
+struct SparseConvShape {
+  int64_t n, cout, cin_g, kh, kw, groups, ho, wo;
+};
+SparseConvShape check_sparse_conv2d(const at::Tensor& input, const at::Tensor& values, const at::Tensor& taps, const at::Tensor& row_ptr,
+                                    at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias,
+                                    const std::optional<at::Tensor>& residual, at::IntArrayRef stride, at::IntArrayRef padding,
+                                    at::IntArrayRef dilation, int64_t groups);
+// The variant sparse_conv2d runs now: "avx512", "avx2" or "portable" (CPU flags and NPTM_DISABLE_* env).
+std::string sparse_conv2d_isa();
 
 }  // namespace nptm::ops

@@ -1,5 +1,5 @@
-"""python -m nptm.export FILE --model NAME (--onnx OUT.onnx | --torch-export OUT.pt2): export a model saved with
-``nptm.save_pruned``. Exit status: 0 done, 2 bad input (one line on stderr)."""
+"""python -m nptm.export FILE --model NAME (--onnx OUT.onnx | --torch-export OUT.pt2 | --sparse OUT.pt): export a model
+saved with ``nptm.save_pruned``. Exit status: 0 done, 2 bad input (one line on stderr)."""
 from __future__ import annotations
 
 import argparse
@@ -14,11 +14,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="architecture name (nptm.models.build_model)")
     p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX file")
     p.add_argument("--torch-export", metavar="OUT.pt2", help="write a torch.export program")
+    p.add_argument("--sparse", metavar="OUT.pt", help="write the model sparsified for CPU inference, its masks applied "
+                   "(nptm.sparsify; read it with nptm.load_sparse)")
     p.add_argument("--num-classes", type=int, help="classes (default: the size of the file's last bias)")
     p.add_argument("--input-size", type=int, default=32, help="height = width of the example input (default: 32)")
     args = p.parse_args(argv)
-    if not (args.onnx or args.torch_export):
-        p.error("give --onnx OUT.onnx and/or --torch-export OUT.pt2")
+    if not (args.onnx or args.torch_export or args.sparse):
+        p.error("give --onnx OUT.onnx, --torch-export OUT.pt2 and/or --sparse OUT.pt")
     return args
 
 
@@ -35,12 +37,17 @@ def main(argv=None) -> int:
         if num_classes is None:
             raise ValueError(f"{args.file}: cannot tell the number of classes from {last}; give --num-classes")
         in_channels = next(s[1] for s in shapes.values() if len(s) == 4)
-        model = load_pruned(build_model(args.model, num_classes, in_channels), args.file).eval()
+        model, masks = load_pruned(build_model(args.model, num_classes, in_channels), args.file, with_masks=True)
+        model.eval()
         x = torch.zeros(1, in_channels, args.input_size, args.input_size)
         if args.onnx:
             export_onnx(model, x, args.onnx)
         if args.torch_export:
             export_program(model, x, args.torch_export)
+        if args.sparse:
+            from nptm.sparse import save_sparse, sparsify
+
+            save_sparse(sparsify(model, torch.randn(x.shape, generator=torch.Generator().manual_seed(0)), masks), args.sparse)
     except (OSError, ValueError, KeyError, StopIteration, RuntimeError) as e:
         print(f"python -m nptm.export: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2

@@ -13,7 +13,8 @@ check_build()  # one clear line, instead of an undefined symbol, when torch chan
 from nptm import _C  # noqa: E402,F401  (registers torch.ops.nptm.*)
 from nptm.ops import _fake  # noqa: E402,F401  (shapes for torch.compile)
 
-__all__ = ["has_cuda_kernels", "apply_masks_", "global_magnitude_masks", "gather_channels", "count_to_prune"]
+__all__ = ["has_cuda_kernels", "apply_masks_", "global_magnitude_masks", "gather_channels", "count_to_prune", "compress_weight",
+           "sparse_conv2d", "sparse_linear", "sparse_conv2d_isa"]
 
 
 def has_cuda_kernels() -> bool:
@@ -108,3 +109,60 @@ def gather_channels(tensors_and_indices: Sequence[tuple[Tensor, int, Tensor]], *
         return []
     tensors, dims, indices = zip(*tensors_and_indices)
     return list(torch.ops.nptm.gather_channels(list(tensors), [int(d) for d in dims], list(indices), synchronous_check))
+
+
+def _pair(v: int | Sequence[int]) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(x) for x in v]
+
+
+@torch.no_grad()
+def compress_weight(weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A conv ``[out, in/groups, kh, kw]`` or linear ``[out, in]`` weight compressed per output channel for
+    ``sparse_conv2d`` / ``sparse_linear``: (values float32, taps int32, row_ptr int64 ``[out + 1]``). Output
+    channel ``oc`` owns ``values[row_ptr[oc]:row_ptr[oc + 1]]``; a tap is the nonzero's index within
+    ``weight[oc]`` flattened ((ic * kh + ky) * kw + kx). Zeros are dropped (NaN is kept)."""
+    w = weight.detach().cpu().reshape(weight.shape[0], -1)
+    if w.shape[1] >= 2**31:
+        raise ValueError(f"compress_weight: {w.shape[1]} weights per output channel do not fit int32 taps")
+    kept = w != 0
+    rows, cols = kept.nonzero(as_tuple=True)  # row-major: by output channel, then tap
+    row_ptr = torch.zeros(w.shape[0] + 1, dtype=torch.int64)
+    torch.cumsum(kept.sum(1), 0, out=row_ptr[1:])
+    return w[rows, cols].float().contiguous(), cols.int().contiguous(), row_ptr
+
+
+def sparse_conv2d(
+    input: Tensor, values: Tensor, taps: Tensor, row_ptr: Tensor, weight_shape: Sequence[int], bias: Tensor | None = None, *,
+    residual: Tensor | None = None, stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1, groups: int = 1, clamp_min: float | None = None, clamp_max: float | None = None,
+) -> Tensor:
+    """``clamp(conv2d(input, W) + bias + residual, clamp_min, clamp_max)`` for the weight ``W`` of shape
+    ``weight_shape`` that ``compress_weight`` compressed (float32, CPU; zero padding). ReLU is
+    ``clamp_min=0``, ReLU6 adds ``clamp_max=6``. Only the stored weights form products: a NaN or Inf
+    activation reaches an output through a stored weight (as IEEE arithmetic has it) but not through a
+    pruned one, where the dense convolution's 0 * Inf = NaN would. The output is contiguous."""
+    return torch.ops.nptm.sparse_conv2d(input, values, taps, row_ptr, [int(x) for x in weight_shape], bias, residual, _pair(stride),
+                                        _pair(padding), _pair(dilation), int(groups), clamp_min, clamp_max)
+
+
+def sparse_linear(
+    input: Tensor, values: Tensor, taps: Tensor, row_ptr: Tensor, weight_shape: Sequence[int], bias: Tensor | None = None, *,
+    clamp_min: float | None = None, clamp_max: float | None = None,
+) -> Tensor:
+    """``clamp(linear(input, W, bias), clamp_min, clamp_max)`` for a compressed ``[out, in]`` weight, through
+    ``sparse_conv2d``: the rows of ``input`` become the pixels of a 1x1 convolution."""
+    out_f, in_f = (int(x) for x in weight_shape)
+    if input.shape[-1] != in_f:
+        raise ValueError(f"sparse_linear: input has {input.shape[-1]} features but the weight expects {in_f}")
+    x = input.reshape(-1, in_f)
+    m = x.shape[0]
+    x = x.reshape(1, in_f, 1, 1) if m == 1 else x.t().contiguous().view(1, in_f, 1, m)
+    y = torch.ops.nptm.sparse_conv2d(x, values, taps, row_ptr, [out_f, in_f, 1, 1], bias, None, [1, 1], [0, 0], [1, 1], 1,
+                                     clamp_min, clamp_max)
+    return y.view(out_f, m).t().reshape(*input.shape[:-1], out_f)
+
+
+def sparse_conv2d_isa() -> str:
+    """The variant ``sparse_conv2d`` runs now: "avx512", "avx2" or "portable" (the CPU's flags;
+    NPTM_DISABLE_AVX512=1 and NPTM_DISABLE_AVX2=1 force the narrower ones, read on every call)."""
+    return str(_C.sparse_conv2d_isa())

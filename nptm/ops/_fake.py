@@ -32,3 +32,13 @@ def _gather_channels_fake(tensors, dims, indices, synchronous_check=True):
         shape[d] = i.numel()
         out.append(t.new_empty(shape))
     return out
+
+
+@torch.library.register_fake("nptm::sparse_conv2d")
+def _sparse_conv2d_fake(input, values, taps, row_ptr, weight_shape, bias=None, residual=None, stride=(1, 1), padding=(0, 0),
+                        dilation=(1, 1), groups=1, clamp_min=None, clamp_max=None):
+    n, _, h, w = input.shape
+    cout, _, kh, kw = weight_shape
+    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    return input.new_empty((n, cout, ho, wo))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -51,3 +52,33 @@ def global_magnitude_masks(scores: Sequence[Tensor], masks: Sequence[Tensor], k:
 def gather_channels(tensors: Sequence[Tensor], dims: Sequence[int], indices: Sequence[Tensor]) -> list[Tensor]:
     """New contiguous tensors keeping only the indexed slices along each dim."""
     return [t.index_select(d, i).contiguous() for t, d, i in zip(tensors, dims, indices, strict=True)]
+
+
+def _pair(v):
+    return (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)
+
+
+@torch.no_grad()
+def sparse_conv2d(input: Tensor, values: Tensor, taps: Tensor, row_ptr: Tensor, weight_shape: Sequence[int], bias: Tensor | None = None,
+                  residual: Tensor | None = None, stride=1, padding=0, dilation=1, groups: int = 1,
+                  clamp_min: float | None = None, clamp_max: float | None = None) -> Tensor:
+    """clamp(sum over each output channel's stored weights of weight * input tap + bias + residual), in float64
+    from the unfolded input (the kernel sums in another order: compare with a tolerance). Only stored weights
+    form products: NaN/Inf activations propagate through them alone."""
+    cout, cin_g, kh, kw = (int(x) for x in weight_shape)
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    n, _, h, w = input.shape
+    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    cols = F.unfold(input.double(), (kh, kw), dilation=dilation, padding=padding, stride=stride)  # [N, C*kh*kw, L], c-major
+    oc = torch.repeat_interleave(torch.arange(cout), row_ptr.diff())
+    rows = (oc // (cout // groups)) * (cin_g * kh * kw) + taps.long()
+    products = cols[:, rows, :] * values.double()[None, :, None]
+    out = torch.zeros(n, cout, cols.shape[-1], dtype=torch.float64).index_add_(1, oc, products).view(n, cout, ho, wo)
+    if bias is not None:
+        out = out + bias.double().view(1, -1, 1, 1)
+    if residual is not None:
+        out = out + residual.double()
+    if clamp_min is not None or clamp_max is not None:
+        out = torch.clamp(out, clamp_min, clamp_max)
+    return out.float()

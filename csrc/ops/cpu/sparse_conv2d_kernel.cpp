@@ -1,0 +1,223 @@
+// sparse_conv2d on CPU: lay the input out as stride-phase planes (sparse_conv.h; no copy for stride 1
+// without padding), turn each nonzero's tap into its constant input offset, split the output channels into
+// work items of equal nonzero counts, and run the ISA variant the CPU supports (AVX-512, AVX2 + FMA, or
+// the portable loop; NPTM_DISABLE_AVX512 / NPTM_DISABLE_AVX2 force the narrower ones, read on every call).
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include <sys/mman.h>
+
+#include "../ops.h"
+#include "../sparse_conv.h"
+
+namespace nptm::ops {
+namespace {
+
+using sparse_conv::Job;
+
+enum class Isa { portable, avx2, avx512 };
+
+constexpr size_t kHuge = size_t(2) << 20;
+
+Isa pick_isa() {
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (!avx2 || std::getenv("NPTM_DISABLE_AVX2")) return Isa::portable;
+  return avx512 && !std::getenv("NPTM_DISABLE_AVX512") ? Isa::avx512 : Isa::avx2;
+}
+
+struct Lanes {
+  int lanes, max_vectors;
+};
+
+Lanes lanes_of(Isa isa) {
+  if (isa == Isa::avx512) return {sparse_conv::kAvx512Lanes, sparse_conv::kAvx512MaxVectors};
+  if (isa == Isa::avx2) return {sparse_conv::kAvx2Lanes, sparse_conv::kAvx2MaxVectors};
+  return {sparse_conv::kPortableLanes, sparse_conv::kPortableMaxVectors};
+}
+
+// Vectors per tile: the tile's input rows (in/groups channels x kernel rows) should stay in L1.
+int tile_vectors(Lanes l, int64_t cin_g, int64_t kh, int64_t P) {
+  static const int64_t budget = std::getenv("NPTM_SPARSE_L1") ? std::atoll(std::getenv("NPTM_SPARSE_L1")) : 24 << 10;
+  static const int64_t fixed = std::getenv("NPTM_SPARSE_VECTORS") ? std::atoll(std::getenv("NPTM_SPARSE_VECTORS")) : 0;
+  int64_t k = fixed ? fixed : budget / (4 * cin_g * kh * l.lanes);
+  k = std::min<int64_t>(k, (P + l.lanes - 1) / l.lanes);
+  return int(std::clamp<int64_t>(k, 1, l.max_vectors));
+}
+
+struct Planes {
+  const float* data;
+  int64_t image, group, plane, Wq;  // plane: floats from one plane to the next (>= Hq * Wq)
+};
+
+struct Conv {
+  int64_t sh, sw, ph, pw, dh, dw;
+};
+
+// A per-thread buffer of at least n floats, 2 MiB aligned and in huge pages where the kernel allows.
+float* scratch(int64_t n) {
+  struct Buffer {
+    float* data = nullptr;
+    int64_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer b;
+  if (b.size < n) {
+    std::free(b.data);
+    const size_t bytes = (size_t(n) * sizeof(float) + kHuge - 1) / kHuge * kHuge;
+    b.data = static_cast<float*>(std::aligned_alloc(kHuge, bytes));
+    TORCH_CHECK(b.data, "sparse_conv2d: cannot allocate ", bytes, " bytes for the input planes");
+    madvise(b.data, bytes, MADV_HUGEPAGE);
+    std::memset(b.data, 0, bytes);
+    b.size = int64_t(bytes / sizeof(float));
+  }
+  return b.data;
+}
+
+// One Hq x Wq plane: dst[i, j] = x[sh*i + a - ph, sw*j + b - pw] (0 outside x).
+void fill_plane(float* dst, const float* src, int64_t H, int64_t W, int64_t sH, int64_t sW, const Conv& c, int64_t a, int64_t b,
+                int64_t Hq, int64_t Wq) {
+  const int64_t j0 = std::clamp<int64_t>((c.pw - b + c.sw - 1) / c.sw, 0, Wq);
+  const int64_t j1 = std::clamp<int64_t>((W + c.pw - b + c.sw - 1) / c.sw, j0, Wq);
+  for (int64_t i = 0; i < Hq; ++i) {
+    float* d = dst + i * Wq;
+    const int64_t row = c.sh * i + a - c.ph;
+    if (row < 0 || row >= H) {
+      std::memset(d, 0, Wq * sizeof(float));
+      continue;
+    }
+    const float* s = src + row * sH + (c.sw * j0 + b - c.pw) * sW;
+    std::memset(d, 0, j0 * sizeof(float));
+    if (c.sw == 1 && sW == 1) std::memcpy(d + j0, s, (j1 - j0) * sizeof(float));
+    else for (int64_t j = j0; j < j1; ++j) d[j] = s[(j - j0) * c.sw * sW];
+    std::memset(d + j1, 0, (Wq - j1) * sizeof(float));
+  }
+}
+
+// The input as planes: x itself (stride 1, no padding, contiguous) or a copy in a per-thread scratch buffer.
+Planes make_planes(const at::Tensor& x, const Conv& c, int64_t cin_g, int64_t kh, int64_t kw) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  static const bool copy = std::getenv("NPTM_SPARSE_COPY");
+  if (!copy && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0 && x.is_contiguous())
+    return {x.const_data_ptr<float>(), C * H * W, cin_g * H * W, H * W, W};
+  const int64_t Hq = (H + 2 * c.ph + c.sh - 1) / c.sh, Wq = (W + 2 * c.pw + c.sw - 1) / c.sw;
+  const int64_t plane = (Hq * Wq + 15) / 16 * 16;  // every plane starts on a cache line
+  const int64_t per_channel = c.sh * c.sw * plane, size = N * C * per_channel;
+  float* buf = scratch(size);
+  std::vector<char> used(c.sh * c.sw, 0);  // phases some tap reads
+  for (int64_t ky = 0; ky < kh; ++ky)
+    for (int64_t kx = 0; kx < kw; ++kx) used[(ky * c.dh % c.sh) * c.sw + kx * c.dw % c.sw] = 1;
+  const float* src = x.const_data_ptr<float>();
+  const auto st = x.strides();
+  at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nc = begin; nc < end; ++nc)
+      for (int64_t p = 0; p < c.sh * c.sw; ++p)
+        if (used[p])
+          fill_plane(buf + nc * per_channel + p * plane, src + (nc / C) * st[0] + (nc % C) * st[1], H, W, st[2], st[3], c, p / c.sw,
+                     p % c.sw, Hq, Wq);
+  });
+  return {buf, C * per_channel, cin_g * per_channel, plane, Wq};
+}
+
+// offsets[j]: the input offset of nonzero j within its group's planes.
+at::Tensor tap_offsets(const at::Tensor& taps, const Planes& pl, const Conv& c, int64_t cin_g, int64_t kh, int64_t kw) {
+  std::vector<int32_t> table(cin_g * kh * kw);
+  const int64_t plane = pl.plane;
+  for (int64_t ic = 0; ic < cin_g; ++ic)
+    for (int64_t ky = 0; ky < kh; ++ky)
+      for (int64_t kx = 0; kx < kw; ++kx) {
+        const int64_t a = ky * c.dh % c.sh, b = kx * c.dw % c.sw;
+        table[(ic * kh + ky) * kw + kx] = int32_t(((ic * c.sh + a) * c.sw + b) * plane + (ky * c.dh / c.sh) * pl.Wq + kx * c.dw / c.sw);
+      }
+  auto out = at::empty_like(taps);
+  const int32_t* t = taps.const_data_ptr<int32_t>();
+  int32_t* o = out.data_ptr<int32_t>();
+  const auto n = static_cast<uint32_t>(table.size());
+  std::atomic<bool> bad{false};
+  at::parallel_for(0, taps.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+    bool oob = false;
+    for (int64_t j = begin; j < end; ++j) {
+      const auto k = static_cast<uint32_t>(t[j]);
+      oob |= k >= n;
+      o[j] = table[k < n ? k : 0];
+    }
+    if (oob) bad = true;
+  });
+  TORCH_CHECK_INDEX(!bad, "sparse_conv2d: a tap is outside [0, ", n, ") (in/groups x kh x kw)");
+  return out;
+}
+
+// Output channel ranges of about equal work (nonzeros + a per-channel constant), enough for the threads.
+std::vector<int64_t> channel_chunks(const int64_t* row_ptr, int64_t cout, int64_t other_items, int threads) {
+  constexpr int64_t kChannelCost = 8;
+  const int64_t want = std::clamp<int64_t>((4 * threads + other_items - 1) / other_items, 1, std::max<int64_t>(cout, 1));
+  const double per = double(row_ptr[cout] + kChannelCost * cout) / double(want);
+  std::vector<int64_t> chunks{0};
+  for (int64_t oc = 1; oc < cout; ++oc)
+    if (double(row_ptr[oc] + kChannelCost * oc) >= per * double(chunks.size())) chunks.push_back(oc);
+  chunks.push_back(cout);
+  return chunks;
+}
+
+void check_row_ptr(const at::Tensor& row_ptr, int64_t nnz) {
+  const int64_t* r = row_ptr.const_data_ptr<int64_t>();
+  bool ok = r[0] == 0 && r[row_ptr.numel() - 1] == nnz;
+  for (int64_t i = 1; i < row_ptr.numel() && ok; ++i) ok = r[i] >= r[i - 1];
+  TORCH_CHECK_VALUE(ok, "sparse_conv2d: row_ptr must rise from 0 to the ", nnz, " nonzeros");
+}
+
+at::Tensor sparse_conv2d_cpu(const at::Tensor& input, const at::Tensor& values, const at::Tensor& taps_in, const at::Tensor& row_ptr_in,
+                             at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
+                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                             std::optional<double> clamp_min, std::optional<double> clamp_max) {
+  const auto s = check_sparse_conv2d(input, values, taps_in, row_ptr_in, weight_shape, bias, residual, stride, padding, dilation, groups);
+  auto out = at::empty({s.n, s.cout, s.ho, s.wo}, input.options());
+  if (out.numel() == 0) return out;
+  const auto vals = values.contiguous(), taps = taps_in.contiguous(), row_ptr = row_ptr_in.contiguous();
+  check_row_ptr(row_ptr, vals.numel());
+  const Conv c{stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
+  const int64_t per_image = input.size(1) * c.sh * c.sw * ((input.size(2) + 2 * c.ph + c.sh - 1) / c.sh) *
+                            ((input.size(3) + 2 * c.pw + c.sw - 1) / c.sw);
+  TORCH_CHECK_VALUE(per_image < std::numeric_limits<int32_t>::max(), "sparse_conv2d: one image of ", input.sizes(), " is too large");
+  const auto planes = make_planes(input, c, s.cin_g, s.kh, s.kw);
+  const auto offsets = tap_offsets(taps, planes, c, s.cin_g, s.kh, s.kw);
+  const auto res = residual ? residual->contiguous() : at::Tensor();
+  const auto b = bias ? bias->contiguous() : at::Tensor();
+  const Isa isa = pick_isa();
+  const int threads = at::get_num_threads();
+  const int64_t P = (s.ho - 1) * planes.Wq + s.wo;
+  const int vectors = tile_vectors(lanes_of(isa), s.cin_g, s.kh, P), T = vectors * lanes_of(isa).lanes;
+  const auto chunks = channel_chunks(row_ptr.const_data_ptr<int64_t>(), s.cout, s.n * ((P + T - 1) / T), threads);
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  const Job job{planes.data, planes.image, planes.group, vals.const_data_ptr<float>(), offsets.const_data_ptr<int32_t>(),
+                row_ptr.const_data_ptr<int64_t>(), chunks.data(), int64_t(chunks.size()) - 1,
+                b.defined() ? b.const_data_ptr<float>() : nullptr, res.defined() ? res.const_data_ptr<float>() : nullptr,
+                out.data_ptr<float>(), clamp_min ? float(*clamp_min) : -inf, clamp_max ? float(*clamp_max) : inf,
+                s.n, s.cout, s.cout / groups, s.ho, s.wo, planes.Wq, vectors, threads};
+  switch (isa) {
+    case Isa::avx512: sparse_conv::run_avx512(job); break;
+    case Isa::avx2: sparse_conv::run_avx2(job); break;
+    default: sparse_conv::run_portable(job);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string sparse_conv2d_isa() {
+  switch (pick_isa()) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "portable";
+  }
+}
+
+TORCH_LIBRARY_IMPL(nptm, CPU, m) { m.impl("sparse_conv2d", TORCH_FN(sparse_conv2d_cpu)); }
+}  // namespace nptm::ops

@@ -1,0 +1,118 @@
+// The sparse convolution's compute loop, written once over an ISA type I (vector V of I::L floats: loads,
+// masked loads/stores, broadcast, fma, add, min, max) and included by each ISA file after its target pragma,
+// inside an anonymous namespace: no standard-library code here, so nothing compiled for one ISA leaks to
+// another.
+//
+// A work item is (image, tile of job.vectors * I::L grid positions, range of output channels). For each
+// output channel K vectors of accumulators cover the tile; every nonzero weight is broadcast once and FMA'd
+// with the K input vectors at its offset (the loads are the FMAs' memory operands), so one weight load
+// serves the whole tile. Bias, residual and clamp are applied in registers and stored straight to the
+// output when the grid has no padding columns (Wq == Wo); otherwise through a buffer that drops them.
+
+struct Epilogue {
+  float* out;         // the output channel's plane
+  const float* res;   // its residual plane or null
+  float bias, lo, hi;
+};
+
+template <class I>
+inline typename I::V finish(typename I::V v, const Epilogue& e, const float* res) {
+  v = I::add(v, I::set1(e.bias));
+  if (res) v = I::add(v, I::load(res));
+  return I::min(I::set1(e.hi), I::max(I::set1(e.lo), v));  // NaN passes both
+}
+
+template <class I>
+inline typename I::V finish_n(typename I::V v, const Epilogue& e, const float* res, int n) {
+  v = I::add(v, I::set1(e.bias));
+  if (res) v = I::add(v, I::load_n(res, n));
+  return I::min(I::set1(e.hi), I::max(I::set1(e.lo), v));
+}
+
+// Grid positions [q, q + n) of the output rows; buffered values t, no padding columns in this run.
+inline void write_run(const Epilogue& e, int64_t d, const float* __restrict t, int64_t n) {
+  float* __restrict o = e.out + d;
+  const float* __restrict r = e.res ? e.res + d : nullptr;
+  for (int64_t i = 0; i < n; ++i) {
+    float v = t[i] + e.bias;
+    if (r) v += r[i];
+    v = v < e.lo ? e.lo : v;  // NaN stays NaN
+    o[i] = v > e.hi ? e.hi : v;
+  }
+}
+
+// Buffered grid positions [q0, q0 + len) to the output rows, dropping the columns x >= Wo.
+inline void write_grid(const Job& j, const Epilogue& e, int64_t q0, int64_t len, const float* tmp) {
+  for (int64_t q = q0, end = q0 + len; q < end;) {
+    const int64_t y = q / j.Wq, x = q - y * j.Wq;
+    if (x >= j.Wo) {
+      q = (y + 1) * j.Wq;
+      continue;
+    }
+    const int64_t run = j.Wo - x < end - q ? j.Wo - x : end - q;
+    write_run(e, y * j.Wo + x, tmp + (q - q0), run);
+    q += run;
+  }
+}
+
+// One output channel over the K vectors at grid position q0 (the last vector holds `tail` positions).
+template <class I, int K, bool TAIL>
+inline void tile(const Job& j, const Epilogue& e, const float* __restrict in, const int32_t* __restrict off,
+                 const float* __restrict val, int64_t nnz, int64_t q0, int tail) {
+  typename I::V acc[K];
+  for (int k = 0; k < K; ++k) acc[k] = I::zero();
+  for (int64_t n = 0; n < nnz; ++n) {
+    const typename I::V w = I::set1(val[n]);
+    const float* a = in + off[n];
+    for (int k = 0; k < K; ++k)
+      acc[k] = I::fma(w, (TAIL && k == K - 1) ? I::load_n(a + k * I::L, tail) : I::load(a + k * I::L), acc[k]);
+  }
+  if (j.Wq == j.Wo) {  // grid = output: the tile is one contiguous run
+    float* o = e.out + q0;
+    const float* r = e.res ? e.res + q0 : nullptr;
+    for (int k = 0; k < K; ++k) {
+      if (TAIL && k == K - 1) I::store_n(o + k * I::L, finish_n<I>(acc[k], e, r ? r + k * I::L : nullptr, tail), tail);
+      else I::storeu(o + k * I::L, finish<I>(acc[k], e, r ? r + k * I::L : nullptr));
+    }
+    return;
+  }
+  alignas(64) float tmp[K * I::L];
+  for (int k = 0; k < K; ++k) I::store(tmp + k * I::L, acc[k]);
+  write_grid(j, e, q0, (K - 1) * I::L + tail, tmp);
+}
+
+template <class I, int K>
+inline void tile_k(const Job& j, const Epilogue& e, const float* in, const int32_t* off, const float* val, int64_t nnz, int64_t q0,
+                   int len) {
+  const int tail = len - (K - 1) * I::L;
+  if (tail == I::L) tile<I, K, false>(j, e, in, off, val, nnz, q0, tail);
+  else tile<I, K, true>(j, e, in, off, val, nnz, q0, tail);
+}
+
+// len grid positions from q0: K = ceil(len / L) vectors.
+template <class I, int K = I::KMAX>
+inline void tile_len(const Job& j, const Epilogue& e, const float* in, const int32_t* off, const float* val, int64_t nnz, int64_t q0,
+                     int len) {
+  if constexpr (K > 1) {
+    if (len <= (K - 1) * I::L) return tile_len<I, K - 1>(j, e, in, off, val, nnz, q0, len);
+  }
+  tile_k<I, K>(j, e, in, off, val, nnz, q0, len);
+}
+
+template <class I>
+void run_tiles(const Job& j) {
+  const int T = j.vectors * I::L;
+  const int64_t P = grid_positions(j), tiles = (P + T - 1) / T, items = j.N * tiles * j.n_chunks, plane = j.Ho * j.Wo;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(j.threads) if (items > 1)
+  for (int64_t it = 0; it < items; ++it) {
+    const int64_t c = it % j.n_chunks, t = (it / j.n_chunks) % tiles, n = it / (j.n_chunks * tiles);
+    const int64_t q0 = t * T;
+    const int len = P - q0 < T ? int(P - q0) : T;
+    const float* image = j.in + n * j.in_image + q0;
+    for (int64_t oc = j.chunks[c]; oc < j.chunks[c + 1]; ++oc) {
+      const int64_t b = j.row_ptr[oc], at = (n * j.Cout + oc) * plane;
+      const Epilogue e{j.out + at, j.residual ? j.residual + at : nullptr, j.bias ? j.bias[oc] : 0.0f, j.lo, j.hi};
+      tile_len<I>(j, e, image + (oc / j.cout_per_group) * j.in_group, j.offsets + b, j.values + b, j.row_ptr[oc + 1] - b, q0, len);
+    }
+  }
+}
