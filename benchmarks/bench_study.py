@@ -7,8 +7,8 @@ The study is the digits study of issue 19: 2 pruners x 3 schedules x 2 seeds at 
 epochs, 10 retraining). One process and ``--jobs 2`` run in separate fresh folders, alternating, ``--rounds``
 times each; their wall times (median, min-max) and ratio are reported, and every run's top-1, loss and masks are
 checked to be identical between the two ways. The per-unit overhead is each unit's wall time (``result.json``'s
-``wall_s``) minus the pruning, training and evaluation it timed itself: hashing, claims, reading its inputs and
-writing its outputs and results. The rerun is ``--resume`` on a finished study, timed as a whole command (Python
+``wall_s``) minus the pruning, training, evaluation and latency measurement it timed itself: hashing, claims,
+reading its inputs and writing its outputs and results. The rerun is ``--resume`` on a finished study, timed as a whole command (Python
 and torch start-up included); it must train nothing. The load average is recorded. Nothing is asserted.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ["--pruner", "magnitude,random", "--schedules", "FT,LRW,ALLR", "--seeds", "2", "--quiet"]
-TIMED = ("time_prune_s", "time_train_s", "time_eval_s")
+TIMED = ("time_prune_s", "time_train_s", "time_eval_s", "time_latency_s")
 
 
 def _run(out: Path, *extra: str) -> float:

@@ -80,7 +80,8 @@ def load_cifar(name: str, data_dir: str | None) -> tuple[Tensor, Tensor, Tensor,
 
 
 BETONS = ("train.beton", "test.beton")
-CIFAR_DEFAULTS = dict(model="resnet56", epochs=160, retrain_epochs=40, batch_size=64, lr=0.1, milestones=(0.5, 0.75))
+CIFAR_DEFAULTS = dict(model="resnet56", epochs=160, retrain_epochs=40, batch_size=64, lr=0.1, milestones=(0.5, 0.75),
+                      latency_batches=(1, 64))
 
 
 def build_cifar(cfg: DataConfig) -> DataSpec:

@@ -36,7 +36,8 @@ def digits_source(name: str, path, split: str, workers: int = 1):
 
 
 @register_dataset("digits", defaults=dict(model="digits_net", epochs=30, retrain_epochs=10, batch_size=64, lr=0.1,
-                                           milestones=(0.5, 0.75), threads=1), source=digits_source)
+                                           milestones=(0.5, 0.75), threads=1, latency_batches=(1, 64)),
+                  source=digits_source)
 def build_digits(cfg: DataConfig) -> DataSpec:
     x_tr, y_tr = _split("train")
     x_te, y_te = _split("test")

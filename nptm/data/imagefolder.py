@@ -21,7 +21,7 @@ from nptm.data.transforms import ProgressiveResize
 BETONS, FOLDERS = ("train.beton", "val.beton"), ("train", "val")
 # the ImageNet recipe of the SPEC: the schedule a pretrained torchvision model was trained with
 IMAGENET_DEFAULTS = dict(model="resnet50", epochs=90, retrain_epochs=45, batch_size=256, lr=0.1,
-                         milestones=(30 / 90, 60 / 90))
+                         milestones=(30 / 90, 60 / 90), latency_batches=(1, 16))
 
 
 @dataclass

@@ -143,6 +143,9 @@ class OutputOptions:
     out: str | None = opt(None, "output folder (default: a fresh runs/<timestamp>); must be new or empty")
     resume: bool = opt(False, "continue the interrupted study in --out")
     quiet: bool = opt(False, "no progress bars")
+    latency_batches: tuple[int, ...] | None = opt(
+        None, "measure every run's CPU inference latency (as deployed: nptm.sparsify or shrunk) against the dense "
+              "model at these batch sizes; 0: do not (default: digits and CIFAR 1,64, image folders 1,16)")
 
 
 def _method_options() -> type:
@@ -156,7 +159,9 @@ def _method_options() -> type:
         for f in method.options():
             fields.append((f"{name}_{f.name}", hints[f.name],
                            opt(f.default, f"--pruner {name}: {f.metadata.get('help', f.name)}")))
-    return dataclasses.make_dataclass("MethodOptions", fields)
+    cls = dataclasses.make_dataclass("MethodOptions", fields)
+    cls.__module__ = __name__  # picklable as nptm.study.config.MethodOptions (broadcast to ranks, sent to workers)
+    return cls
 
 
 MethodOptions = _method_options()

@@ -16,7 +16,7 @@ from nptm.models import build_model
 from nptm.pruning import Masks, load_pruned, save_pruned
 from nptm.schedules import OriginalSchedule
 from nptm.study.config import StudyConfig
-from nptm.study.measure import DenseBaseline, example_input
+from nptm.study.measure import DenseBaseline, example_input, inference_latency
 from nptm.study.presets import WARMUP_START
 from nptm.study.records import Record
 from nptm.study.store import UnitStore
@@ -151,6 +151,10 @@ class StudyContext:
         model = self.on_device(model)
         return model, (Masks.from_state_dict({k: m.to(self.device) for k, m in masks.items()}) if masks else None)
 
+    def result(self, unit: Unit) -> dict[str, Any]:
+        """A finished input unit's result, on every rank (rank 0 reads it: other nodes need not see --out)."""
+        return distributed.from_rank0(lambda: self.store.result(unit.id))
+
     def export_model(self, run: str, model: nn.Module, masks: Masks | None) -> None:
         """``--save-models``: the run's final model as ``models/<run>.pt`` (``nptm.load_pruned`` reads it)."""
         if self.rank == 0:
@@ -159,8 +163,16 @@ class StudyContext:
             save_pruned(model, folder / (run.replace("/", "__") + ".pt"),
                         masks.state_dict() if masks is not None else None)
 
-    def record(self, record: Record) -> dict[str, Any]:
-        """The JSON of a finished run (printed as one line unless --quiet)."""
+    def record(self, record: Record, model: nn.Module, masks: Masks | None, data) -> dict[str, Any]:
+        """The JSON of a finished run, with the CPU inference latency of its final ``model`` against the dense
+        architecture (``--latency-batches``; rank 0 measures, the others receive it), printed as one line."""
+        batches = [b for b in self.cfg.output.latency_batches or () if b > 0]
+        if batches:
+            dense = None if record.kind == "dense" else self.model(data)
+            start = time.perf_counter()
+            record.latency = distributed.from_rank0(
+                lambda: inference_latency(model, masks, self.baseline(data), batches, dense))
+            record.latency["time_latency_s"] = time.perf_counter() - start
         rec = record.to_json(self.world_size, self.config_json)
         if self.rank == 0 and not self.cfg.output.quiet:
             print(f"{rec['run']:<40} top-1 {100 * rec['top1']:6.2f}%  sparsity {rec['sparsity']:.4f}", flush=True)

@@ -2,6 +2,7 @@
 model (``DenseBaseline``), and one pruning step with ALLR's norm drop d1."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -45,6 +46,31 @@ def measure(model: nn.Module, masks: Masks | None, base: DenseBaseline) -> dict[
         sparsity = 1.0 - sum(left.values()) / sum(base.prunable_numel.values())
     return {"sparsity": sparsity, "per_layer_sparsity": per_layer, "params_total": total, "params_nonzero": nonzero,
             "flops_dense": flops, "flops_effective": effective, "speedup": base.flops / max(effective, 1)}
+
+
+LATENCY_REPEATS = 10
+
+
+def inference_latency(model: nn.Module, masks: Masks | None, base: DenseBaseline, batches: Sequence[int],
+                      dense: nn.Module | None = None) -> dict[str, Any]:
+    """CPU inference latency of ``model`` as a user would run it (``nptm.sparse.deployable``: sparsified where its
+    zeros save time, else as it is, dense or shrunk by filter pruning) and of the ``dense`` architecture, timed
+    interleaved in this process at each batch size (median ms), and their ratio, the measured speedup."""
+    from nptm.sparse import deployable, measure_latency
+
+    model = copy.deepcopy(model).cpu().eval()
+    masks = {n: m.cpu() for n, m in masks.items()} if masks is not None else None
+    deployed = deployable(model, masks, torch.zeros(1, *base.input_shape))
+    engines = {"pruned": deployed} if dense is None else {"pruned": deployed, "dense": dense.cpu().eval()}
+    out: dict[str, Any] = {"inference_engine": "nptm.sparse" if hasattr(deployed, "sparse_layers") else "torch",
+                           "latency_threads": torch.get_num_threads()}
+    for b in batches:
+        times = measure_latency(engines, torch.randn(b, *base.input_shape), repeats=LATENCY_REPEATS)
+        out[f"latency_b{b}_ms"] = times["pruned"]["median_ms"]
+        if dense is not None:
+            out[f"latency_dense_b{b}_ms"] = times["dense"]["median_ms"]
+            out[f"measured_speedup_b{b}"] = times["dense"]["median_ms"] / times["pruned"]["median_ms"]
+    return out
 
 
 def example_input(model: nn.Module, input_shape: Sequence[int] | None) -> torch.Tensor | None:

@@ -61,7 +61,7 @@ class DenseTraining(Unit):
         record = Record(self.run, "dense", self.seed, "-", 0.0, "original", ctx.original.epochs, iters_per_epoch,
                         measure(model, None, ctx.baseline(data)), summary, time_train_s=summary["time_train_s"],
                         time_eval_s=summary["time_eval_s"], lr_trace=subsample_trace(schedule.lrs()), details=details)
-        return {"record": ctx.record(record)}
+        return {"record": ctx.record(record, model, None, data)}
 
 
 def fmt_target(s: float | str) -> str:

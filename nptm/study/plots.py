@@ -6,7 +6,9 @@
   with the seeds' spread shaded, one panel per pruner and target (Le & Hua 2021, Fig. 2);
 - ``accuracy_vs_sparsity.png`` (several targets): top-1 against sparsity, one line per schedule, one panel per
   pruner (Fig. 3/7);
-- ``random_vs_methodical.png``: random pruning + restarting schedules against methodical pruning + FT (§4.2).
+- ``random_vs_methodical.png``: random pruning + restarting schedules against methodical pruning + FT (§4.2);
+- ``speedup.png`` (when latency was measured): the measured CPU speedup of each run's deployed model against its
+  theoretical (FLOPs) speedup, per batch size, and top-1 against the measured speedup.
 
 Bar charts zoom their y axis onto the bars (the papers' differences vanish on a 0-100 axis) and say so.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from nptm.study.records import group_runs, mean_std
+from nptm.study.records import group_runs, mean_std, measured_speedups
 
 MARKERS = "osD^v<>p*h"
 
@@ -230,6 +232,36 @@ def plot_random_vs_methodical(records: Sequence[dict[str, Any]], path: Path) -> 
     return True
 
 
+def plot_speedup(records: Sequence[dict[str, Any]], path: Path) -> bool:
+    """Measured against theoretical speedup (a marker per batch size, a colour per pruner, y = x dashed), and top-1
+    against the measured speedup at the largest batch. False (nothing drawn) without measurements."""
+    runs = [r for r in records if r["kind"] != "dense" and measured_speedups(r)]
+    if not runs:
+        return False
+    plt = _pyplot()
+    batches = sorted({b for r in runs for b in measured_speedups(r)})
+    pruners = list(dict.fromkeys(r["pruner"] for r in runs))
+    fig, (ax, acc) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, pruner in enumerate(pruners):
+        mine = [r for r in runs if r["pruner"] == pruner]
+        for j, b in enumerate(batches):
+            pts = [(r["speedup"], measured_speedups(r)[b]) for r in mine if b in measured_speedups(r)]
+            ax.scatter(*zip(*pts), color=f"C{i % 10}", marker=MARKERS[j % len(MARKERS)], s=22,
+                       label=f"{pruner}, batch {b}")
+        acc.scatter([measured_speedups(r).get(batches[-1], float("nan")) for r in mine], [100 * r["top1"] for r in mine],
+                    color=f"C{i % 10}", s=22, label=pruner)
+    top = max(max(r["speedup"] for r in runs), max(v for r in runs for v in measured_speedups(r).values()))
+    ax.plot([1, top], [1, top], "k--", linewidth=1, label="measured = theoretical")
+    ax.set(xlabel="theoretical speedup (dense / effective FLOPs)", ylabel="measured CPU speedup",
+           title="measured against theoretical speedup", xscale="log", yscale="log")
+    acc.axvline(1.0, color="gray", linestyle=":", linewidth=1)
+    acc.set(xlabel=f"measured CPU speedup at batch {batches[-1]}", ylabel="top-1 (%)", title="accuracy and speed")
+    ax.legend(fontsize=7, ncol=2)
+    acc.legend(fontsize=7)
+    _save(plt, fig, path)
+    return True
+
+
 def write_plots(out: Path, records: Sequence[dict[str, Any]]) -> list[Path]:
     """Every figure that the records can fill, into ``out``; returns their paths."""
     paths = [out / "lr_schedules.png", out / "accuracy.png"]
@@ -242,6 +274,7 @@ def write_plots(out: Path, records: Sequence[dict[str, Any]]) -> list[Path]:
     if len({str(r["sparsity_target"]) for r in runs}) > 1:
         paths.append(out / "accuracy_vs_sparsity.png")
         plot_accuracy_vs_sparsity(records, paths[-1])
-    if plot_random_vs_methodical(records, out / "random_vs_methodical.png"):
-        paths.append(out / "random_vs_methodical.png")
+    for name, plot in (("random_vs_methodical.png", plot_random_vs_methodical), ("speedup.png", plot_speedup)):
+        if plot(records, out / name):
+            paths.append(out / name)
     return paths

@@ -16,7 +16,12 @@ from typing import Any, Sequence
 from nptm.utils.files import atomic_write
 
 CSV_SKIP = ("per_layer_sparsity", "history", "lr_trace", "cycles", "config")
-TIME_KEYS = ("time_prune_s", "time_train_s", "time_eval_s", "time_total_s", "images_per_s")
+TIME_KEYS = ("time_prune_s", "time_train_s", "time_eval_s", "time_total_s", "images_per_s", "time_latency_s")
+
+
+def is_timing(key: str) -> bool:
+    """Whether a record's field is a measurement of time (it differs from one run of the same study to the next)."""
+    return key in TIME_KEYS or key.startswith(("latency_", "measured_speedup_")) or key == "inference_engine"
 
 
 @dataclass
@@ -41,15 +46,16 @@ class Record:
     time_eval_s: float = 0.0
     lr_trace: dict[str, list] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)  # measured CPU inference (nptm.study.measure)
 
     def to_json(self, world_size: int, config: dict[str, Any]) -> dict[str, Any]:
         base = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("measures", "summary", "details", "lr_trace", "retrain_epochs")}
+                if f.name not in ("measures", "summary", "details", "lr_trace", "retrain_epochs", "latency")}
         if self.retrain_epochs is not None:
             base["retrain_epochs"] = self.retrain_epochs
         times = {k: base.pop(k) for k in ("time_prune_s", "time_train_s", "time_eval_s")}
-        rec = {**base, **self.measures, **{k: v for k, v in self.summary.items() if not k.startswith("time")},
-               **times, **self.details, "lr_trace": self.lr_trace, "world_size": world_size, "config": config}
+        rec = {**base, **self.measures, **self.latency,
+               **{k: v for k, v in self.summary.items() if not k.startswith("time")}, **times, **self.details, "lr_trace": self.lr_trace, "world_size": world_size, "config": config}
         rec["time_total_s"] = sum(times.values())
         return rec
 
@@ -108,19 +114,29 @@ def group_runs(records: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, 
     return groups
 
 
+def measured_speedups(record: dict[str, Any]) -> dict[int, float]:
+    """Batch size -> the measured CPU speedup of a run's deployed model over the dense one (``--latency-batches``)."""
+    return {int(k[len("measured_speedup_b"):]): v for k, v in record.items() if k.startswith("measured_speedup_b")}
+
+
 def summary_table(records: Sequence[dict[str, Any]]) -> str:
-    """One row per (pruner, sparsity, schedule): top-1 mean ± sample std over seeds, and costs (means)."""
+    """One row per (pruner, sparsity, schedule): top-1 mean ± sample std over seeds, and costs (means); the
+    theoretical speedup (dense/effective FLOPs) beside the measured one (CPU, the deployed model, per batch size)."""
+    batches = sorted({b for r in records for b in measured_speedups(r)})
     head = ("pruner", "target", "schedule", "T_rt", "seeds", "top-1 %", "pruned %", "sparsity", "params", "eff. FLOPs",
-            "speedup", "epochs", "time s")
+            "speedup", *(["measured " + "/".join(f"b{b}" for b in batches)] if batches else []), "epochs", "time s")
     rows = []
     for (kind, pruner, target, schedule, budget), runs in group_runs(records).items():
         top1, std = mean_std([100 * r["top1"] for r in runs])
         pruned = [100 * r["pruned_top1"] for r in runs if "pruned_top1" in r]
         avg = lambda k: sum(r[k] for r in runs) / len(runs)  # noqa: E731
-        rows.append((pruner, target if kind != "dense" else "-", schedule, "-" if budget is None else str(budget), str(len(runs)), f"{top1:.2f} ± {std:.2f}",
-                     f"{sum(pruned) / len(pruned):.2f}" if pruned else "-", f"{avg('sparsity'):.4f}",
-                     _si(avg("params_nonzero")), _si(avg("flops_effective")), f"{avg('speedup'):.2f}x",
-                     str(runs[0]["epochs"]), f"{avg('time_total_s'):.1f}"))
+        measured = [[measured_speedups(r).get(b) for r in runs] for b in batches]
+        cells = ["/".join(f"{sum(v) / len(v):.2f}x" if None not in v else "-" for v in measured)] if batches else []
+        rows.append((pruner, target if kind != "dense" else "-", schedule, "-" if budget is None else str(budget),
+                     str(len(runs)), f"{top1:.2f} ± {std:.2f}", f"{sum(pruned) / len(pruned):.2f}" if pruned else "-",
+                     f"{avg('sparsity'):.4f}", _si(avg("params_nonzero")), _si(avg("flops_effective")),
+                     f"{avg('speedup'):.2f}x", *(c if kind != "dense" else "-" for c in cells), str(runs[0]["epochs"]),
+                     f"{avg('time_total_s'):.1f}"))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])

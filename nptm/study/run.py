@@ -43,7 +43,7 @@ def claimant(cfg: StudyConfig, worker: int | None = None) -> str:
 def run(cfg: StudyConfig, out: Path, callbacks: Sequence[Callback] = (), session: Session | None = None,
         worker: int | None = None) -> list[dict[str, Any]]:
     """Run this process's part of the study into ``out``, then merge every finished run into results.json, the
-    table and the report (rank 0); returns the records. ``session``: the distributed session from
+    table and the report (rank 0); returns the records (rank 0; the other ranks return none). ``session``: the distributed session from
     ``distributed.start`` (default: this process alone); ``worker``: the index of a ``--jobs`` worker."""
     session = session or Session(0, 0, 1, distributed.resolve_device(cfg.training.device))
     try:
@@ -67,8 +67,10 @@ def run(cfg: StudyConfig, out: Path, callbacks: Sequence[Callback] = (), session
         else:
             shard = Shard.parse(cfg.execution.shard) if cfg.execution.shard else None
             Executor(ctx, plan, shard, wait_timeout=cfg.execution.wait_timeout).run()
+    if session.rank != 0:  # rank 0 alone reads and writes --out (other nodes need not see it)
+        return []
     records, missing = collect(out, plan, store)
-    if session.rank == 0 and worker is None:
+    if worker is None:
         table = write_outputs(out, records, missing)
         print(table)
         print(f"results: {out / 'results.json'}, {out / 'results.csv'}, table.txt, report.html/.md and plots in {out}")

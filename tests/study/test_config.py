@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import pickle
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -36,6 +37,12 @@ def test_cli_round_trip(cfg):
     parsed, given_flags = parse_args(cfg.to_argv())
     assert parsed == cfg
     assert StudyConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_config_pickles():
+    """Ranks receive rank 0's config by pickle, and --jobs workers too: every section must pickle by name."""
+    cfg = parse_args(["--pruner", "gsm,magnitude", "--gsm-momentum", "0.8"])[0]
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
 
 
 def test_every_field_is_a_flag_with_its_help():

@@ -7,6 +7,7 @@ import torch
 
 from nptm.models import build_model
 from nptm.study.cli import main
+from nptm.study.records import is_timing
 from nptm.train.checkpoint import CheckpointError, save_checkpoint
 from nptm.study.dense_checkpoint import check_fits, load_dense_checkpoint, read_state_dict
 from study_files import phase_checkpoint, phase_checkpoints  # noqa: I001  (tests/study is on sys.path)
@@ -80,7 +81,7 @@ def test_first_bad_tensor_is_named():
 def _retrain_records(out):
     records = json.loads((out / "results.json").read_text())
     varies = {"config", "images_per_s"}  # config: the --out and --dense-checkpoint given; timings
-    return [{k: v for k, v in r.items() if k not in varies and not k.startswith("time")}
+    return [{k: v for k, v in r.items() if k not in varies and not is_timing(k)}
             for r in records if r["kind"] != "dense"], records[0]
 
 

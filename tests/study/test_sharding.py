@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from nptm.study.cli import main
+from nptm.study.records import is_timing
 from nptm.study.execute import Shard
 from nptm.study.store import UnitStore
 from nptm.train.checkpoint import load_checkpoint
@@ -21,7 +22,6 @@ from study_files import phase_checkpoints  # noqa: I001  (tests/study is on sys.
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = ["--pruner", "magnitude,random", "--schedules", "FT,LRW,ALLR", "--seeds", "2", "--epochs", "3",
          "--retrain-epochs", "1", "--quiet"]
-TIME_KEYS = ("time_prune_s", "time_train_s", "time_eval_s", "time_total_s", "images_per_s")
 
 
 def _cli(*args, **popen):
@@ -33,7 +33,7 @@ def _cli(*args, **popen):
 def _runs(out):
     """Every run's record (without timings and how it ran) and the final masks of its training phases."""
     records = json.loads((out / "results.json").read_text())
-    runs = {r["run"]: {k: v for k, v in r.items() if k not in (*TIME_KEYS, "config")} for r in records}
+    runs = {r["run"]: {k: v for k, v in r.items() if not is_timing(k) and k != "config"} for r in records}
     masks = {}
     for name, path in phase_checkpoints(out).items():
         state = load_checkpoint(path)

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from nptm.study.cli import main
+from nptm.study.records import is_timing
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--pruner", "magnitude,random", "--schedules", "FT,ALLR", "--seeds", "0,", "--epochs", "2",
          "--retrain-epochs", "1", "--quiet"]
-TIME_KEYS = ("time_prune_s", "time_train_s", "time_eval_s", "time_total_s", "images_per_s")
 
 
 def _runs(out):
-    return {r["run"]: {k: v for k, v in r.items() if k not in (*TIME_KEYS, "config")}
+    return {r["run"]: {k: v for k, v in r.items() if not is_timing(k) and k != "config"}
             for r in json.loads((out / "results.json").read_text())}
 
 

@@ -36,4 +36,4 @@ class BIMP(Unit):
         fields["details"]["bimp_initial_epochs"] = t0
         record = Record(self.run, "bimp", self.seed, self.pruner, self.target.value, "BIMP", ctx.cfg.training.epochs,
                         iters_per_epoch, retrain_epochs=self.budget, **fields)
-        return {"record": ctx.record(record)}
+        return {"record": ctx.record(record, model, masks, data)}

@@ -54,7 +54,7 @@ class GradualMagnitudeRun(Unit):
                         measure(model, masks, ctx.baseline(data)), summary, time_train_s=summary["time_train_s"],
                         time_eval_s=summary["time_eval_s"], lr_trace=subsample_trace(schedule.lrs()),
                         details={"gmp_ramp": dataclasses.asdict(ramp)})
-        return {"record": ctx.record(record)}
+        return {"record": ctx.record(record, model, masks, data)}
 
 
 class Gradual(Strategy):

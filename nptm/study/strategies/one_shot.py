@@ -52,7 +52,7 @@ class Pruning(Unit):
     def execute(self, ctx) -> dict[str, Any]:
         data = ctx.data(self.seed)
         model, _ = ctx.load_model(self.dense, "model", data)
-        dense_loss = ctx.store.result(self.dense.id)["record"]["loss"]
+        dense_loss = ctx.result(self.dense)["record"]["loss"]
         amount = self.target.amounts(ctx.cfg.pruning.iterations)[0]
         pruned, masks, info = prune_and_evaluate(ctx, self, data, model, None, PRUNERS[self.pruner], amount,
                                                  f"{self.run}/prune0", dense_loss)
@@ -112,7 +112,7 @@ class Retraining(Unit):
         data = ctx.data(self.seed)
         pruner = PRUNERS[self.pruner]
         model, masks = ctx.load_model(self.pruning, "pruned", data)
-        info = ctx.store.result(self.pruning.id)["info"]
+        info = ctx.result(self.pruning)["info"]
         model, masks, fields = retrain_chain(ctx, self, data, model, masks, info, pruner, self.schedule, self.budget,
                                              self.pruning.run)
         if ctx.cfg.pruning.save_models and pruner.structured:
@@ -121,7 +121,7 @@ class Retraining(Unit):
         epochs = cycles * self.budget if schedule_kind(self.schedule).retrains else 0
         record = Record(self.run, "retrain", self.seed, self.pruner, self.target.value, self.schedule, epochs,
                         len(data.train), retrain_epochs=self.budget, **fields)
-        return {"record": ctx.record(record)}
+        return {"record": ctx.record(record, model, masks, data)}
 
 
 class OneShot(Strategy):

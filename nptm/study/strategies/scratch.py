@@ -65,4 +65,4 @@ class Scratch(Unit):
                         len(data.train), measure(model, masks, base), summary, retrain_epochs=self.budget,
                         time_train_s=summary["time_train_s"], time_eval_s=summary["time_eval_s"],
                         lr_trace=subsample_trace(schedule.lrs()))
-        return {"record": ctx.record(record)}
+        return {"record": ctx.record(record, model, masks, data)}

@@ -58,7 +58,7 @@ class SoftFilterRun(Unit):
                         time_eval_s=summary["time_eval_s"] + pre["time_eval_s"],
                         lr_trace=subsample_trace([*soft.lrs(), *clr.lrs()]),
                         details={"pruned_top1": pre["top1"], "sfp_initial_epochs": t0})
-        return {"record": ctx.record(record)}
+        return {"record": ctx.record(record, model, None, data)}
 
 
 class SoftFilters(Strategy):

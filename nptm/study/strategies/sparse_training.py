@@ -45,7 +45,7 @@ class SparseTrainingRun(Unit):
                         lr_trace=subsample_trace(schedule.lrs()),
                         details={"reached_sparsity": reached, "top1_before_projection": summary_top1(summary),
                                  "method_options": dict(self.options)})
-        return {"record": ctx.record(record)}
+        return {"record": ctx.record(record, model, masks, data)}
 
 
 def summary_top1(summary: dict[str, Any]) -> float | None:
