@@ -107,7 +107,7 @@ def exit_status(body: Callable[[], object], proc: Process) -> int:
         return e.status
     except DistributedError as e:
         _say(f"{e}{resume()}", e, proc.rank)
-        return _lost_peer_exit(proc.world)
+        return _leave(3, proc.world)
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", signal.SIGINT)
         if not proc.worker:
@@ -117,7 +117,7 @@ def exit_status(body: Callable[[], object], proc: Process) -> int:
         if proc.world == 1 or not distributed.is_comm_failure(e):
             raise
         _say(f"{distributed.comm_failure(e)}{resume()}", e, proc.rank)
-        return _lost_peer_exit(proc.world)
+        return _leave(3, proc.world)
     return 0
 
 
@@ -144,14 +144,15 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) 
         distributed.stop(session)
 
     with interruptible():
-        return exit_status(body, proc)
+        status = exit_status(body, proc)
+    return _leave(status, proc.world) if status else status
 
 
-def _lost_peer_exit(world: int) -> int:
-    """Exit status 3. With a broken process group, leave at once: its destructors can abort (gloo's
-    std::terminate on a timed-out operation), turning the clear error into SIGABRT."""
+def _leave(status: int, world: int) -> int:
+    """``status``; a rank that failed leaves at once: the process group's destructors can abort (gloo's
+    std::terminate on a pending or timed-out operation), turning the clear error into SIGABRT."""
     if world > 1:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(3)
-    return 3
+        os._exit(status)
+    return status

@@ -15,7 +15,7 @@ def test_linear_matches_ffcv_imagenet(epochs, warmup_share, lr, at):
     o = OriginalSchedule(lr, epochs, warmup_epochs=w, warmup_start=1e-4, decay="linear")
     for a in at:
         e = a * epochs
-        assert o.lr_at(e) == pytest.approx(ffcv_imagenet_lr(e, lr, epochs, peak_epoch=w), rel=1e-9, abs=1e-15)
+        assert o.lr_at(e) == pytest.approx(ffcv_imagenet_lr(e, lr, epochs, peak_epoch=w), rel=1e-9, abs=1e-12 * lr)  # rounding near the zero at the end
 
 
 def test_linear_eta_and_retraining_schedules():
