@@ -150,8 +150,11 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) 
 
 def _leave(status: int, world: int) -> int:
     """``status``; a rank that failed leaves at once: the process group's destructors can abort (gloo's
-    std::terminate on a pending or timed-out operation), turning the clear error into SIGABRT."""
-    if world > 1:
+    std::terminate on a pending or timed-out operation), turning the clear error into SIGABRT. A process that
+    never joined a group (bad input found first) returns as usual."""
+    import torch.distributed as dist
+
+    if world > 1 and dist.is_available() and dist.is_initialized():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
