@@ -57,7 +57,8 @@ class ShapeOps:
         idx = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
         if any(i is Ellipsis for i in idx):
             k = idx.index(Ellipsis)
-            idx = idx[:k] + (slice(None),) * (len(in_shape) - len(idx) + 1) + idx[k + 1 :]
+            used = sum(i is not None and i is not Ellipsis for i in idx)
+            idx = idx[:k] + (slice(None),) * (len(in_shape) - used) + idx[k + 1 :]
         d_in = d_out = 0
         for i in idx:
             if i is None:
@@ -126,6 +127,29 @@ class ShapeOps:
             self.uf.fix_label(x, f"reduced over channels in {where}")
             return None
         return x if keep else x.moved(x.dim - sum(d < x.dim for d in dims))
+
+
+    def layer_norm(self, node: fx.Node, x: Label, in_shape, where: str, module=None) -> Label | None:
+        """A LayerNorm module with weights follows its channels (``normalized_shape`` is reset from the weight);
+        one without, or ``F.layer_norm`` with a shape written in the graph, keeps its channels whole."""
+        shape = module.normalized_shape if module is not None else node.args[1] if len(node.args) > 1 else None
+        if not isinstance(shape, (tuple, list)) or not all(isinstance(v, int) for v in shape):
+            self.uf.fix_label(x, f"normalised over a computed shape in {where}")
+            return None
+        if x.dim < len(in_shape) - len(shape):
+            return x  # channels not normalised over
+        params = [f"{where}.{a}" for a in ("weight", "bias") if getattr(module, a, None) is not None]
+        if len(shape) != 1 or x.inner != 1:
+            self.uf.fix_label(x, f"normalised together with other dimensions in {where}")
+        elif module is None:
+            self.uf.fix_label(x, f"normalised by {where}, whose normalized_shape is a literal")
+        elif not params:
+            self.uf.fix_label(x, f"normalised by {where}, which has no weight to size its normalized_shape")
+        else:
+            for p in params:
+                self.add_slice(p, 0, x)
+            return x
+        return None
 
 
 def _literal(v) -> bool:
