@@ -23,7 +23,11 @@ class ShapeOps:
         tensors = node.args[0]
         out = tensor_shape(node)
         dim = (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) % len(out)
-        labs = [self.label(t) for t in tensors]
+        if isinstance(tensors, fx.Node):  # a slice of a split's outputs
+            labs = self.labels.get(tensors)
+            labs = list(labs) if isinstance(labs, tuple) else [None]
+        else:
+            labs = [self.label(t) for t in tensors]
         if any(lab is None for lab in labs) or len({(lab.dim, lab.inner) for lab in labs}) != 1:
             self.fix_all(node.args, f"concatenated with unpruned channels in {where}")
             return None
@@ -40,9 +44,13 @@ class ShapeOps:
         dim %= len(outs[0].shape)
         if dim != x.dim:
             return tuple(x for _ in outs)
-        if x.inner != 1:
-            self.uf.fix_label(x, f"split inside flattened channels in {where}")
+        sizes = {meta.shape[dim] for meta in outs}
+        gid, whole = x.segs[0][0], len(x.segs) == 1 and x.segs[0][2] == self.uf.sizes[x.segs[0][0]]
+        if x.inner != 1 or node.target in ("split", "split_with_sizes") or getattr(node.target, "__name__", "") in (
+                "split", "split_with_sizes") or len(sizes) != 1 or not whole:
+            self.uf.fix_label(x, f"split into pieces that would not shrink alike in {where}")
             return tuple(None for _ in outs)
+        self.uf.add_blocks(gid, len(outs))  # chunk / tensor_split(n): every piece keeps as many channels
         res, start = [], 0
         for meta in outs:
             res.append(x.sliced(start, meta.shape[dim]))
