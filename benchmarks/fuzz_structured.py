@@ -1,7 +1,7 @@
 """The long fuzzing run of the structured engine (tests/pruning/graph_gen.py, fuzz_oracle.py): graphs by seed,
 counts of outcomes (pruned / kept whole / refused), every crash and mismatch with its seed; exit 1 on any.
 
-    python benchmarks/fuzz_structured.py --graphs 5000 [--start 0] [--onnx-every 10]
+    python benchmarks/fuzz_structured.py --graphs 5000 [--start 0] [--onnx-every 50]
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     p.add_argument("--graphs", type=int, default=5000)
     p.add_argument("--start", type=int, default=0, help="first seed (seeds start .. start+graphs-1)")
     p.add_argument("--report-every", type=int, default=1000, help="print the counts so far every N graphs")
-    p.add_argument("--onnx-every", type=int, default=10, help="also export every Nth pruned model to ONNX (0: never)")
+    p.add_argument("--onnx-every", type=int, default=50, help="also export every Nth pruned model to ONNX (0: never)")
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)  # tiny models: threads only contend

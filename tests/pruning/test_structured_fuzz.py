@@ -36,10 +36,10 @@ def fuzz(examples: int, onnx: bool = False) -> Counter:
 
 
 def test_generated_graphs_prune_or_refuse_never_crash_or_differ():
-    seen = fuzz(1800)
+    seen = fuzz(1500)
     assert set(seen) == {"pruned", "kept whole", "refused"} and seen["pruned"] > seen.total() // 2, seen
 
 
 def test_generated_pruned_models_export_to_onnx():
     pytest.importorskip("onnxruntime")
-    assert fuzz(60, onnx=True)["pruned"] > 25
+    assert fuzz(15, onnx=True)["pruned"] > 5
