@@ -1,4 +1,5 @@
-"""Export pruned models: ONNX (torch.export-based exporter, the TorchScript one as a fallback; opset 18, dynamic batch) and torch.export programs (.pt2)."""
+"""Export pruned models: ONNX (torch.export-based exporter, the TorchScript one as a fallback; opset 18, dynamic
+batch) and torch.export programs (.pt2)."""
 from __future__ import annotations
 
 import contextlib

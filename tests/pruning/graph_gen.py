@@ -199,7 +199,9 @@ def b_reshape(r, st):
         kind = r.choice(["flatten2", "reshape", "view_literal", "flatten_all"])
         if kind == "flatten_all":
             st.layout, st.c, st.s = "flat", c * math.prod(st.s), []
-            return Fn(lambda m, x: m.f(x) if hasattr(m, "f") else x.contiguous().view(x.size(0), -1), **({"f": nn.Flatten()} if r.random() < 0.5 else {}))
+            if r.random() < 0.5:
+                return Fn(lambda m, x: m.f(x), f=nn.Flatten())
+            return Fn(lambda m, x: x.contiguous().view(x.size(0), -1))
         st.s = [math.prod(st.s)]
         if kind == "flatten2":
             return Fn(lambda m, x: x.flatten(2))

@@ -149,8 +149,10 @@ class _Propagator(ShapeOps):
             self.uf.fix_label(old.label if old else label, f"{tensor} is shared with a layer whose channels are not pruned")
         elif old is None:
             self.slices[key] = TensorSlice(tensor, dim, label, conv_groups)
-        elif old.conv_groups != conv_groups or self.uf.unify(old.label, label, f"{tensor} is used with different channels") is None:
-            self.uf.fix_label(old.label, f"{tensor} is used with different channels")
+        else:
+            reason = f"{tensor} is used with different channels"
+            if old.conv_groups != conv_groups or self.uf.unify(old.label, label, reason) is None:
+                self.uf.fix_label(old.label, reason)
 
     def fresh(self, size: int, dim: int, blocks: int = 1) -> Label:
         return Label(dim, ((self.uf.new(size, blocks), 0, size),))
@@ -184,7 +186,7 @@ class _Propagator(ShapeOps):
         if name == "cat" or name == "concat":
             return self.cat(node, where)
         if name in ("chunk", "split", "split_with_sizes", "tensor_split") and x is not None:
-            return self.split(node, x, where)
+            return self.split(node, x, name, where)
         if name == "getitem" and isinstance(self.labels.get(node.args[0]), tuple):
             return self.labels[node.args[0]][node.args[1]]
         if x is None:  # tracked channels only in later arguments

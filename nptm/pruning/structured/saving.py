@@ -37,7 +37,8 @@ def read_pruned(path: str | os.PathLike) -> dict:
         raise
     except Exception as e:  # noqa: BLE001  (truncated or foreign files raise many types)
         cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{os.fspath(path)} cannot be read as a pruned-model file (truncated or corrupt?): {cause}") from None
+        raise ValueError(f"{os.fspath(path)} cannot be read as a pruned-model file (truncated or corrupt?): {cause}") \
+            from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{os.fspath(path)} is not a pruned-model file ({FORMAT})")
     return payload

@@ -38,7 +38,7 @@ class ShapeOps:
             return y
         return Label(dim, tuple(s for lab in labs for s in lab.segs), labs[0].inner)
 
-    def split(self, node: fx.Node, x: Label, where: str):
+    def split(self, node: fx.Node, x: Label, name: str, where: str):
         outs = node.meta["tensor_meta"]
         dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
         dim %= len(outs[0].shape)
@@ -46,8 +46,7 @@ class ShapeOps:
             return tuple(x for _ in outs)
         sizes = {meta.shape[dim] for meta in outs}
         gid, whole = x.segs[0][0], len(x.segs) == 1 and x.segs[0][2] == self.uf.sizes[x.segs[0][0]]
-        if x.inner != 1 or node.target in ("split", "split_with_sizes") or getattr(node.target, "__name__", "") in (
-                "split", "split_with_sizes") or len(sizes) != 1 or not whole:
+        if x.inner != 1 or name in ("split", "split_with_sizes") or len(sizes) != 1 or not whole:  # literal sizes
             self.uf.fix_label(x, f"split into pieces that would not shrink alike in {where}")
             return tuple(None for _ in outs)
         self.uf.add_blocks(gid, len(outs))  # chunk / tensor_split(n): every piece keeps as many channels
