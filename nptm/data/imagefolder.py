@@ -84,10 +84,9 @@ def folder_source(name: str, path: Path | None, split: str, workers: int = 1):
     import sys
     from multiprocessing import Pool
 
-    from tqdm import tqdm
-
     from nptm.data.loaders.folder import open_image_folder
     from nptm.data.sources import FolderImages, Source, probe_image
+    from nptm.utils.progress import progress
 
     if path is None:
         raise DataError(f"source {name!r} needs a path: {name}:PATH")
@@ -96,7 +95,7 @@ def folder_source(name: str, path: Path | None, split: str, workers: int = 1):
     folder = open_image_folder(path)
     paths = [p for p, _ in folder.samples]
     with Pool(workers) as pool:
-        errors = list(tqdm(pool.imap(probe_image, paths, chunksize=16), total=len(paths), desc="checking images",
+        errors = list(progress(pool.imap(probe_image, paths, chunksize=16), total=len(paths), desc="checking images",
                            unit="img", file=sys.stderr))
     bad = [(p, e) for p, e in zip(paths, errors) if e is not None]
     for p, e in bad:

@@ -37,9 +37,10 @@ def main(argv=None) -> int:
         if num_classes is None:
             raise ValueError(f"{args.file}: cannot tell the number of classes from {last}; give --num-classes")
         in_channels = next(s[1] for s in shapes.values() if len(s) == 4)
-        model, masks = load_pruned(build_model(args.model, num_classes, in_channels), args.file, with_masks=True)
-        model.eval()
         x = torch.zeros(1, in_channels, args.input_size, args.input_size)
+        model, masks = load_pruned(build_model(args.model, num_classes, in_channels), args.file, example_input=x,
+                                   with_masks=True)
+        model.eval()
         if args.onnx:
             export_onnx(model, x, args.onnx)
         if args.torch_export:

@@ -5,11 +5,10 @@ import sys
 import time
 from typing import Any, Callable
 
-from tqdm.auto import tqdm
-
 from nptm.train.checkpoint import rng_state, save_checkpoint
 from nptm.train.evaluate import evaluate
 from nptm.train.loop import Callback, Trainer
+from nptm.utils.progress import progress
 
 
 class Evaluate(Callback):
@@ -43,7 +42,8 @@ class Checkpoint(Callback):
 
 
 class Progress(Callback):
-    """A tqdm bar per fit over all its iterations, with the loss and lr; ``enabled=False`` hides it."""
+    """A tqdm bar per fit over all its iterations, with the loss and lr (one plain line per epoch when stderr is
+    not a terminal: ``nptm.utils.progress``); ``enabled=False`` hides it."""
 
     def __init__(self, enabled: bool = True, refresh_every: int = 10):
         self.enabled, self.refresh_every = enabled, refresh_every
@@ -53,7 +53,7 @@ class Progress(Callback):
         self.every = self.refresh_every if trainer.device.type == "cpu" else max(self.refresh_every, 100)  # .item() syncs
         if self.enabled and trainer.is_main:
             total = trainer.epochs * trainer.iters_per_epoch
-            self.bar = tqdm(total=total, initial=trainer.epoch * trainer.iters_per_epoch, desc=trainer.name,
+            self.bar = progress(total=total, initial=trainer.epoch * trainer.iters_per_epoch, desc=trainer.name,
                             unit="it", leave=False, dynamic_ncols=True, file=sys.stderr)
 
     def on_step_end(self, trainer: Trainer, step: int, loss) -> None:
@@ -64,9 +64,10 @@ class Progress(Callback):
             self.bar.set_postfix(epoch=trainer.epoch + 1, loss=f"{loss.item():.3f}",
                                  lr=f"{trainer.schedule.lr(trainer.iteration - 1):.3g}", refresh=False)
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
-        if self.bar is not None and trainer.history and trainer.history[-1]["epoch"] == epoch + 1:
-            self.bar.set_postfix(epoch=epoch + 1, test_top1=f"{trainer.history[-1]['test_top1']:.4f}")
+    def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:  # a refresh: one line per epoch in a log
+        if self.bar is not None:
+            last = trainer.history[-1] if trainer.history and trainer.history[-1]["epoch"] == epoch + 1 else {}
+            self.bar.set_postfix(epoch=epoch + 1, **({"test_top1": f"{last['test_top1']:.4f}"} if last else {}))
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.bar is not None:

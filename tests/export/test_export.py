@@ -30,9 +30,15 @@ def test_onnx_matches_pytorch_and_shrinks(pruned_file, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(out), pruned(x), rtol=1e-4, atol=1e-4)
     export_onnx(dense, x[:1], tmp_path / "d.onnx")
-    size_ratio = (tmp_path / "p.onnx").stat().st_size / (tmp_path / "d.onnx").stat().st_size
+    size_ratio = weight_bytes(tmp_path / "p.onnx") / weight_bytes(tmp_path / "d.onnx")
     param_ratio = count_params(pruned)[0] / count_params(dense)[0]
     assert param_ratio < 0.9 and size_ratio == pytest.approx(param_ratio, rel=0.05)
+
+
+def weight_bytes(path) -> int:
+    """Bytes of an ONNX file's initializers (the weights, without the graph's fixed overhead)."""
+    onnx = pytest.importorskip("onnx")
+    return sum(onnx.numpy_helper.to_array(t).nbytes for t in onnx.load(str(path)).graph.initializer)
 
 
 def test_torch_export_program(pruned_file, tmp_path):
@@ -53,3 +59,21 @@ def test_bad_input_exits_2(pruned_file, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(path), "--model", "resnet20"])
     assert e.value.code == 2
+
+
+def test_onnx_goes_through_torch_export_and_says_when_it_falls_back(pruned_file, tmp_path, capsys, monkeypatch):
+    _, pruned, _ = pruned_file
+    x = torch.randn(1, 3, 32, 32)
+    assert export_onnx(pruned, x, tmp_path / "a.onnx") == "dynamo" and not capsys.readouterr().err
+    real = torch.onnx.export
+
+    def no_onnxscript(*args, dynamo=True, **kw):
+        if dynamo:
+            raise ImportError("No module named 'onnxscript'")
+        return real(*args, dynamo=dynamo, **kw)
+
+    monkeypatch.setattr(torch.onnx, "export", no_onnxscript)
+    assert export_onnx(pruned, x, tmp_path / "b.onnx") == "torchscript"
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "b.onnx" in err and "onnxscript" in err and "used the TorchScript exporter" in err
+    assert (tmp_path / "b.onnx").stat().st_size > 0

@@ -6,7 +6,9 @@ reshape that moves channels into the batch dimension is refused.
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import io
 from dataclasses import dataclass, field
 
 import torch
@@ -108,12 +110,14 @@ class _Propagator(ShapeOps):
     def __init__(self, model: nn.Module, gm: fx.GraphModule):
         self.model, self.gm = model, gm
         self.modules = dict(model.named_modules())
-        self.tensors = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+        self.canon = canonical_names(model)
+        self.tensors = set(self.canon.values())
         self.uf = UnionFind()
         self.labels: dict[fx.Node, object] = {}
         self.slices: dict[tuple[str, int], TensorSlice] = {}
         self.producers: dict[str, Label] = {}
         self.module_io: dict[str, tuple[Label | None, object]] = {}  # shared layers: first call's (input, output)
+        self.unsliced: set[tuple[str, int]] = set()
 
     # -- helpers
     def label(self, a) -> Label | None:
@@ -134,13 +138,21 @@ class _Propagator(ShapeOps):
         for lab in self.tracked(args):
             self.uf.fix_label(lab, reason)
 
-    def add_slice(self, tensor: str, dim: int, label: Label, conv_groups: int = 1) -> None:
+    def add_slice(self, tensor: str, dim: int, label: Label | None, conv_groups: int = 1) -> None:
+        """Dimension ``dim`` of ``tensor`` holds ``label``'s channels (None: channels that are not pruned);
+        a tensor shared by layers (tied weights) couples them."""
+        tensor = self.canon.get(tensor, tensor)
         key = (tensor, dim)
         old = self.slices.get(key)
-        if old is None:
+        if label is None or key in self.unsliced:
+            self.unsliced.add(key)
+            self.uf.fix_label(old.label if old else label, f"{tensor} is shared with a layer whose channels are not pruned")
+        elif old is None:
             self.slices[key] = TensorSlice(tensor, dim, label, conv_groups)
         else:
-            self.uf.unify(old.label, label, f"{tensor} is used with different channels")
+            reason = f"{tensor} is used with different channels"
+            if old.conv_groups != conv_groups or self.uf.unify(old.label, label, reason) is None:
+                self.uf.fix_label(old.label, reason)
 
     def fresh(self, size: int, dim: int, blocks: int = 1) -> Label:
         return Label(dim, ((self.uf.new(size, blocks), 0, size),))
@@ -174,7 +186,7 @@ class _Propagator(ShapeOps):
         if name == "cat" or name == "concat":
             return self.cat(node, where)
         if name in ("chunk", "split", "split_with_sizes", "tensor_split") and x is not None:
-            return self.split(node, x, where)
+            return self.split(node, x, name, where)
         if name == "getitem" and isinstance(self.labels.get(node.args[0]), tuple):
             return self.labels[node.args[0]][node.args[1]]
         if x is None:  # tracked channels only in later arguments
@@ -242,7 +254,7 @@ class _Propagator(ShapeOps):
                             self.uf.add_blocks(x.segs[0][0], g)
                         else:
                             self.uf.fix_label(x, f"grouped {name} sees concatenated channels")
-                    self.add_slice(f"{name}.weight", 1, x, g)
+                self.add_slice(f"{name}.weight", 1, x, g)
                 y = self.fresh(m.out_channels, producer_channel_dim(m, len(out)), g)
             self.producers[name] = y
             self.add_slice(f"{name}.weight", 0, y)
@@ -253,8 +265,7 @@ class _Propagator(ShapeOps):
             last = len(in_shape) - 1
             if x is not None and x.dim != last:
                 return x  # applied along another dimension: channels pass through
-            if x is not None:
-                self.add_slice(f"{name}.weight", 1, x)
+            self.add_slice(f"{name}.weight", 1, x)
             y = self.fresh(m.out_features, producer_channel_dim(m, len(out)))
             self.producers[name] = y
             self.add_slice(f"{name}.weight", 0, y)
@@ -281,25 +292,6 @@ class _Propagator(ShapeOps):
         self.uf.fix_label(x, f"passes through {type(m).__name__} {name}")
         return None
 
-    def layer_norm(self, node, x: Label, in_shape, where: str, module: nn.Module | None = None):
-        shape = module.normalized_shape if module is not None else node.args[1]
-        if x.dim < len(in_shape) - len(shape):
-            return x  # channels not normalised over
-        if len(shape) != 1 or x.inner != 1:
-            self.uf.fix_label(x, f"normalised together with other dimensions in {where}")
-            return None
-        if module is not None:
-            params = [f"{where}.{a}" for a in ("weight", "bias") if getattr(module, a, None) is not None]
-        else:
-            args = list(node.args[2:4]) + [node.kwargs.get("weight"), node.kwargs.get("bias")]
-            params = [a.target for a in args if isinstance(a, fx.Node) and a.op == "get_attr"]
-            if any(isinstance(a, fx.Node) and a.op != "get_attr" for a in args):
-                self.uf.fix_label(x, f"normalised with computed weights in {where}")
-                return None
-        for p in params:
-            self.add_slice(p, 0, x)
-        return x
-
     def elementwise(self, node: fx.Node, where: str) -> Label | None:
         out = tensor_shape(node)
         operands = [a for a in node.args if isinstance(a, fx.Node)]
@@ -322,12 +314,21 @@ class _Propagator(ShapeOps):
             j = pos - (len(out) - len(shape))
             if j < 0 or shape[j] == 1:
                 continue
-            if a.op == "get_attr" and a.target in self.tensors and y.inner == 1:
+            if a.op == "get_attr" and self.canon.get(a.target, a.target) in self.tensors and y.inner == 1:
                 self.add_slice(a.target, j, y.moved(j))
             else:
                 self.uf.fix_label(y, f"combined with an unpruned tensor in {where}")
                 return None
         return y.moved(pos)
+
+
+def canonical_names(model: nn.Module) -> dict[str, str]:
+    """Every parameter/buffer name (tied ones included) -> the first name of the same tensor."""
+    first, out = {}, {}
+    for n, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        out[n] = first.setdefault(id(t), n)
+    return out
+
 
 def _flat(args):
     out = []
@@ -358,11 +359,12 @@ def trace_channels(model: nn.Module, example_input: torch.Tensor | None = None, 
         except Exception as e:  # noqa: BLE001  (fx raises many types)
             raise UnsupportedModel(f"cannot trace {type(model).__name__} with torch.fx: {str(e).splitlines()[0]}") from None
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints a traceback itself
             ShapeProp(gm).propagate(x)
     except RuntimeError as e:  # the traced graph (training-only branches included) does not run on x
+        cause = str(e.__cause__ or e).strip().splitlines() or [type(e.__cause__ or e).__name__]
         raise ValueError(f"example input {tuple(x.shape)} does not run through {type(model).__name__}'s traced graph: "
-                         f"{str(e).splitlines()[0]}") from None
+                         f"{cause[0]}") from None
     finally:
         for m, f in flags.items():
             m.training = f

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import torch
@@ -15,8 +16,10 @@ FORMAT = "nptm.pruned/1"
 
 def save_pruned(model: nn.Module, path: str | os.PathLike, masks: Mapping[str, Tensor] | None = None) -> None:
     """Write ``{"format", "shapes": tensor -> shape, "state_dict", "masks"}`` (atomically) for ``load_pruned``."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    dense = model.state_dict()
+    state = {k: v.detach().cpu() for k, v in dense.items()}
     payload = {
+        "metadata": {k: dict(v) for k, v in getattr(dense, "_metadata", {}).items()},  # module versions
         "format": FORMAT,
         "shapes": {k: list(v.shape) for k, v in state.items()},
         "state_dict": state,
@@ -28,7 +31,14 @@ def save_pruned(model: nn.Module, path: str | os.PathLike, masks: Mapping[str, T
 
 
 def read_pruned(path: str | os.PathLike) -> dict:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001  (truncated or foreign files raise many types)
+        cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{os.fspath(path)} cannot be read as a pruned-model file (truncated or corrupt?): {cause}") \
+            from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{os.fspath(path)} is not a pruned-model file ({FORMAT})")
     return payload
@@ -66,5 +76,7 @@ def load_pruned(model: nn.Module, path: str | os.PathLike, *, example_input: Ten
         if list(t.shape) != list(shapes[name]):
             raise ValueError(f"{where} does not fit {type(model).__name__}: tensor {name} has shape "
                              f"{list(shapes[name])} in the file but {list(t.shape)} in the pruned model")
-    new.load_state_dict(payload["state_dict"])
+    state = OrderedDict(payload["state_dict"])
+    state._metadata = OrderedDict(payload.get("metadata") or {})  # type: ignore[attr-defined]
+    new.load_state_dict(state)
     return (new, payload["masks"]) if with_masks else new

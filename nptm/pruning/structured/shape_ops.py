@@ -23,7 +23,11 @@ class ShapeOps:
         tensors = node.args[0]
         out = tensor_shape(node)
         dim = (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) % len(out)
-        labs = [self.label(t) for t in tensors]
+        if isinstance(tensors, fx.Node):  # a slice of a split's outputs
+            labs = self.labels.get(tensors)
+            labs = list(labs) if isinstance(labs, tuple) else [None]
+        else:
+            labs = [self.label(t) for t in tensors]
         if any(lab is None for lab in labs) or len({(lab.dim, lab.inner) for lab in labs}) != 1:
             self.fix_all(node.args, f"concatenated with unpruned channels in {where}")
             return None
@@ -34,15 +38,18 @@ class ShapeOps:
             return y
         return Label(dim, tuple(s for lab in labs for s in lab.segs), labs[0].inner)
 
-    def split(self, node: fx.Node, x: Label, where: str):
+    def split(self, node: fx.Node, x: Label, name: str, where: str):
         outs = node.meta["tensor_meta"]
         dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
         dim %= len(outs[0].shape)
         if dim != x.dim:
             return tuple(x for _ in outs)
-        if x.inner != 1:
-            self.uf.fix_label(x, f"split inside flattened channels in {where}")
+        sizes = {meta.shape[dim] for meta in outs}
+        gid, whole = x.segs[0][0], len(x.segs) == 1 and x.segs[0][2] == self.uf.sizes[x.segs[0][0]]
+        if x.inner != 1 or name in ("split", "split_with_sizes") or len(sizes) != 1 or not whole:  # literal sizes
+            self.uf.fix_label(x, f"split into pieces that would not shrink alike in {where}")
             return tuple(None for _ in outs)
+        self.uf.add_blocks(gid, len(outs))  # chunk / tensor_split(n): every piece keeps as many channels
         res, start = [], 0
         for meta in outs:
             res.append(x.sliced(start, meta.shape[dim]))
@@ -57,7 +64,8 @@ class ShapeOps:
         idx = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
         if any(i is Ellipsis for i in idx):
             k = idx.index(Ellipsis)
-            idx = idx[:k] + (slice(None),) * (len(in_shape) - len(idx) + 1) + idx[k + 1 :]
+            used = sum(i is not None and i is not Ellipsis for i in idx)
+            idx = idx[:k] + (slice(None),) * (len(in_shape) - used) + idx[k + 1 :]
         d_in = d_out = 0
         for i in idx:
             if i is None:
@@ -126,6 +134,29 @@ class ShapeOps:
             self.uf.fix_label(x, f"reduced over channels in {where}")
             return None
         return x if keep else x.moved(x.dim - sum(d < x.dim for d in dims))
+
+
+    def layer_norm(self, node: fx.Node, x: Label, in_shape, where: str, module=None) -> Label | None:
+        """A LayerNorm module with weights follows its channels (``normalized_shape`` is reset from the weight);
+        one without, or ``F.layer_norm`` with a shape written in the graph, keeps its channels whole."""
+        shape = module.normalized_shape if module is not None else node.args[1] if len(node.args) > 1 else None
+        if not isinstance(shape, (tuple, list)) or not all(isinstance(v, int) for v in shape):
+            self.uf.fix_label(x, f"normalised over a computed shape in {where}")
+            return None
+        if x.dim < len(in_shape) - len(shape):
+            return x  # channels not normalised over
+        params = [f"{where}.{a}" for a in ("weight", "bias") if getattr(module, a, None) is not None]
+        if len(shape) != 1 or x.inner != 1:
+            self.uf.fix_label(x, f"normalised together with other dimensions in {where}")
+        elif module is None:
+            self.uf.fix_label(x, f"normalised by {where}, whose normalized_shape is a literal")
+        elif not params:
+            self.uf.fix_label(x, f"normalised by {where}, which has no weight to size its normalized_shape")
+        else:
+            for p in params:
+                self.add_slice(p, 0, x)
+            return x
+        return None
 
 
 def _literal(v) -> bool:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from nptm import ops
-from nptm.pruning.structured.graph import ChannelGraph, TensorSlice
+from nptm.pruning.structured.graph import ChannelGraph, TensorSlice, canonical_names
 
 
 def _check_keep(graph: ChannelGraph, keep: Mapping[str, Tensor]) -> dict[int, Tensor]:
@@ -68,8 +68,15 @@ def shrink_graph(model: nn.Module, graph: ChannelGraph, keep: Mapping[str, Tenso
             triples.append(_gather_spec(t, dims))
             targets.append((name, _new_shape(t, dims)))
         results = ops.gather_channels([(t, d, i.to(t.device)) for t, d, i in triples])
+    aliases: dict[str, list[str]] = {}  # tied weights: every name of a tensor gets the sliced one
+    for alias, name in canonical_names(new).items():
+        aliases.setdefault(name, []).append(alias)
     for (name, shape), t in zip(targets, results):
-        _assign(new, name, t.reshape(shape))
+        t = t.reshape(shape)
+        if name in params:
+            t = nn.Parameter(t, requires_grad=params[name].requires_grad)
+        for alias in aliases.get(name, [name]):
+            _assign(new, alias, t)
     _fix_attributes(new)
     return new
 
@@ -102,9 +109,8 @@ def _new_shape(t: Tensor, dims: dict[int, tuple[Tensor, int]]) -> tuple[int, ...
 def _assign(model: nn.Module, name: str, t: Tensor) -> None:
     owner, _, attr = name.rpartition(".")
     m = model.get_submodule(owner)
-    old = getattr(m, attr)
-    if isinstance(old, nn.Parameter):
-        setattr(m, attr, nn.Parameter(t, requires_grad=old.requires_grad))
+    if isinstance(t, nn.Parameter):
+        setattr(m, attr, t)
     else:
         m._buffers[attr] = t
 
