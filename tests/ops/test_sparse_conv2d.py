@@ -125,6 +125,22 @@ def test_weight_patterns(isa, case):
         assert torch.equal(got[:, ::2], F.relu(b[::2]).view(1, 3, 1, 1).expand(2, 3, 11, 13))
 
 
+@pytest.mark.parametrize("bias,clamp", [(False, (None, None)), (True, (-0.5, 0.5))])
+def test_all_zero_weight_never_reads_the_input(bias, clamp):
+    """Nothing stored: clamp(bias + residual) at any stride, whatever the input holds (NaN included)."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.full((2, 4, 9, 7), float("nan"))
+    w = torch.zeros(6, 2, 3, 3)
+    b = torch.randn(6, generator=gen) if bias else None
+    r = torch.randn(2, 6, 5, 4, generator=gen)
+    r[1, 2, 0, 0] = float("nan")
+    got, want = run_both(x, w, b, r, stride=2, padding=1, groups=2, clamp=clamp)
+    assert_close(got, want)
+    assert torch.equal(got.isnan(), r.isnan())
+    dense = (r if b is None else r + b.view(1, -1, 1, 1))
+    torch.testing.assert_close(got, dense if clamp == (None, None) else dense.clamp(*clamp), rtol=0, atol=0, equal_nan=True)
+
+
 def test_resnet_layer_shapes(isa):
     """The shapes ResNet-50 runs (wide and narrow, 56 to 7 pixels, strided 1x1 and 3x3), at 10% density."""
     gen = torch.Generator().manual_seed(2)

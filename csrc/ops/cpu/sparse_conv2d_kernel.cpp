@@ -182,6 +182,14 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& input, const at::Tensor& values, 
   if (out.numel() == 0) return out;
   const auto vals = values.contiguous(), taps = taps_in.contiguous(), row_ptr = row_ptr_in.contiguous();
   check_row_ptr(row_ptr, vals.numel());
+  if (vals.numel() == 0) {  // nothing stored: the input is never read (no planes), out = clamp(bias + residual)
+    if (bias) out.copy_(bias->view({1, -1, 1, 1}).expand_as(out));
+    else out.zero_();
+    if (residual) out.add_(*residual);
+    if (clamp_min || clamp_max) out.clamp_(clamp_min ? std::optional<at::Scalar>(*clamp_min) : std::nullopt,
+                                           clamp_max ? std::optional<at::Scalar>(*clamp_max) : std::nullopt);
+    return out;
+  }
   const Conv c{stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]};
   const int64_t per_image = input.size(1) * c.sh * c.sw * ((input.size(2) + 2 * c.ph + c.sh - 1) / c.sh) *
                             ((input.size(3) + 2 * c.pw + c.sw - 1) / c.sw);
