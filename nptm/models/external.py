@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import importlib
 
-import torchvision
 from torch import nn
 
 # auxiliary heads return a tuple in training mode: the study trains the main head only
@@ -15,12 +14,16 @@ _NO_AUX = {"googlenet": dict(aux_logits=False, init_weights=True), "inception_v3
 @functools.cache
 def torchvision_names() -> tuple[str, ...]:
     """torchvision's classification models (``torchvision.models.list_models(module=torchvision.models)``)."""
+    import torchvision  # here, not at import: it costs about two seconds (torch._dynamo)
+
     return tuple(torchvision.models.list_models(module=torchvision.models))
 
 
 def torchvision_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     if in_channels != 3:
         raise ValueError(f"torchvision's {name} takes 3-channel images, this dataset has {in_channels}")
+    import torchvision
+
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **_NO_AUX.get(name, {}))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torchvision
 from torch import nn
 
 from nptm.models.registry import MODELS
@@ -12,6 +11,8 @@ from nptm.models.registry import MODELS
 
 def _torchvision(name: str) -> Callable[[int, int], nn.Module]:
     def build(num_classes: int, in_channels: int = 3) -> nn.Module:
+        import torchvision  # here, not at import: it costs about two seconds
+
         model = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
         if in_channels != 3:
             model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)

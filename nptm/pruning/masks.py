@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import sys
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -9,12 +10,6 @@ import torch
 from torch import Tensor, nn
 
 from nptm import ops
-
-try:  # FSDP2 (fully_shard) parameters and their optimizer states are DTensors
-    from torch.distributed.tensor import DTensor
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
-except ImportError:  # torch built without distributed support
-    DTensor = ()
 
 # Module-name segments that wrappers insert (torch.compile, FSDP, activation checkpointing); DDP and
 # DataParallel add ``module.`` at the top, removed by unwrapping them.
@@ -38,6 +33,13 @@ def clean_name(name: str) -> str:
     return ".".join(s for s in name.split(".") if s not in WRAPPER_SEGMENTS)
 
 
+def _is_dtensor(t) -> bool:
+    """FSDP2 (fully_shard) parameters and their optimizer states are DTensors. One exists only once
+    torch.distributed.tensor is imported, so it is looked up, not imported here (that costs about a second)."""
+    mod = sys.modules.get("torch.distributed.tensor")
+    return mod is not None and isinstance(t, mod.DTensor)
+
+
 def named_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """Clean name -> parameter for every name a parameter has (a shared parameter under each of its names)."""
     return {clean_name(n): p for n, p in unwrap(model).named_parameters(remove_duplicate=False)}
@@ -45,13 +47,15 @@ def named_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 
 def _local(t: Tensor | None) -> Tensor | None:
     """This rank's shard of a DTensor (a view: masking it in place masks the DTensor); other tensors as they are."""
-    return t.to_local() if isinstance(t, DTensor) else t
+    return t.to_local() if _is_dtensor(t) else t
 
 
 def _local_mask(mask: Tensor, p: Tensor) -> Tensor:
     """The part of a full-size mask that lies on this rank, when ``p`` is a DTensor."""
-    if not isinstance(p, DTensor):
+    if not _is_dtensor(p):
         return mask
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
     shape, offset = compute_local_shape_and_global_offset(mask.shape, p.device_mesh, p.placements)
     return mask[tuple(slice(o, o + n) for o, n in zip(offset, shape))]
 
