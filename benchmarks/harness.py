@@ -210,6 +210,10 @@ TARGETS = [
     ("cpu", r"apply_masks(_step)?", r"resnet50 fp32", "foreach_mul_", "speedup", 1.0),
     ("cpu", r"train_step", r".*", "dense", "speedup", 1 / 1.03),  # masked step <= 3% slower than dense
     ("cpu", r"gather_channels", r".*", "index_select_loop", "speedup", 1.0),
+    *[("cpu", r"sparse_inference", wl, base, "speedup", thr) for wl, thr in
+      ((r"resnet50 s=0\.9 b1$", 2.0), (r"resnet50 s=0\.95 b1$", 3.0), (r"resnet50 s=0\.9 b16$", 1.5),
+       (r"mobilenet_v2 1x1 s=0\.9 b1$", 1.5)) for base in ("onnxruntime", "torch")],  # vs the faster dense engine
+    ("cpu", r"sparse_conv1x1", r".*", "dense", "speedup", 3.0),
     ("cuda", r"global_magnitude_masks", r"resnet50", None, "frac_bw", 0.5),
     ("cuda", r"apply_masks(_step)?", r"resnet50", None, "frac_bw", 0.5),
     ("cuda", r"apply_masks(_step)?", r"resnet50", "mul_loop", "speedup", 5.0),

@@ -32,13 +32,14 @@ from tqdm import tqdm  # noqa: E402
 
 import bench_apply  # noqa: E402
 import bench_slicing  # noqa: E402
+import bench_sparse  # noqa: E402
 import bench_sparse_training  # noqa: E402
 import bench_structured  # noqa: E402
 import bench_topk  # noqa: E402
 import bench_training  # noqa: E402
 import harness as H  # noqa: E402
 
-MODULES = [bench_topk, bench_apply, bench_slicing, bench_training, bench_sparse_training, bench_structured]
+MODULES = [bench_topk, bench_apply, bench_slicing, bench_training, bench_sparse_training, bench_structured, bench_sparse]
 
 METHOD = """\
 How these numbers are taken: each case times its implementations and a 100 MiB `copy_` interleaved

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nptm.study.config import StudyConfig
 
+
 def _worker(config: dict, out: str, index: int) -> None:
     from nptm.study.cli import Process, exit_status, interruptible
     from nptm.study.run import run

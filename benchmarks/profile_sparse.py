@@ -1,0 +1,104 @@
+"""Where a sparsified model spends its time: each conv/linear of ``nptm.sparsify``'s result timed in place
+(forward hooks, median over runs) with its density, dense MACs and the rate it reaches on the MACs it computes
+(useful GFLOP/s), the totals of the sparse and of the dense layers, then the time by operator (no hooks).
+
+    python benchmarks/profile_sparse.py [--model resnet50] [--sparsity 0.9] [--batch 1] [--runs 30] [--pointwise]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+import torchvision
+
+from nptm.pruning import Masks, prune_unstructured
+from nptm.sparse import SparseConv2d, SparseLinear, sparsify
+
+
+def macs(module: torch.nn.Module, out: torch.Tensor) -> tuple[float, float]:
+    """(dense MACs, nonzero MACs) of one call producing ``out``."""
+    per_out = out.numel() / out.shape[1] if out.dim() > 2 else out.shape[0]
+    if isinstance(module, (SparseConv2d, SparseLinear)):
+        return math.prod(module.weight_shape) * per_out, module.values.numel() * per_out
+    w = module.weight
+    return w.numel() * per_out, float((w != 0).sum()) * per_out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--sparsity", type=float, default=0.9)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--pointwise", action="store_true", help="prune the 1x1 convs only (as bench_sparse does MobileNetV2)")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, args.model)().eval()
+    masks = None
+    if args.pointwise:
+        masks = Masks.ones({f"{n}.weight": m.weight for n, m in model.named_modules()
+                            if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)}).bind(model)
+    prune_unstructured(model, "magnitude", args.sparsity, masks=masks).apply(model)
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    fast = sparsify(model, x, batch_sizes=())
+    layers = {n: m for n, m in fast.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, SparseConv2d, SparseLinear))}
+    samples: dict[str, list[float]] = {n: [] for n in layers}
+    work: dict[str, tuple[float, float]] = {}
+    start: dict[str, float] = {}
+    handles = []
+    for n, m in layers.items():
+        def before(_m, _a, n=n):
+            start[n] = time.perf_counter()
+
+        def after(_m, _a, out, n=n):  # returns None: the output is left alone
+            samples[n].append(time.perf_counter() - start[n])
+            work.setdefault(n, macs(_m, out))
+
+        handles += [m.register_forward_pre_hook(before), m.register_forward_hook(after)]
+    totals = []
+    with torch.inference_mode():
+        for _ in range(3):
+            fast(x)
+        for s in samples.values():
+            s.clear()
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            fast(x)
+            totals.append(time.perf_counter() - t0)
+    total = statistics.median(totals) * 1e3
+    rows = []
+    for n, m in layers.items():
+        ms = statistics.median(samples[n]) * 1e3
+        dense_macs, nnz_macs = work[n]
+        kind = "sparse" if isinstance(m, (SparseConv2d, SparseLinear)) else "dense"
+        useful = (nnz_macs if kind == "sparse" else dense_macs) * 2 / ms / 1e6
+        rows.append((n, kind, nnz_macs / dense_macs, ms, dense_macs, nnz_macs, useful))
+    print(f"{args.model} s={args.sparsity} b{args.batch}, {torch.get_num_threads()} threads: {total:.2f} ms per forward "
+          f"(median of {args.runs})")
+    print(f"{'layer':34s} {'run':6s} {'density':>7s} {'ms':>7s} {'share':>6s} {'dense MMAC':>10s} {'GFLOP/s':>8s}")
+    for n, kind, d, ms, dm, nm, g in rows:
+        print(f"{n:34s} {kind:6s} {d:7.3f} {ms:7.3f} {ms / total:6.1%} {dm / 1e6:10.1f} {g:8.1f}")
+    for kind in ("sparse", "dense"):
+        sel = [r for r in rows if r[1] == kind]
+        if sel:
+            ms, dm, nm = sum(r[3] for r in sel), sum(r[4] for r in sel), sum(r[5] for r in sel)
+            done = nm if kind == "sparse" else dm
+            print(f"{kind} layers: {len(sel)}, {ms:.2f} ms ({ms / total:.0%} of the forward), density {nm / dm:.3f}, "
+                  f"{nm / 1e6:.0f} of {dm / 1e6:.0f} MMAC nonzero, {2 * done / ms / 1e6:.1f} GFLOP/s on the MACs computed")
+    for h in handles:
+        h.remove()
+    with torch.inference_mode(), torch.profiler.profile() as prof:  # no hooks: time by operator
+        for _ in range(args.runs):
+            fast(x)
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    whole = sum(e.self_cpu_time_total for e in ops)
+    print("time by operator (torch.profiler, self time): " + ", ".join(
+        f"{e.key} {e.self_cpu_time_total / whole:.1%}" for e in ops[:6]))
+
+
+if __name__ == "__main__":
+    main()
