@@ -75,21 +75,28 @@ def _settle() -> None:
     time.sleep(SETTLE_S)
 
 
-def build_model(spec: Spec) -> Case:
+def pruned_model(name: str, sparsity: float, pointwise: bool = False) -> torch.nn.Module:
+    """torchvision's ``name`` (seed 0, eval) masked by global magnitude; ``pointwise``: its 1x1 convs only."""
     import torchvision
 
-    from nptm.models import count_flops
     from nptm.pruning import Masks, prune_unstructured
-    from nptm.sparse import sparsify
 
-    name, sparsity, batch = spec.params
     torch.manual_seed(0)
-    model = getattr(torchvision.models, name.split()[0])().eval()
+    model = getattr(torchvision.models, name)().eval()
     masks = None
-    if name.endswith(" 1x1"):  # the pointwise convs only (depthwise and the stem stay dense)
+    if pointwise:  # depthwise convs and the stem stay dense
         masks = Masks.ones({f"{n}.weight": m.weight for n, m in model.named_modules()
                             if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)}).bind(model)
     prune_unstructured(model, "magnitude", sparsity, masks=masks).apply(model)
+    return model
+
+
+def build_model(spec: Spec) -> Case:
+    from nptm.models import count_flops
+    from nptm.sparse import sparsify
+
+    name, sparsity, batch = spec.params
+    model = pruned_model(name.split()[0], sparsity, pointwise=name.endswith(" 1x1"))
     x = torch.randn(batch, 3, SIZE, SIZE)
     sparse = sparsify(model, x, batch_sizes=())
     ideal = count_flops(model, x.shape[1:]) / count_flops(model, x.shape[1:], effective=True)

@@ -12,9 +12,8 @@ import statistics
 import time
 
 import torch
-import torchvision
+from bench_sparse import pruned_model  # the same masked models as the benchmark
 
-from nptm.pruning import Masks, prune_unstructured
 from nptm.sparse import SparseConv2d, SparseLinear, sparsify
 
 
@@ -36,13 +35,7 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--pointwise", action="store_true", help="prune the 1x1 convs only (as bench_sparse does MobileNetV2)")
     args = p.parse_args(argv)
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, args.model)().eval()
-    masks = None
-    if args.pointwise:
-        masks = Masks.ones({f"{n}.weight": m.weight for n, m in model.named_modules()
-                            if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)}).bind(model)
-    prune_unstructured(model, "magnitude", args.sparsity, masks=masks).apply(model)
+    model = pruned_model(args.model, args.sparsity, args.pointwise)
     x = torch.randn(args.batch, 3, args.size, args.size)
     fast = sparsify(model, x, batch_sizes=())
     layers = {n: m for n, m in fast.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, SparseConv2d, SparseLinear))}
