@@ -1,223 +1,307 @@
-"""Sparsified models on disk without pickled code: the fx graph as plain data (ops, targets by name, args),
-each module as its class name, plain attributes and tensors. ``load_sparse`` reads with ``weights_only=True``
-and resolves targets only among tensor functions (``torch``'s ATen functions, ``torch.nn.functional``,
-``operator``, ``getattr`` of non-dunder names) and modules only among ``torch.nn``'s and nptm.sparse's."""
+"""Sparsified models on disk as plain data (format ``nptm.sparse/2``): the program's steps (``program.py``),
+each called module as a class name from ``MODULE_CLASSES`` with plain arguments and its tensors, the tensors
+the program reads, and the per-layer choices. ``load_sparse`` reads with ``weights_only=True``, checks
+everything (names, classes, arguments, tensor dtypes and shapes, the compressed weights' indices) and
+returns a ``SparseProgram``; no Python source is generated and nothing from the file runs before the checks."""
 from __future__ import annotations
 
-import builtins
-import operator
+import dataclasses
+import inspect
+import math
 import os
-import pickle
-import zipfile
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from nptm.sparse import modules as sparse_modules
+from nptm.sparse.choose import LayerChoice
+from nptm.sparse.modules import SparseConv2d, SparseLinear
+from nptm.sparse.program import SparseProgram, check, encode, function_name, is_identifier, is_path, tensor_owner
 
-FORMAT = "nptm.sparse/1"
-_FUNCTION_SPACES = {"torch": torch, "torch.nn.functional": F, "operator": operator}
-_MODULE_SPACES = {"torch.nn": nn, "nptm.sparse": sparse_modules}
-_PLAIN = (int, float, bool, str, type(None))
-_MODULE_INTERNALS = frozenset(vars(nn.Module()))  # hooks, parameter/buffer/child dicts, training
+FORMAT = "nptm.sparse/2"
+MAX_DIM = 1 << 24  # any one dimension of a compressed weight
+MAX_WEIGHT = 1 << 36  # elements of a compressed weight's dense form
 
 
 class SparseFileError(ValueError):
     """A file that is not a readable sparse-model file (the message names it)."""
 
 
-def _function_name(fn) -> str:
-    if fn is builtins.getattr:
-        return "builtins:getattr"
-    for space, mod in _FUNCTION_SPACES.items():
-        name = getattr(fn, "__name__", None)
-        if name and getattr(mod, name, None) is fn:
-            return f"{space}:{name}"
-    raise ValueError(f"save_sparse: cannot save a call to {fn!r} (only torch, torch.nn.functional and operator functions)")
+def _plain(v, depth: int = 0) -> bool:
+    if v is None or isinstance(v, (bool, float, str)):
+        return not isinstance(v, str) or len(v) <= 64
+    if isinstance(v, int):
+        return abs(v) < 1 << 62
+    return isinstance(v, (list, tuple)) and depth < 2 and len(v) <= 8 and all(_plain(x, depth + 1) for x in v)
 
 
-def _resolve_function(name: str):
-    space, _, attr = name.partition(":")
-    if name == "builtins:getattr":
-        return builtins.getattr
-    allowed = space in _FUNCTION_SPACES and not attr.startswith("_")
-    if space == "torch":  # ATen tensor functions only (no torch.load, torch.save, ...)
-        allowed = allowed and hasattr(torch._C._VariableFunctions, attr)
-    fn = getattr(_FUNCTION_SPACES.get(space), attr, None) if allowed else None
-    if not callable(fn):
-        raise ValueError(f"function {name!r} is not allowed")
-    return fn
+def _check_tensor(t, what: str, dtypes: tuple[torch.dtype, ...] | None = None) -> Tensor:
+    check(type(t) in (Tensor, nn.Parameter) and t.layout == torch.strided and t.device.type == "cpu" and not t.is_quantized,
+          f"{what} is not a plain CPU tensor")
+    check(t.is_contiguous(), f"{what} is not contiguous")
+    check(dtypes is None or t.dtype in dtypes, f"{what} has dtype {t.dtype}, expected {' or '.join(map(str, dtypes or ()))}")
+    return t.detach()
 
 
-def _encode(v):
-    if isinstance(v, fx.Node):
-        return {"node": v.name}
-    if isinstance(v, _PLAIN):
-        return v
-    if isinstance(v, (list, tuple)):
-        items = [_encode(x) for x in v]
-        return items if isinstance(v, list) else {"tuple": items}
-    if isinstance(v, dict):
-        return {"dict": [[k, _encode(x)] for k, x in v.items()]}
-    if isinstance(v, slice):
-        return {"slice": [_encode(v.start), _encode(v.stop), _encode(v.step)]}
-    if isinstance(v, torch.dtype):
-        return {"dtype": str(v).removeprefix("torch.")}
-    if isinstance(v, torch.memory_format):
-        return {"memory_format": str(v).removeprefix("torch.")}
-    if isinstance(v, torch.device):
-        return {"device": str(v)}
-    if v is Ellipsis:
-        return {"ellipsis": True}
-    raise ValueError(f"save_sparse: cannot save an argument of type {type(v).__name__}")
+# --- torch.nn layers: rebuilt by their own constructor (on the meta device) from plain arguments ----------
+_CTOR_SKIP = {"self", "device", "dtype"}
 
 
-def _decode(v, nodes: dict[str, fx.Node]):
-    if isinstance(v, list):
-        return [_decode(x, nodes) for x in v]
-    if not isinstance(v, dict):
-        return v
-    (kind, x), = v.items()
-    if kind == "node":
-        return nodes[x]
-    if kind == "tuple":
-        return tuple(_decode(i, nodes) for i in x)
-    if kind == "dict":
-        return {k: _decode(i, nodes) for k, i in x}
-    if kind == "slice":
-        return slice(*(_decode(i, nodes) for i in x))
-    if kind in ("dtype", "memory_format"):
-        found = getattr(torch, x, None)
-        if not isinstance(found, (torch.dtype, torch.memory_format)):
-            raise ValueError(f"unknown {kind} {x!r}")
-        return found
-    if kind == "device":
-        return torch.device(x)
-    if kind == "ellipsis":
-        return Ellipsis
-    raise ValueError(f"unknown argument kind {kind!r}")
+def _ctor_params(cls: type) -> list[str]:
+    return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name not in _CTOR_SKIP and not p.name.startswith("_") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
-def _plain(v) -> bool:
-    return isinstance(v, _PLAIN) or (isinstance(v, (list, tuple)) and all(_plain(x) for x in v))
+def _ctor_args(m: nn.Module) -> dict:
+    """The constructor arguments that rebuild ``m``'s structure: its attributes of those names (an optional
+    tensor such as ``bias`` as whether it exists)."""
+    args = {}
+    for p in _ctor_params(type(m)):
+        if p in m._parameters or p in m._buffers:
+            args[p] = m._parameters.get(p, m._buffers.get(p)) is not None
+        elif p in vars(m) and _plain(vars(m)[p]):
+            args[p] = vars(m)[p]
+    return args
 
 
-def _module_record(m: nn.Module) -> dict:
-    cls = type(m)
-    space = next((s for s, mod in _MODULE_SPACES.items() if getattr(mod, cls.__name__, None) is cls), None)
-    if space is None:
-        raise ValueError(f"save_sparse: cannot save a {cls.__module__}.{cls.__name__} (torch.nn and nptm.sparse modules only)")
-    attrs = {k: v for k, v in vars(m).items() if k not in _MODULE_INTERNALS and _plain(v)}
-    return {"class": f"{space}:{cls.__name__}", "attrs": attrs,
-            "parameters": {k: p.detach() for k, p in m._parameters.items() if p is not None},
-            "buffers": {k: b for k, b in m._buffers.items() if b is not None},
-            "children": {k: _module_record(c) for k, c in m._modules.items() if c is not None}}
+def _layer_tensors(m: nn.Module) -> dict[str, Tensor]:
+    return {**{k: p.detach() for k, p in m.named_parameters()}, **dict(m.named_buffers())}
 
 
-def _build_module(rec: dict) -> nn.Module:
-    space, _, name = rec["class"].partition(":")
-    cls = getattr(_MODULE_SPACES.get(space), name, None) if not name.startswith("_") else None
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ValueError(f"module class {rec['class']!r} is not allowed")
+def _build_layer(cls: type, args: dict, tensors: dict) -> nn.Module:
+    params = _ctor_params(cls)
+    for k, v in args.items():
+        check(k in params and _plain(v), f"{cls.__name__} argument {str(k)[:40]!r} is not allowed")
+    with torch.device("meta"):
+        m = cls(**args)
+    expected = _layer_tensors(m)
+    check(set(tensors) == set(expected), f"{cls.__name__} holds tensors {sorted(tensors)[:8]}, expected {sorted(expected)}")
+    for name, meta in expected.items():
+        t = _check_tensor(tensors[name], f"{cls.__name__} tensor {name}")
+        check(t.shape == meta.shape, f"{cls.__name__} tensor {name} has shape {list(t.shape)}, expected {list(meta.shape)}")
+        check(t.dtype == meta.dtype or (t.dtype.is_floating_point and meta.dtype.is_floating_point),
+              f"{cls.__name__} tensor {name} has dtype {t.dtype}, expected {meta.dtype}")
+        owner, leaf = tensor_owner(m, name)
+        if leaf in owner._parameters:
+            owner._parameters[leaf] = nn.Parameter(t, requires_grad=False)
+        else:
+            owner._buffers[leaf] = t
+    return m
+
+
+# --- the sparse layers: compressed weights, checked so that the kernel never indexes outside them -------
+_FLOAT = ("float", lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)))
+
+
+def _ints(n: int, least: int) -> tuple[str, Callable]:
+    return (f"{n} ints >= {least}",
+            lambda v: isinstance(v, (tuple, list)) and len(v) == n and all(type(x) is int and least <= x < MAX_DIM for x in v))
+
+
+_COMPRESSED_ATTRS = {
+    SparseConv2d: {"weight_shape": _ints(4, 1), "stride": _ints(2, 1), "padding": _ints(2, 0), "dilation": _ints(2, 1),
+                   "groups": ("an int >= 1", lambda v: type(v) is int and 1 <= v < MAX_DIM), "clamp_min": _FLOAT, "clamp_max": _FLOAT},
+    SparseLinear: {"weight_shape": _ints(2, 1), "clamp_min": _FLOAT, "clamp_max": _FLOAT},
+}
+
+
+def _compressed_args(m: nn.Module) -> dict:
+    return {k: v for k, v in vars(m).items() if not k.startswith("_") and k != "training"}
+
+
+def _compressed_tensors(m: nn.Module) -> dict[str, Tensor]:
+    return {k: b for k, b in m._buffers.items() if b is not None}
+
+
+def _build_compressed(cls: type, args: dict, tensors: dict) -> nn.Module:
+    spec, name = _COMPRESSED_ATTRS[cls], cls.__name__
+    check(set(args) == set(spec), f"{name} attributes {sorted(args)[:10]}, expected {sorted(spec)}")
+    for k, (want, ok) in spec.items():
+        check(ok(args[k]), f"{name} {k} must be {want}")
+    check(set(tensors) <= {"values", "taps", "row_ptr", "bias"} and {"values", "taps", "row_ptr"} <= set(tensors),
+          f"{name} holds tensors {sorted(tensors)[:8]}, expected values, taps, row_ptr and an optional bias")
+    shape = tuple(args["weight_shape"])
+    cout, per_row = shape[0], math.prod(shape[1:])
+    check(per_row < 1 << 31 and cout * per_row <= MAX_WEIGHT, f"{name} weight_shape {list(shape)} is too large")
+    check(cout % args.get("groups", 1) == 0, f"{name} groups must divide the {cout} output channels")
+    values = _check_tensor(tensors["values"], f"{name} values", (torch.float32,))
+    taps = _check_tensor(tensors["taps"], f"{name} taps", (torch.int32,))
+    row_ptr = _check_tensor(tensors["row_ptr"], f"{name} row_ptr", (torch.int64,))
+    check(values.dim() == 1 and taps.shape == values.shape and values.numel() <= cout * per_row,
+          f"{name} values and taps must be two vectors of one length")
+    check(row_ptr.shape == (cout + 1,) and int(row_ptr[0]) == 0 and int(row_ptr[-1]) == values.numel()
+          and bool((row_ptr.diff() >= 0).all()), f"{name} row_ptr must rise from 0 to the {values.numel()} values")
+    check(taps.numel() == 0 or (int(taps.min()) >= 0 and int(taps.max()) < per_row), f"{name} taps must lie in [0, {per_row})")
+    bias = tensors.get("bias")
+    if bias is not None:
+        bias = _check_tensor(bias, f"{name} bias", (torch.float32,))
+        check(bias.shape == (cout,), f"{name} bias must have {cout} values")
     m = cls.__new__(cls)
     nn.Module.__init__(m)
-    for k, v in rec["attrs"].items():
-        object.__setattr__(m, k, v)
-    for k, t in rec["parameters"].items():
-        m.register_parameter(k, nn.Parameter(t, requires_grad=False))
-    for k, t in rec["buffers"].items():
+    for k, v in args.items():
+        setattr(m, k, tuple(v) if isinstance(v, list) else v)
+    for k, t in (("values", values), ("taps", taps), ("row_ptr", row_ptr), ("bias", bias)):
         m.register_buffer(k, t)
-    for k, c in rec["children"].items():
-        m.add_module(k, _build_module(c))
-    return m.eval()
+    return m
 
 
-def save_sparse(module: fx.GraphModule, path: str | os.PathLike) -> None:
-    """Write a ``sparsify``'d module (atomically) for ``load_sparse``."""
-    if not isinstance(module, fx.GraphModule):
+# Class name -> (class, its record, its builder). Adding a class is one line.
+_LAYER = (_ctor_args, _layer_tensors, _build_layer)
+_COMPRESSED = (_compressed_args, _compressed_tensors, _build_compressed)
+MODULE_CLASSES: dict[str, tuple[type, tuple]] = {c.__name__: (c, how) for c, how in (
+    (nn.Conv1d, _LAYER), (nn.Conv2d, _LAYER), (nn.ConvTranspose2d, _LAYER), (nn.Linear, _LAYER), (nn.Bilinear, _LAYER),
+    (nn.BatchNorm1d, _LAYER), (nn.BatchNorm2d, _LAYER), (nn.LayerNorm, _LAYER), (nn.GroupNorm, _LAYER), (nn.Embedding, _LAYER),
+    (nn.ReLU, _LAYER), (nn.ReLU6, _LAYER), (nn.LeakyReLU, _LAYER), (nn.PReLU, _LAYER), (nn.ELU, _LAYER), (nn.GELU, _LAYER),
+    (nn.SiLU, _LAYER), (nn.Mish, _LAYER), (nn.Hardswish, _LAYER), (nn.Hardsigmoid, _LAYER), (nn.Hardtanh, _LAYER),
+    (nn.Sigmoid, _LAYER), (nn.Tanh, _LAYER), (nn.Softmax, _LAYER), (nn.LogSoftmax, _LAYER),
+    (nn.MaxPool1d, _LAYER), (nn.MaxPool2d, _LAYER), (nn.AvgPool1d, _LAYER), (nn.AvgPool2d, _LAYER),
+    (nn.AdaptiveAvgPool1d, _LAYER), (nn.AdaptiveAvgPool2d, _LAYER), (nn.AdaptiveMaxPool2d, _LAYER),
+    (nn.Dropout, _LAYER), (nn.Dropout2d, _LAYER), (nn.Flatten, _LAYER), (nn.Unflatten, _LAYER), (nn.Identity, _LAYER),
+    (nn.Upsample, _LAYER), (nn.ZeroPad2d, _LAYER),
+    (SparseConv2d, _COMPRESSED), (SparseLinear, _COMPRESSED),
+)}
+_PROTECTED = tuple(c for c, how in MODULE_CLASSES.values() if how is _COMPRESSED)
+
+
+def _record(m: nn.Module, path: str) -> dict:
+    how = MODULE_CLASSES.get(type(m).__name__)
+    if how is None or how[0] is not type(m):
+        raise ValueError(f"save_sparse: cannot save {path} ({type(m).__module__}.{type(m).__name__} is not in "
+                         "nptm.sparse.saving.MODULE_CLASSES)")
+    record_args, record_tensors, _ = how[1]
+    return {"class": type(m).__name__, "args": record_args(m), "tensors": record_tensors(m)}
+
+
+def _public(name: str, what: str) -> str:
+    """``name`` with each part made an allowed identifier (``_x`` -> ``u_x``); ValueError if it cannot be."""
+    parts = [p if is_path(p) else "u" + p if p.startswith("_") and is_path("u" + p) else None for p in name.split(".")]
+    if None in parts:
+        raise ValueError(f"save_sparse: cannot save the {what} name {name!r}")
+    return ".".join(parts)
+
+
+def _fx_records(gm: fx.GraphModule) -> list[dict]:
+    names: dict[fx.Node, str] = {}
+    taken: set[str] = set()
+    for i, n in enumerate(gm.graph.nodes):
+        name = _public(n.name, "step")
+        names[n] = name if name not in taken else f"{name}_n{i}"
+        check(names[n] not in taken, f"save_sparse: two steps named {names[n]}")
+        taken.add(names[n])
+    records = []
+    for n in gm.graph.nodes:
+        if n.op == "call_function":
+            target = function_name(n.target)
+        elif n.op in ("get_attr", "call_module"):
+            target = _public(n.target, "module/attribute")
+        else:
+            target = n.target if n.op == "output" else _public(n.target, "input")
+        records.append({"op": n.op, "name": names[n], "target": target, "args": encode(list(n.args), names),
+                        "kwargs": encode(dict(n.kwargs), names)})
+    return records
+
+
+def save_sparse(module: nn.Module, path: str | os.PathLike) -> None:
+    """Write a ``sparsify``'d (or ``load_sparse``'d) module atomically for ``load_sparse``."""
+    if isinstance(module, SparseProgram):
+        records, targets = module._records, {r["target"]: r["target"] for r in module._records}
+    elif isinstance(module, fx.GraphModule):
+        records = _fx_records(module)
+        targets = {_public(n.target, "module/attribute"): n.target for n in module.graph.nodes if n.op in ("get_attr", "call_module")}
+    else:
         raise ValueError("save_sparse: the module is not a traced graph (sparsify could not trace this model with torch.fx)")
-    called = {n.target for n in module.graph.nodes if n.op == "call_module"}
-    fetched = {n.target for n in module.graph.nodes if n.op == "get_attr"}
-    nodes = []
-    for n in module.graph.nodes:
-        target = _function_name(n.target) if n.op == "call_function" else n.target
-        nodes.append({"op": n.op, "name": n.name, "target": target, "args": _encode(n.args), "kwargs": _encode(n.kwargs)})
-    payload = {
-        "format": FORMAT,
-        "nodes": nodes,
-        "modules": {t: _module_record(module.get_submodule(t)) for t in sorted(called)},
-        "attributes": {t: module.get_parameter(t).detach() if t in dict(module.named_parameters()) else module.get_buffer(t)
-                       for t in sorted(fetched)},
-    }
+    called = sorted({r["target"] for r in records if r["op"] == "call_module"})
+    modules = {t: _record(module.get_submodule(targets[t]), t) for t in called}
+    attributes = {}
+    for t in sorted({r["target"] for r in records if r["op"] == "get_attr"}):
+        if not any(t.startswith(c + ".") for c in called):
+            parent, _, leaf = targets[t].rpartition(".")
+            tensor = getattr(module.get_submodule(parent), leaf)  # fx keeps traced constants as plain attributes
+            check(isinstance(tensor, Tensor), f"save_sparse: {targets[t]} is not a tensor")
+            attributes[t] = tensor.detach()
+    choices = getattr(module, "sparse_layers", None)
+    payload = {"format": FORMAT, "steps": records, "modules": modules, "attributes": attributes,
+               "sparse_layers": None if choices is None else [dataclasses.asdict(c) for c in choices]}
     tmp = f"{os.fspath(path)}.tmp"
     torch.save(payload, tmp)
     os.replace(tmp, path)
 
 
-def _read(path: str | os.PathLike) -> dict:
-    where = os.fspath(path)
+def _read(where: str) -> dict:
     try:
         payload = torch.load(where, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise SparseFileError(f"{where}: no such file") from None
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # UnpicklingError (a refused global), BadZipFile, EOFError, RuntimeError, ...
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SparseFileError(f"{where} is not a readable sparse-model file ({reason[:160]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise SparseFileError(f"{where} is not a sparse-model file ({FORMAT})")
+        found = payload.get("format") if isinstance(payload, dict) else None
+        hint = f"; it holds format {str(found)[:40]!r}, save it again with this nptm" if isinstance(found, str) else ""
+        raise SparseFileError(f"{where} is not a sparse-model file ({FORMAT}{hint})")
     return payload
 
 
-def load_sparse(path: str | os.PathLike) -> fx.GraphModule:
-    """The module ``save_sparse`` wrote, in eval mode."""
-    payload, where = _read(path), os.fspath(path)
-    try:
-        root = nn.Module()
-        for target, rec in payload["modules"].items():
-            _install(root, target, _build_module(rec))
-        for target, t in payload["attributes"].items():
-            _install_tensor(root, target, t)
-        graph, nodes = fx.Graph(), {}
-        for rec in payload["nodes"]:
-            op = rec["op"]
-            target = _resolve_function(rec["target"]) if op == "call_function" else rec["target"]
-            args, kwargs = _decode(rec["args"], nodes), _decode(rec["kwargs"], nodes)
-            _check_call(op, target, args)
-            if op == "output":
-                graph.output(args[0])
-                continue
-            node = graph.create_node(op, target, tuple(args) if isinstance(args, list) else args, kwargs, name=rec["name"])
-            nodes[rec["name"]] = node
-        graph.lint()
-        return fx.GraphModule(root, graph).eval()
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
-        raise SparseFileError(f"{where} holds a malformed sparse model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-
-
-def _check_call(op: str, target, args) -> None:
-    """Methods of tensors and getattr of public names only."""
-    if op == "call_method" and not (isinstance(target, str) and not target.startswith("_") and hasattr(Tensor, target)):
-        raise ValueError(f"method {target!r} is not allowed")
-    if target is builtins.getattr and not (len(args) == 2 and isinstance(args[1], str) and not args[1].startswith("_")):
-        raise ValueError(f"getattr of {args[1:]!r} is not allowed")
-
-
-def _parent(root: nn.Module, target: str) -> tuple[nn.Module, str]:
-    parent = root
-    *path, name = target.split(".")
-    for p in path:
-        if not hasattr(parent, p):
+def _install(root: nn.Module, path: str, place: Callable[[nn.Module, str], None], layers: set[str]) -> None:
+    """Create the containers on ``path`` (plain modules), then ``place`` the last part in its parent."""
+    parent, *parts = root, *path.split(".")
+    for i, p in enumerate(parts[:-1]):
+        check(".".join(parts[: i + 1]) not in layers, f"{path!r} lies inside a layer")
+        if p not in parent._modules:
             parent.add_module(p, nn.Module())
-        parent = getattr(parent, p)
-    return parent, name
+        parent = parent._modules[p]
+    place(parent, parts[-1])
 
 
-def _install(root: nn.Module, target: str, module: nn.Module) -> None:
-    parent, name = _parent(root, target)
-    parent.add_module(name, module)
+def _choices(data) -> list[LayerChoice] | None:
+    if data is None:
+        return None
+    fields = {f.name for f in dataclasses.fields(LayerChoice)}
+    check(isinstance(data, list) and len(data) <= 100_000, "sparse_layers is not a list")
+    out = []
+    for d in data:
+        check(isinstance(d, dict) and set(d) <= fields and all(_plain(v) or _plain_map(v) for v in d.values()),
+              "a sparse_layers entry is not a LayerChoice record")
+        out.append(LayerChoice(**{k: tuple(v) if k == "shape" else v for k, v in d.items()}))
+    return out
 
 
-def _install_tensor(root: nn.Module, target: str, t: Tensor) -> None:
-    parent, name = _parent(root, target)
-    parent.register_buffer(name, t)
+def _plain_map(v) -> bool:
+    return isinstance(v, dict) and len(v) <= 64 and all(_plain(k) and _plain(x) for k, x in v.items())
+
+
+def _build(payload: dict) -> SparseProgram:
+    check(set(payload) == {"format", "steps", "modules", "attributes", "sparse_layers"}, "unexpected or missing sections")
+    modules, attributes = payload["modules"], payload["attributes"]
+    check(isinstance(modules, dict) and isinstance(attributes, dict), "modules and attributes must be dicts")
+    check(all(is_path(p) for p in [*modules, *attributes]), "a module or attribute path is not an identifier path")
+    program = SparseProgram(payload["steps"], set(modules), _PROTECTED)
+    layers: set[str] = set()
+    for path in sorted(modules, key=lambda p: p.count(".")):
+        rec = modules[path]
+        check(isinstance(rec, dict) and set(rec) == {"class", "args", "tensors"}, f"module {path}: not a module record")
+        check(isinstance(rec["args"], dict) and isinstance(rec["tensors"], dict), f"module {path}: bad record")
+        cls, how = MODULE_CLASSES.get(rec["class"], (None, None)) if isinstance(rec["class"], str) else (None, None)
+        check(cls is not None, f"module {path}: class {str(rec['class'])[:60]!r} is not allowed")
+        check(all(is_identifier(k) for k in rec["args"]) and all(is_path(k) for k in rec["tensors"]), f"module {path}: bad names")
+        m = how[2](cls, rec["args"], rec["tensors"])
+        _install(program, path, lambda parent, leaf: parent.add_module(leaf, m.eval()), layers)
+        layers.add(path)
+    for path, t in attributes.items():
+        t = _check_tensor(t, f"attribute {path}")
+        _install(program, path, lambda parent, leaf: parent.register_buffer(leaf, t), layers)
+    program.compile()
+    program.sparse_layers = _choices(payload["sparse_layers"])
+    return program.eval()
+
+
+def load_sparse(path: str | os.PathLike) -> SparseProgram:
+    """The module ``save_sparse`` wrote, in eval mode; ``SparseFileError`` naming the file if anything in it is
+    not as ``save_sparse`` writes it (checked before anything runs)."""
+    where = os.fspath(path)
+    payload = _read(where)
+    try:
+        return _build(payload)
+    except Exception as e:  # only torch's own constructors and checks ran; any failure means a malformed file
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SparseFileError(f"{where} holds a malformed sparse model ({reason[:200]})") from None

@@ -1,10 +1,13 @@
-"""save_sparse / load_sparse: the same outputs after a round trip (weights_only loading), one-line errors
+"""save_sparse / load_sparse: the same outputs after a round trip (weights_only loading), the choices kept, a
+loaded model saved again, one-line errors
 naming the file for missing, truncated, corrupt and foreign files, and no code run from a file."""
+import copy
 import pickle
 
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 import nptm
 from nptm.pruning import prune_unstructured
@@ -32,6 +35,53 @@ def test_roundtrip_same_outputs(saved):
     with torch.inference_mode():
         for x in (torch.randn(1, 3, 32, 32, generator=gen), torch.randn(5, 3, 24, 40, generator=gen).contiguous(memory_format=torch.channels_last)):
             assert torch.equal(loaded(x), sparse(x))
+
+
+def test_loaded_model_keeps_choices_and_saves_again(saved, tmp_path):
+    sparse, path = saved
+    loaded = nptm.load_sparse(path)
+    assert loaded.sparse_layers == sparse.sparse_layers
+    nptm.save_sparse(copy.deepcopy(loaded), tmp_path / "again.pt")
+    again = nptm.load_sparse(tmp_path / "again.pt")
+    assert again.sparse_layers == sparse.sparse_layers
+    x = torch.randn(3, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(again(x), sparse(x))
+
+
+class Mixed(nn.Module):
+    """Layers of every kind the format lists: CNN, depthwise, reflect-padded (stays dense), tokens, tuple output."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(), nn.MaxPool2d(2))
+        self.dw, self.act = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.GELU()
+        self.refl = nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")
+        self.pool, self.tok, self.ln, self.drop = nn.AdaptiveAvgPool2d((2, 2)), nn.Linear(8, 16), nn.LayerNorm(16), nn.Dropout(0.1)
+        self.flat, self.fc = nn.Flatten(), nn.Linear(64, 5)
+
+    def forward(self, x):
+        y = self.stem(x)
+        y = self.refl(y + self.act(self.dw(y)))
+        t = self.pool(y).flatten(2).transpose(1, 2)
+        t = self.drop(self.ln(self.tok(t)))
+        t = torch.softmax(t, dim=-1) * t.shape[-1]
+        return self.fc(self.flat(t)), t.mean(1)
+
+
+def test_roundtrip_of_every_layer_kind(tmp_path):
+    torch.manual_seed(2)
+    model = Mixed().eval()
+    prune_unstructured(model, "magnitude", 0.7, include_linear=True, per_layer=True)
+    sparse = sparsify(model, torch.randn(1, 3, 12, 12), measure=False)
+    nptm.save_sparse(sparse, tmp_path / "mixed.pt")
+    loaded = nptm.load_sparse(tmp_path / "mixed.pt")
+    assert {type(m).__name__ for m in loaded.modules()} >= {"SparseConv2d", "SparseLinear", "Conv2d", "LayerNorm", "GELU"}
+    with torch.inference_mode():
+        for b in (1, 3):
+            x = torch.randn(b, 3, 12, 12)
+            for got, want in zip(loaded(x), model(x)):
+                assert (got - want).abs().max() <= 1e-4 * want.abs().max()
 
 
 def test_loads_with_weights_only(saved):
@@ -63,9 +113,9 @@ def _tampered(saved, tmp_path, edit):
 
 
 @pytest.mark.parametrize("edit", [
-    lambda p: p["nodes"][1].update(op="call_function", target="torch:load"),
-    lambda p: p["nodes"][1].update(op="call_function", target="os:system"),
-    lambda p: p["nodes"][1].update(op="call_method", target="__reduce__"),
+    lambda p: p["steps"][1].update(op="call_function", target="torch:load"),
+    lambda p: p["steps"][1].update(op="call_function", target="os:system"),
+    lambda p: p["steps"][1].update(op="call_method", target="__reduce__"),
     lambda p: next(iter(p["modules"].values())).update({"class": "subprocess:Popen"}),
 ])
 def test_files_cannot_name_arbitrary_code(saved, tmp_path, edit):
