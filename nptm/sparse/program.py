@@ -8,9 +8,11 @@ tensor, module and attribute targets only as identifier paths that resolve in it
 from __future__ import annotations
 
 import builtins
+import importlib
 import keyword
 import operator
 import re
+import sys
 from typing import Any, NamedTuple
 
 import torch
@@ -38,7 +40,10 @@ FUNCTIONS: dict[str, Any] = {
     **_table("operator", operator, "abs add and_ eq floordiv ge getitem gt iadd imul isub itruediv le lt matmul mod mul "
              "ne neg or_ pos pow sub truediv"),
     "builtins:getattr": builtins.getattr,
+    "torch:_assert": torch._assert,  # raises when its condition is false (fx keeps it)
 }
+# Tensor functions of optional packages (module, name), imported when a program names one.
+OPTIONAL_FUNCTIONS = {"torchvision.ops:stochastic_depth": ("torchvision.ops", "stochastic_depth")}
 METHODS = frozenset(
     "abs add add_ addmm amax argmax bmm chunk clamp clamp_ clamp_min clone contiguous cos cumsum detach dim div div_ double "
     "exp expand expand_as flatten flip float gather half masked_fill masked_fill_ matmul max mean min mm mul mul_ narrow "
@@ -71,8 +76,22 @@ def check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def function(name: str):
+    """The function ``FUNCTIONS`` or ``OPTIONAL_FUNCTIONS`` lists as ``name`` (None if none)."""
+    if not isinstance(name, str):
+        return None
+    if name in OPTIONAL_FUNCTIONS and name not in FUNCTIONS:
+        module, attr = OPTIONAL_FUNCTIONS[name]
+        FUNCTIONS[name] = getattr(importlib.import_module(module), attr)
+        _FUNCTION_NAMES[id(FUNCTIONS[name])] = name
+    return FUNCTIONS.get(name)
+
+
 def function_name(fn) -> str:
     """The name ``FUNCTIONS`` knows ``fn`` by (ValueError if it is not listed)."""
+    for name, (module, attr) in OPTIONAL_FUNCTIONS.items():
+        if getattr(sys.modules.get(module), attr, None) is fn:
+            function(name)
     name = _FUNCTION_NAMES.get(id(fn))
     check(name is not None, f"save_sparse: cannot save a call to {getattr(fn, '__module__', '')}.{getattr(fn, '__name__', fn)} "
                             "(not in nptm.sparse.program.FUNCTIONS)")
@@ -241,7 +260,7 @@ class SparseProgram(nn.Module):
             check(target in METHODS and len(args) >= 1, f"step {name}: tensor method {str(target)[:80]!r} is not allowed")
             return getattr(Tensor, target)
         elif op == "call_function":
-            check(isinstance(target, str) and target in FUNCTIONS, f"step {name}: function {str(target)[:80]!r} is not allowed")
+            check(function(target) is not None, f"step {name}: function {str(target)[:80]!r} is not allowed")
             if target == "builtins:getattr":
                 check(len(args) == 2 and isinstance(args[0], Ref) and args[1] in TENSOR_ATTRIBUTES and not kwargs,
                       f"step {name}: getattr of {str(args[1:])[:80]} is not allowed")

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import keyword
 import math
 import os
+import re
 from typing import Callable
 
 import torch
@@ -52,13 +54,13 @@ def _ctor_params(cls: type) -> list[str]:
             if p.name not in _CTOR_SKIP and not p.name.startswith("_") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
-def _ctor_args(m: nn.Module) -> dict:
-    """The constructor arguments that rebuild ``m``'s structure: its attributes of those names (an optional
-    tensor such as ``bias`` as whether it exists)."""
+def _ctor_args(m: nn.Module, flags: dict[str, str]) -> dict:
+    """The constructor arguments that rebuild ``m``'s structure: its attributes of those names, an optional
+    tensor such as ``bias`` as whether it exists (``flags``: argument -> the tensor it creates, where they differ)."""
     args = {}
     for p in _ctor_params(type(m)):
-        if p in m._parameters or p in m._buffers:
-            args[p] = m._parameters.get(p, m._buffers.get(p)) is not None
+        if p in flags or p in m._parameters or p in m._buffers:
+            args[p] = getattr(m, flags.get(p, p), None) is not None
         elif p in vars(m) and _plain(vars(m)[p]):
             args[p] = vars(m)[p]
     return args
@@ -145,8 +147,12 @@ def _build_compressed(cls: type, args: dict, tensors: dict) -> nn.Module:
     return m
 
 
-# Class name -> (class, its record, its builder). Adding a class is one line.
-_LAYER = (_ctor_args, _layer_tensors, _build_layer)
+def _layer(**flags: str) -> tuple:
+    return (lambda m: _ctor_args(m, flags), _layer_tensors, _build_layer)
+
+
+# Class name -> (class, (its record's arguments, its tensors, its builder)). Adding a class is one line.
+_LAYER = _layer()
 _COMPRESSED = (_compressed_args, _compressed_tensors, _build_compressed)
 MODULE_CLASSES: dict[str, tuple[type, tuple]] = {c.__name__: (c, how) for c, how in (
     (nn.Conv1d, _LAYER), (nn.Conv2d, _LAYER), (nn.ConvTranspose2d, _LAYER), (nn.Linear, _LAYER), (nn.Bilinear, _LAYER),
@@ -157,7 +163,7 @@ MODULE_CLASSES: dict[str, tuple[type, tuple]] = {c.__name__: (c, how) for c, how
     (nn.MaxPool1d, _LAYER), (nn.MaxPool2d, _LAYER), (nn.AvgPool1d, _LAYER), (nn.AvgPool2d, _LAYER),
     (nn.AdaptiveAvgPool1d, _LAYER), (nn.AdaptiveAvgPool2d, _LAYER), (nn.AdaptiveMaxPool2d, _LAYER),
     (nn.Dropout, _LAYER), (nn.Dropout2d, _LAYER), (nn.Flatten, _LAYER), (nn.Unflatten, _LAYER), (nn.Identity, _LAYER),
-    (nn.Upsample, _LAYER), (nn.ZeroPad2d, _LAYER),
+    (nn.Upsample, _LAYER), (nn.ZeroPad2d, _LAYER), (nn.MultiheadAttention, _layer(bias="in_proj_bias", add_bias_kv="bias_k")),
     (SparseConv2d, _COMPRESSED), (SparseLinear, _COMPRESSED),
 )}
 _PROTECTED = tuple(c for c, how in MODULE_CLASSES.values() if how is _COMPRESSED)
@@ -172,12 +178,17 @@ def _record(m: nn.Module, path: str) -> dict:
     return {"class": type(m).__name__, "args": record_args(m), "tensors": record_tensors(m)}
 
 
+def _public_part(p: str) -> str:
+    q = re.sub(r"[^A-Za-z0-9_]", "_", p)
+    q = q if q.isdigit() or q[:1].isalpha() else "u" + q
+    return q + "_" if keyword.iskeyword(q) else q
+
+
 def _public(name: str, what: str) -> str:
-    """``name`` with each part made an allowed identifier (``_x`` -> ``u_x``); ValueError if it cannot be."""
-    parts = [p if is_path(p) else "u" + p if p.startswith("_") and is_path("u" + p) else None for p in name.split(".")]
-    if None in parts:
-        raise ValueError(f"save_sparse: cannot save the {what} name {name!r}")
-    return ".".join(parts)
+    """``name`` with each part made an allowed identifier (``_x`` -> ``u_x``, ``block1-0`` -> ``block1_0``)."""
+    out = ".".join(_public_part(p) for p in name.split("."))
+    check(is_path(out), f"save_sparse: cannot save the {what} name {name!r}")
+    return out
 
 
 def _fx_records(gm: fx.GraphModule) -> list[dict]:
@@ -201,13 +212,22 @@ def _fx_records(gm: fx.GraphModule) -> list[dict]:
     return records
 
 
+def _choice_record(c: LayerChoice) -> dict:
+    d = dataclasses.asdict(c)
+    d["name"] = _public(d["name"], "layer")  # as the loaded model names the layer
+    return d
+
+
 def save_sparse(module: nn.Module, path: str | os.PathLike) -> None:
     """Write a ``sparsify``'d (or ``load_sparse``'d) module atomically for ``load_sparse``."""
     if isinstance(module, SparseProgram):
         records, targets = module._records, {r["target"]: r["target"] for r in module._records}
     elif isinstance(module, fx.GraphModule):
-        records = _fx_records(module)
-        targets = {_public(n.target, "module/attribute"): n.target for n in module.graph.nodes if n.op in ("get_attr", "call_module")}
+        records, targets = _fx_records(module), {}
+        for n in module.graph.nodes:
+            if n.op in ("get_attr", "call_module"):
+                check(targets.setdefault(_public(n.target, "module"), n.target) == n.target,
+                      f"save_sparse: {n.target} and {targets.get(_public(n.target, 'module'))} would have one name in the file")
     else:
         raise ValueError("save_sparse: the module is not a traced graph (sparsify could not trace this model with torch.fx)")
     called = sorted({r["target"] for r in records if r["op"] == "call_module"})
@@ -221,7 +241,7 @@ def save_sparse(module: nn.Module, path: str | os.PathLike) -> None:
             attributes[t] = tensor.detach()
     choices = getattr(module, "sparse_layers", None)
     payload = {"format": FORMAT, "steps": records, "modules": modules, "attributes": attributes,
-               "sparse_layers": None if choices is None else [dataclasses.asdict(c) for c in choices]}
+               "sparse_layers": None if choices is None else [_choice_record(c) for c in choices]}
     tmp = f"{os.fspath(path)}.tmp"
     torch.save(payload, tmp)
     os.replace(tmp, path)
