@@ -75,8 +75,8 @@ def craft(payload, sentinel):
     """Name -> edit of a good payload. Every code-carrying edit would create ``sentinel`` if it ran."""
     cmd = f"touch {sentinel}"
     inject = f'z") or open("{sentinel}", "w") or getattr(self, "z'
-    chain = [  # issue 25's route: operator.attrgetter -> __globals__ -> builtins -> os.system
-        step("call_function", "g", "operator:attrgetter", "forward.__globals__"),
+    chain = [  # issue 25's route: operator.attrgetter -> __globals__ -> builtins -> os.system (from a tensor here)
+        step("call_function", "g", "operator:attrgetter", "__class__.__repr__.__globals__"),
         step("call_function", "glob", "operator:call", ref("g"), ref("x")),
         step("call_function", "b", "operator:getitem", ref("glob"), "__builtins__"),
         step("call_function", "imp", "operator:getitem", ref("b"), "__import__"),
@@ -127,7 +127,7 @@ def craft(payload, sentinel):
         "get_attr dunder chain": lambda p: with_steps(p, step("get_attr", "f", "conv.__class__.__init__.__globals__")),
         "get_attr of a module": lambda p: with_steps(p, step("get_attr", "f", "conv")),
         "get_attr of a compressed buffer": lambda p: with_steps(p, step("get_attr", "f", "conv.row_ptr"),
-                                                                step("call_method", "g", "fill_", ref("f"), 1 << 40)),
+                                                                step("call_method", "g", "add_", ref("f"), 1 << 40)),
         "attribute inside a layer": lambda p: p["attributes"].__setitem__("conv.values2", torch.zeros(1)),
         "unknown module class": lambda p: p["modules"]["conv"].update({"class": "subprocess:Popen"}),
         "nn class not listed": lambda p: p["modules"]["conv"].update({"class": "MultiheadAttention"}),
