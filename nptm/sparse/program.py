@@ -58,12 +58,12 @@ _DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float16, torch.bfloa
 _FORMATS = {str(f).removeprefix("torch."): f for f in (torch.contiguous_format, torch.channels_last, torch.preserve_format)}
 _DEVICE = re.compile(r"(cpu|cuda|meta)(:[0-9]{1,3})?")
 _OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output")
-MAX_STEPS, MAX_ITEMS, MAX_DEPTH, MAX_STR = 200_000, 100_000, 16, 256
+MAX_STEPS, MAX_ITEMS, MAX_DEPTH, MAX_NAME, MAX_STR = 200_000, 100_000, 16, 256, 4096
 
 
 def is_path(name) -> bool:
     """A dotted path whose parts are identifiers not starting with ``_`` (or indices), never keywords."""
-    return isinstance(name, str) and 0 < len(name) <= MAX_STR and all(
+    return isinstance(name, str) and 0 < len(name) <= MAX_NAME and all(
         _PART.fullmatch(p) and not keyword.iskeyword(p) for p in name.split("."))
 
 

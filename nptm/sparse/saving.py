@@ -143,7 +143,7 @@ def _build_compressed(cls: type, args: dict, tensors: dict) -> nn.Module:
     for k, v in args.items():
         setattr(m, k, tuple(v) if isinstance(v, list) else v)
     for k, t in (("values", values), ("taps", taps), ("row_ptr", row_ptr), ("bias", bias)):
-        m.register_buffer(k, t)
+        m.register_buffer(k, None if t is None else t.clone())  # shares memory with nothing else in the file
     return m
 
 
@@ -232,13 +232,23 @@ def save_sparse(module: nn.Module, path: str | os.PathLike) -> None:
         raise ValueError("save_sparse: the module is not a traced graph (sparsify could not trace this model with torch.fx)")
     called = sorted({r["target"] for r in records if r["op"] == "call_module"})
     modules = {t: _record(module.get_submodule(targets[t]), t) for t in called}
-    attributes = {}
+    attributes, taken = {}, {p.split(".")[0] for p in [*called, *targets]}
     for t in sorted({r["target"] for r in records if r["op"] == "get_attr"}):
-        if not any(t.startswith(c + ".") for c in called):
-            parent, _, leaf = targets[t].rpartition(".")
-            tensor = getattr(module.get_submodule(parent), leaf)  # fx keeps traced constants as plain attributes
-            check(isinstance(tensor, Tensor), f"save_sparse: {targets[t]} is not a tensor")
-            attributes[t] = tensor.detach()
+        layer = next((c for c in called if t.startswith(c + ".")), None)
+        if layer is not None and type(module.get_submodule(targets[layer])) not in _PROTECTED \
+                and t[len(layer) + 1:] in modules[layer]["tensors"]:
+            continue  # the layer's own tensor (a tied or re-read weight stays tied)
+        parent, _, leaf = targets[t].rpartition(".")
+        tensor = getattr(module.get_submodule(parent), leaf)  # fx keeps traced constants as plain attributes
+        check(isinstance(tensor, Tensor), f"save_sparse: {targets[t]} is not a tensor")
+        name = t
+        if layer is not None:  # a tensor the layer's record does not restore, or one load keeps out of reach: a copy
+            name = _public_part(t.replace(".", "_"))
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            records = [dict(r, target=name) if r["op"] == "get_attr" and r["target"] == t else r for r in records]
+        attributes[name] = tensor.detach().clone()
     choices = getattr(module, "sparse_layers", None)
     payload = {"format": FORMAT, "steps": records, "modules": modules, "attributes": attributes,
                "sparse_layers": None if choices is None else [_choice_record(c) for c in choices]}
@@ -273,6 +283,18 @@ def _install(root: nn.Module, path: str, place: Callable[[nn.Module, str], None]
     place(parent, parts[-1])
 
 
+def _data(v, depth: int = 0) -> bool:
+    """Plain data: numbers, strings, None, and lists / tuples / dicts of them, bounded."""
+    if v is None or isinstance(v, (bool, int, float)):
+        return True
+    if isinstance(v, str):
+        return len(v) <= 4096
+    if depth >= 4 or not isinstance(v, (list, tuple, dict)) or len(v) > 4096:
+        return False
+    items = [x for kv in v.items() for x in kv] if isinstance(v, dict) else v
+    return all(_data(x, depth + 1) for x in items)
+
+
 def _choices(data) -> list[LayerChoice] | None:
     if data is None:
         return None
@@ -280,14 +302,9 @@ def _choices(data) -> list[LayerChoice] | None:
     check(isinstance(data, list) and len(data) <= 100_000, "sparse_layers is not a list")
     out = []
     for d in data:
-        check(isinstance(d, dict) and set(d) <= fields and all(_plain(v) or _plain_map(v) for v in d.values()),
-              "a sparse_layers entry is not a LayerChoice record")
+        check(isinstance(d, dict) and set(d) <= fields and _data(d), "a sparse_layers entry is not a LayerChoice record")
         out.append(LayerChoice(**{k: tuple(v) if k == "shape" else v for k, v in d.items()}))
     return out
-
-
-def _plain_map(v) -> bool:
-    return isinstance(v, dict) and len(v) <= 64 and all(_plain(k) and _plain(x) for k, x in v.items())
 
 
 def _build(payload: dict) -> SparseProgram:

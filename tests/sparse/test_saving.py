@@ -1,17 +1,19 @@
-"""save_sparse / load_sparse: the same outputs after a round trip (weights_only loading), the choices kept, a
-loaded model saved again, one-line errors
-naming the file for missing, truncated, corrupt and foreign files, and no code run from a file."""
+"""save_sparse / load_sparse: the same outputs after a round trip (weights_only loading) for every layer kind
+listed, the choices kept, a loaded model saved again, tensors the program reads, one-line errors naming the
+file for missing, truncated, corrupt and foreign files, and no code run from a file."""
 import copy
+import operator
 import pickle
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
-from torch import nn
+from torch import fx, nn
 
 import nptm
 from nptm.pruning import prune_unstructured
-from nptm.sparse import SparseConv2d, SparseFileError, sparsify
+from nptm.sparse import SparseConv2d, SparseFileError, SparseLinear, sparsify
 from nptm.sparse.saving import FORMAT
 
 
@@ -92,6 +94,29 @@ def test_roundtrip_of_every_layer_kind(tmp_path, build):
             want = model(x)
             for got, w in zip(*(o if isinstance(o, tuple) else (o,) for o in (loaded(x), want))):
                 assert (got - w).abs().max() <= 1e-4 * w.abs().max()
+
+
+def test_tensors_read_by_the_program(tmp_path):
+    """A dense layer's weight read again stays that layer's; a sparse layer's buffer read by the program is
+    saved as a copy (load keeps the compressed buffers out of the program's reach)."""
+    torch.manual_seed(4)
+    root = nn.Module()
+    root.fc, root.out = SparseLinear(torch.randn(8, 8) * (torch.rand(8, 8) > 0.5), torch.randn(8)), nn.Linear(8, 3)
+    g = fx.Graph()
+    x = g.placeholder("x")
+    h = g.call_module("fc", (x,))
+    s = g.call_method("sum", (g.get_attr("fc.values"),))
+    y = g.call_function(operator.add, (g.call_module("out", (h,)), g.call_function(F.linear, (h, g.get_attr("out.weight")))))
+    g.output(g.call_function(operator.mul, (y, s)))
+    gm = fx.GraphModule(root, g)
+    nptm.save_sparse(gm, tmp_path / "t.pt")
+    assert set(torch.load(tmp_path / "t.pt", weights_only=True)["attributes"]) == {"fc_values"}
+    loaded = nptm.load_sparse(tmp_path / "t.pt")
+    x = torch.randn(5, 8)
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), gm(x))
+        loaded.out.weight.zero_()
+        assert torch.equal(loaded(x), loaded.out.bias.expand(5, 3) * gm.fc.values.sum())  # both reads see the zeros
 
 
 def test_loads_with_weights_only(saved):

@@ -236,3 +236,21 @@ def test_strings_in_a_file_stay_data(payload, tmp_path):
     with torch.inference_mode():
         model(torch.randn(3, 3, 8, 8))
     assert not sentinel.exists()
+
+
+def test_memory_shared_with_compressed_buffers_cannot_change_them(payload, tmp_path):
+    """A file whose attribute shares memory with a sparse layer's row_ptr, which the program bumps before the
+    layer runs: load copies the compressed buffers, so the layer computes what it computed before."""
+    good, p = tmp_path / "good.pt", copy.deepcopy(payload)
+    torch.save(payload, good)
+    p["attributes"]["alias"] = sparse_layer(p)["tensors"]["row_ptr"]
+    p["steps"][1:1] = [step("get_attr", "alias", "alias"), step("call_method", "bump", "add_", ref("alias"), 1 << 40)]
+    path = tmp_path / "alias.pt"
+    torch.save(p, path)
+    saved = torch.load(path, weights_only=True)
+    assert saved["attributes"]["alias"].data_ptr() == sparse_layer(saved)["tensors"]["row_ptr"].data_ptr()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.inference_mode():
+        want, model = nptm.load_sparse(good)(x), nptm.load_sparse(path)
+        for _ in range(2):
+            assert torch.equal(model(x), want)
