@@ -147,7 +147,8 @@ def decode(v, steps: dict[str, int], depth: int = 0):
         check(isinstance(x, list), "bad tuple")
         return tuple(decode(x, steps, depth))
     if kind == "dict":
-        check(isinstance(x, list) and all(isinstance(kv, list) and len(kv) == 2 and isinstance(kv[0], str) for kv in x), "bad dict")
+        check(isinstance(x, list) and len(x) <= MAX_ITEMS
+              and all(isinstance(kv, list) and len(kv) == 2 and isinstance(kv[0], str) for kv in x), "bad dict")
         return {k: decode(i, steps, depth + 1) for k, i in x}
     if kind == "slice":
         check(isinstance(x, list) and len(x) == 3, "bad slice")
@@ -257,7 +258,8 @@ class SparseProgram(nn.Module):
         elif op == "call_module":
             check(is_path(target) and target in self._callable, f"step {name}: no module {str(target)[:80]!r} to call")
         elif op == "call_method":
-            check(target in METHODS and len(args) >= 1, f"step {name}: tensor method {str(target)[:80]!r} is not allowed")
+            check(isinstance(target, str) and target in METHODS and len(args) >= 1,
+                  f"step {name}: tensor method {str(target)[:80]!r} is not allowed")
             return getattr(Tensor, target)
         elif op == "call_function":
             check(function(target) is not None, f"step {name}: function {str(target)[:80]!r} is not allowed")
