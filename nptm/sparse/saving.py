@@ -231,6 +231,8 @@ def save_sparse(module: nn.Module, path: str | os.PathLike) -> None:
     else:
         raise ValueError("save_sparse: the module is not a traced graph (sparsify could not trace this model with torch.fx)")
     called = sorted({r["target"] for r in records if r["op"] == "call_module"})
+    nested = [(a, b) for a, b in zip(called, called[1:]) if b.startswith(a + ".")]
+    check(not nested, f"save_sparse: {nested[:1]} calls a layer and a layer inside it (one of them is traced as a leaf)")
     modules = {t: _record(module.get_submodule(targets[t]), t) for t in called}
     attributes, taken = {}, {p.split(".")[0] for p in [*called, *targets]}
     for t in sorted({r["target"] for r in records if r["op"] == "get_attr"}):
