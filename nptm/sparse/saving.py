@@ -17,12 +17,15 @@ import torch
 from torch import Tensor, fx, nn
 
 from nptm.sparse.choose import LayerChoice
+from nptm.sparse import modules as sparse_modules
 from nptm.sparse.modules import SparseConv2d, SparseLinear
 from nptm.sparse.program import SparseProgram, check, encode, function_name, is_identifier, is_path, tensor_owner
 
 FORMAT = "nptm.sparse/2"
 MAX_DIM = 1 << 24  # any one dimension of a compressed weight
 MAX_WEIGHT = 1 << 36  # elements of a compressed weight's dense form
+# Output channels per stored entry the kernel runs: 1, and the register-blocked forms where the modules have them.
+_BLOCKS = tuple(getattr(sparse_modules, "BLOCK_COST", (1,)))
 
 
 class SparseFileError(ValueError):
@@ -125,14 +128,17 @@ def _build_compressed(cls: type, args: dict, tensors: dict) -> nn.Module:
     shape = tuple(args["weight_shape"])
     cout, per_row = shape[0], math.prod(shape[1:])
     check(per_row < 1 << 31 and cout * per_row <= MAX_WEIGHT, f"{name} weight_shape {list(shape)} is too large")
-    check(cout % args.get("groups", 1) == 0, f"{name} groups must divide the {cout} output channels")
+    groups = args.get("groups", 1)
+    check(cout % groups == 0, f"{name} groups must divide the {cout} output channels")
     values = _check_tensor(tensors["values"], f"{name} values", (torch.float32,))
     taps = _check_tensor(tensors["taps"], f"{name} taps", (torch.int32,))
     row_ptr = _check_tensor(tensors["row_ptr"], f"{name} row_ptr", (torch.int64,))
-    check(values.dim() == 1 and taps.shape == values.shape and values.numel() <= cout * per_row,
-          f"{name} values and taps must be two vectors of one length")
-    check(row_ptr.shape == (cout + 1,) and int(row_ptr[0]) == 0 and int(row_ptr[-1]) == values.numel()
-          and bool((row_ptr.diff() >= 0).all()), f"{name} row_ptr must rise from 0 to the {values.numel()} values")
+    block = values.shape[1] if values.dim() == 2 else 1
+    check(values.dim() in (1, 2) and block in _BLOCKS, f"{name} values must be [n] or [n, block], block in {_BLOCKS}")
+    rows, entries = groups * -(-(cout // groups) // block), values.shape[0]  # a row: `block` output channels
+    check(taps.shape == (entries,) and entries <= rows * per_row, f"{name} must hold one tap per stored entry")
+    check(row_ptr.shape == (rows + 1,) and int(row_ptr[0]) == 0 and int(row_ptr[-1]) == entries
+          and bool((row_ptr.diff() >= 0).all()), f"{name} row_ptr must be {rows + 1} values rising from 0 to {entries}")
     check(taps.numel() == 0 or (int(taps.min()) >= 0 and int(taps.max()) < per_row), f"{name} taps must lie in [0, {per_row})")
     bias = tensors.get("bias")
     if bias is not None:

@@ -150,6 +150,9 @@ def craft(payload, sentinel):
         "row_ptr int32": lambda p: sparse_layer(p)["tensors"].update(row_ptr=sparse_layer(p)["tensors"]["row_ptr"].int()),
         "bias wrong length": lambda p: sparse_layer(p)["tensors"].update(bias=torch.zeros(3)),
         "values not a tensor": lambda p: sparse_layer(p)["tensors"].update(values=[1.0, 2.0]),
+        "values in blocks of 3": lambda p: sparse_layer(p)["tensors"].update(
+            values=sparse_layer(p)["tensors"]["values"][:, None].expand(-1, 3).contiguous()),
+        "values 3-D": lambda p: sparse_layer(p)["tensors"].update(values=sparse_layer(p)["tensors"]["values"].view(-1, 1, 1)),
         "values a huge stride-0 view": lambda p: sparse_layer(p)["tensors"].update(values=torch.zeros(1).expand(1 << 40)),
         "layer weight int": lambda p: p["modules"]["norm"]["tensors"].update(weight=torch.zeros(4, dtype=torch.int64)),
         "reference to a later step": lambda p: p["steps"][1].update(args=[ref(p["steps"][-1]["name"])]),
