@@ -52,7 +52,8 @@ def test_loaded_model_keeps_choices_and_saves_again(saved, tmp_path):
 
 
 class Mixed(nn.Module):
-    """Layers of every kind the format lists: CNN, depthwise, reflect-padded (stays dense), tokens, tuple output."""
+    """Layers of kinds the format lists: CNN, depthwise, reflect-padded (stays dense), tokens, torchvision's
+    stochastic_depth (an optional function), tuple output."""
 
     def __init__(self):
         super().__init__()
@@ -60,14 +61,14 @@ class Mixed(nn.Module):
         self.dw, self.act = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.GELU()
         self.refl = nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")
         self.pool, self.tok, self.ln, self.drop = nn.AdaptiveAvgPool2d((2, 2)), nn.Linear(8, 16), nn.LayerNorm(16), nn.Dropout(0.1)
-        self.flat, self.fc = nn.Flatten(), nn.Linear(64, 5)
+        self.flat, self.fc, self.depth = nn.Flatten(), nn.Linear(64, 5), torchvision.ops.StochasticDepth(0.2, "row")
 
     def forward(self, x):
         y = self.stem(x)
         y = self.refl(y + self.act(self.dw(y)))
         t = self.pool(y).flatten(2).transpose(1, 2)
         t = self.drop(self.ln(self.tok(t)))
-        t = torch.softmax(t, dim=-1) * t.shape[-1]
+        t = self.depth(torch.softmax(t, dim=-1)) * t.shape[-1]
         return self.fc(self.flat(t)), t.mean(1)
 
 
@@ -88,6 +89,7 @@ def test_roundtrip_of_every_layer_kind(tmp_path, build):
     loaded = nptm.load_sparse(tmp_path / "m.pt")
     kinds = {type(m).__name__ for m in loaded.modules()}
     assert kinds >= ({"SparseConv2d", "SparseLinear", "Conv2d", "LayerNorm", "GELU"} if build is Mixed else {"MultiheadAttention"})
+    assert build is not Mixed or any(s.target == "torchvision.ops:stochastic_depth" for s in loaded._steps)
     with torch.inference_mode():
         for b in (1, 3):
             x = torch.randn(b, 3, 12, 12)
