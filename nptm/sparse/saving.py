@@ -180,8 +180,15 @@ def _record(m: nn.Module, path: str) -> dict:
     if how is None or how[0] is not type(m):
         raise ValueError(f"save_sparse: cannot save {path} ({type(m).__module__}.{type(m).__name__} is not in "
                          "nptm.sparse.saving.MODULE_CLASSES)")
-    record_args, record_tensors, _ = how[1]
-    return {"class": type(m).__name__, "args": record_args(m), "tensors": record_tensors(m)}
+    record_args, record_tensors, build = how[1]
+    rec = {"class": type(m).__name__, "args": record_args(m), "tensors": record_tensors(m)}
+    try:  # what load will build from the record must be the module: the same plain attributes
+        rebuilt = vars(build(type(m), rec["args"], rec["tensors"]))
+        lost = [k for k, v in vars(m).items() if k != "training" and _plain(v) and rebuilt.get(k, v) != v]
+    except ValueError as e:
+        lost = [str(e)]
+    check(not lost, f"save_sparse: cannot save {path} faithfully ({type(m).__name__}: {', '.join(lost)[:120]})")
+    return rec
 
 
 def _public_part(p: str) -> str:

@@ -121,6 +121,27 @@ def test_tensors_read_by_the_program(tmp_path):
         assert torch.equal(loaded(x), loaded.out.bias.expand(5, 3) * gm.fc.values.sum())  # both reads see the zeros
 
 
+class MyLinear(nn.Linear):
+    pass
+
+
+@pytest.mark.parametrize("layer, refusal", [
+    (nn.RNN(4, 4), "RNN is not in nptm.sparse.saving.MODULE_CLASSES"),
+    (MyLinear(4, 4), "MyLinear is not in"),  # a subclass's forward may differ
+    (nn.Conv2d(4, 4, 1), "cannot save layer faithfully"),  # an attribute its constructor does not set
+])
+def test_save_refuses_what_load_could_not_rebuild(tmp_path, layer, refusal):
+    root = nn.Module()
+    root.layer = layer
+    if isinstance(layer, nn.Conv2d):
+        layer.output_padding = (1, 1)
+    g = fx.Graph()
+    g.output(g.call_module("layer", (g.placeholder("x"),)))
+    with pytest.raises(ValueError, match=refusal) as err:
+        nptm.save_sparse(fx.GraphModule(root, g), tmp_path / "r.pt")
+    assert "\n" not in str(err.value) and not (tmp_path / "r.pt").exists()
+
+
 def test_loads_with_weights_only(saved):
     payload = torch.load(saved[1], weights_only=True)
     assert payload["format"] == FORMAT
