@@ -1,15 +1,15 @@
 """The per-layer choice, made so that machine noise does not flip it.
 
-Each float32 conv/linear runs sparse only where its sparse form is clearly faster than its dense form: the median
-of its interleaved sparse samples at least ``MARGIN`` times below the dense median, on its own input from the
-example, at every batch size asked for; a close call stays dense. Layers of the same geometry (kind, weight shape,
+Each float32 conv/linear runs sparse only where its sparse form is clearly faster than its dense form: the best of
+its interleaved sparse samples at least ``MARGIN`` times below the best dense sample, on its own input from the
+example, at every batch size asked for; a close call stays dense. The samples are CPU time on one thread by default
+(a busy machine delays a layer but hardly changes the CPU time it takes), wall-clock time on request. Layers of the same geometry (kind, weight shape,
 stride, padding, dilation, groups, input shape at every batch size) whose densities lie within ``DENSITY_TOL`` of
 the group's sparsest member decide together, on their pooled samples. Denser layers than ``MAX_DENSITY`` stay dense
 unmeasured (the sparse kernel reaches a third to a half of the dense kernels' FLOP rate, so it cannot win there);
 empty layers go sparse unmeasured (they only write their bias). ``choices=`` replays a saved decision instead."""
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,17 +19,19 @@ import torch
 from torch import Tensor, nn
 
 from nptm.sparse.modules import to_sparse
+from nptm.sparse.timings import Timings, layer_key
 
 MAX_DENSITY = 0.7
 MARGIN = 1.15  # sparse only when dense median / sparse median >= MARGIN at every batch size
 DENSITY_TOL = 0.02  # same-geometry layers within this density of their group's first member decide together
 MIN_SAMPLE_S = 2e-4  # fast calls are repeated so that one sample lasts at least this
+CLOSE = 1.5  # best times within this factor: a close call, timed longer
 CANNOT = "cannot run sparse"  # how the reason of a layer the sparse op cannot run starts
 
 
 @dataclass
 class LayerChoice:
-    """One conv/linear: its density, the median ms of the dense and sparse forms per batch size (pooled over the
+    """One conv/linear: its density, the best ms of the dense and sparse forms per batch size (pooled over the
     layers that decided with it, named by ``group``), the choice and why."""
 
     name: str
@@ -43,23 +45,26 @@ class LayerChoice:
     group: str = ""  # the first layer of the group that decided together ("" when it decided alone)
 
 
-def time_pair(dense: Callable[[], Tensor], sparse: Callable[[], Tensor], rounds: int) -> tuple[list[float], list[float]]:
-    """Seconds per call of two functions, one sample each per round, timed in alternating order (A B, B A, ...);
-    stops after 3 rounds when every sample of one beats every sample of the other by 2x (no close call)."""
+CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
+
+
+def time_pair(dense: Callable[[], Tensor], sparse: Callable[[], Tensor], rounds: int,
+              clock: Callable[[], float] = time.thread_time) -> tuple[list[float], list[float]]:
+    """Seconds per call of two functions by ``clock``, one sample each per round, timed in alternating order (A B,
+    B A, ...); a close call (best times within ``CLOSE`` of each other) goes on up to 3 x ``rounds``."""
     dense(), sparse()  # first calls build kernels and buffers
-    t0 = time.perf_counter()
+    t0 = clock()
     dense(), sparse()
-    inner = max(1, min(100, int(MIN_SAMPLE_S / max(time.perf_counter() - t0, 1e-7) * 2)))
+    inner = max(1, min(100, int(MIN_SAMPLE_S / max(clock() - t0, 1e-7) * 2)))
     samples: dict[Callable, list[float]] = {dense: [], sparse: []}
-    for r in range(rounds):
+    r = 0
+    while r < rounds or (r < 3 * rounds and 1 / CLOSE < min(samples[dense]) / min(samples[sparse]) < CLOSE):
         for fn in (dense, sparse) if r % 2 == 0 else (sparse, dense):
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(inner):
                 fn()
-            samples[fn].append((time.perf_counter() - t0) / inner)
-        d, s = samples[dense], samples[sparse]
-        if r >= 2 and (max(s) * 2 < min(d) or max(d) * 2 < min(s)):
-            break
+            samples[fn].append((clock() - t0) / inner)
+        r += 1
     return samples[dense], samples[sparse]
 
 
@@ -89,18 +94,14 @@ def _initial(name: str, module: nn.Module) -> tuple[LayerChoice, nn.Module | Non
     return choice, sparse
 
 
-def _geometry(module: nn.Module, inputs: dict[int, tuple]) -> tuple:
-    conv = [getattr(module, k, None) for k in ("stride", "padding", "dilation", "groups", "padding_mode")]
-    return (type(module), tuple(module.weight.shape), module.bias is not None, *map(str, conv), tuple(sorted(inputs.items())))
-
-
 def _groups(names: list[str], mods: dict[str, nn.Module], choices: dict[str, LayerChoice],
             shapes: dict[str, dict[int, tuple]]) -> list[list[str]]:
     """The layers that decide together: same geometry, densities within ``DENSITY_TOL`` of the group's first
     (sparsest) member. Deterministic: the densities are."""
     by_geometry: dict[tuple, list[str]] = {}
     for n in names:
-        by_geometry.setdefault(_geometry(mods[n], shapes[n]), []).append(n)
+        geometry = tuple(layer_key(mods[n], 0.0, shapes[n][b]) for b in sorted(shapes[n]))
+        by_geometry.setdefault(geometry, []).append(n)
     groups = []
     for members in by_geometry.values():
         for n in sorted(members, key=lambda n: (choices[n].density, n)):
@@ -117,7 +118,7 @@ def _decide(group: list[str], choices: dict[str, LayerChoice], samples: dict[str
     for b in sizes:
         dense = [s for n in group for s in samples[n][b][0]]
         sparse = [s for n in group for s in samples[n][b][1]]
-        d, s = statistics.median(dense) * 1e3, statistics.median(sparse) * 1e3
+        d, s = min(dense) * 1e3, min(sparse) * 1e3
         ratio[b] = d / s
         for n in group:
             choices[n].dense_ms[b], choices[n].sparse_ms[b] = d, s
@@ -141,11 +142,18 @@ def replay_choices(model: nn.Module, given: Mapping[str, bool] | list[LayerChoic
 
 
 def choose_layers(model: nn.Module, batches: dict[int, tuple], rounds: int = 7, measure: bool = True,
-                  replay: Mapping[str, bool] | None = None) -> tuple[list[LayerChoice], dict[str, nn.Module]]:
+                  replay: Mapping[str, bool] | None = None, timing: str = "cpu",
+                  cache: bool = True) -> tuple[list[LayerChoice], dict[str, nn.Module]]:
     """Run ``model`` on each batch (batch size -> inputs); each candidate layer times its dense and sparse forms on
     its own input in a forward pre-hook, then decides with its group. Returns the choices and the sparse modules
-    chosen. ``measure=False``: every layer the sparse op runs goes sparse, untimed. ``replay``: name -> sparse,
-    untimed (a layer it does not name stays dense; one it asks sparse that the op cannot run is refused)."""
+    chosen. ``timing``: "cpu" (one thread, its CPU time: what the layer costs, whatever else the machine runs) or
+    "wall" (wall-clock time with the current torch threads). ``measure=False``: every layer the sparse op runs goes
+    sparse, untimed. ``replay``: name -> sparse, untimed (a layer it does not name stays dense; one it asks sparse
+    that the op cannot run is refused). ``cache``: read and keep this machine's timings (``nptm.sparse.timings``),
+    so that the same layers decide the same way in a later run."""
+    if timing not in CLOCKS:
+        raise ValueError(f"timing must be one of {sorted(CLOCKS)}, got {timing!r}")
+    kept, cached = Timings(timing, cache and measure and replay is None), set()
     choices, forms, mods, hooks = {}, {}, layers(model), []
     samples: dict[str, dict[int, tuple[list, list]]] = {}
     shapes: dict[str, dict[int, tuple]] = {}
@@ -166,14 +174,26 @@ def choose_layers(model: nn.Module, batches: dict[int, tuple], rounds: int = 7, 
             if b is None or b in samples.setdefault(name, {}):
                 return
             shapes.setdefault(name, {})[b] = tuple(tuple(a.shape) for a in args if isinstance(a, Tensor))
-            samples[name][b] = time_pair(lambda: mod.forward(*args), lambda: forms[name](*args), rounds)
+            key = layer_key(mod, choices[name].density, shapes[name][b])
+            hit = kept.get(key)
+            if hit is not None:
+                samples[name][b] = ([hit[0]], [hit[1]])
+                cached.add(name)
+                return
+            samples[name][b] = d, s = time_pair(lambda: mod.forward(*args), lambda: forms[name](*args), rounds,
+                                                CLOCKS[timing])
+            kept.put(key, min(d), min(s))
 
         hooks.append(module.register_forward_pre_hook(hook))
+    threads = torch.get_num_threads()
     try:
+        if timing == "cpu":
+            torch.set_num_threads(1)
         with torch.inference_mode():
             for inputs in batches.values() if hooks else ():
                 model(*inputs)
     finally:
+        torch.set_num_threads(threads)
         for h in hooks:
             h.remove()
     timed = [n for n in choices if not choices[n].reason and samples.get(n)]
@@ -182,5 +202,9 @@ def choose_layers(model: nn.Module, batches: dict[int, tuple], rounds: int = 7, 
             choices[n].reason = "not reached by the example"
     for group in _groups(timed, mods, choices, shapes):
         _decide(group, choices, samples)
+        if cached & set(group):
+            for n in group:
+                choices[n].reason += " (timings kept from an earlier run)"
+    kept.save()
     chosen = {n: forms[n] for n, c in choices.items() if c.sparse}
     return list(choices.values()), chosen

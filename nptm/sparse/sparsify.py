@@ -83,15 +83,21 @@ def sparsify(
     rounds: int = 7,
     measure: bool = True,
     choices: Sequence[LayerChoice] | Mapping[str, bool] | None = None,
+    timing: str = "cpu",
+    cache: bool = True,
 ) -> nn.Module:
     """A copy of ``model`` (eval mode) computing the same function faster on CPU from its zero weights.
 
     ``masks`` (parameter name -> bool mask, e.g. ``nptm.pruning.Masks``) are applied to the copy first;
     without them the zeros already in the weights count. Each float32 conv/linear runs sparse where its
-    sparse form is clearly faster (median of ``rounds`` interleaved samples, at least ``MARGIN`` = 1.15x) on
+    sparse form is clearly faster (best of ``rounds`` interleaved samples, at least ``MARGIN`` = 1.15x) on
     its own input at the example's batch size and at every size of ``batch_sizes`` (inputs made by repeating
-    the example), with ``threads`` torch threads (default: the current number); the others stay dense. Layers
-    of the same geometry and nearly the same density decide together (``nptm.sparse.choose``).
+    the example); the others stay dense. ``timing`` "cpu" (default) times CPU time on one thread, so that a
+    busy machine does not change the choice; "wall" times wall-clock time with ``threads`` torch threads
+    (default: the current number). Layers of the same geometry and nearly the same density decide together
+    (``nptm.sparse.choose``). ``cache``: a layer timed before on this machine (same geometry, input and
+    density) reuses those timings (``nptm.sparse.timings``), so that it makes the same choice; False measures
+    afresh and keeps nothing.
     ``measure=False`` makes every layer the sparse op can run sparse, untimed. ``choices`` replays a saved
     decision (a ``sparse_layers`` list, or layer name -> sparse), untimed: a layer it does not name stays
     dense, a name the model lacks is refused. ``module.sparse_layers`` lists the choices (``LayerChoice``).
@@ -116,7 +122,8 @@ def sparsify(
                 fold_batchnorm(gm)
                 gm.recompile()
             target = gm if gm is not None else root
-            made, chosen = choose_layers(target, {b: resize_batch(inputs, b) for b in sizes}, rounds, measure, replay)
+            made, chosen = choose_layers(target, {b: resize_batch(inputs, b) for b in sizes}, rounds, measure, replay,
+                                         timing, cache)
     finally:
         torch.set_num_threads(old_threads)
     for name, module in chosen.items():

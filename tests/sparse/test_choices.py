@@ -2,6 +2,7 @@
 choices on a loaded machine; ``deploy`` keeping the dense model where the sparsified one is slower; the typed
 ``Latency``; one-line errors and the reasons a model cannot be sparsified."""
 import copy
+import json
 import subprocess
 import sys
 import warnings
@@ -14,6 +15,7 @@ from torch import nn
 from nptm.pruning import prune_unstructured
 from nptm.sparse import MARGIN, Latency, SparseConv2d, SparseLinear, deploy, measure_latency, sparsify, summary
 from nptm.sparse import latency as latency_module
+from nptm.sparse.timings import machine
 
 TOL = 1e-4
 
@@ -36,7 +38,8 @@ def test_margin_and_identical_layers_decide_together():
     assert len({c.sparse for c in first}) == 1 and {c.group for c in first} == {"0"}
     assert all(c.dense_ms == first[0].dense_ms and c.sparse_ms == first[0].sparse_ms for c in first)  # pooled
     assert by["6"].group == ""  # 0.97 sparse: not within the density tolerance of the others
-    for c in sparse.sparse_layers:
+    assert "density 1.00" in by["9"].reason and not by["9"].dense_ms  # the unpruned head: dense, untimed
+    for c in first + [by["6"]]:
         assert set(c.dense_ms) == {2, 4}
         assert c.sparse == all(c.dense_ms[b] >= MARGIN * c.sparse_ms[b] for b in c.dense_ms), c
         assert c.sparse == isinstance(sparse.get_submodule(c.name), (SparseConv2d, SparseLinear)) and c.reason
@@ -50,7 +53,7 @@ def test_replay_a_saved_decision():
     saved = {"0": True, "2": False, "6": True}  # "4" and the head unnamed: dense
     replayed = sparsify(model, x, choices=saved)
     kinds = {c.name: type(replayed.get_submodule(c.name)).__name__ for c in replayed.sparse_layers}
-    assert kinds == {"0": "SparseConv2d", "2": "Conv2d", "4": "Conv2d", "6": "SparseConv2d", "8": "Linear"}
+    assert kinds == {"0": "SparseConv2d", "2": "Conv2d", "4": "Conv2d", "6": "SparseConv2d", "9": "Linear"}
     assert all(not c.dense_ms for c in replayed.sparse_layers)  # nothing timed
     again = sparsify(model, x, choices=replayed.sparse_layers)  # a sparse_layers list replays too
     assert [c.sparse for c in again.sparse_layers] == [c.sparse for c in replayed.sparse_layers]
@@ -63,26 +66,57 @@ def test_replay_a_saved_decision():
         sparsify(reflect, torch.randn(1, 3, 8, 8), choices={"0": True})
 
 
-def test_resnet18_makes_the_same_choices_when_both_cores_are_busy():
+def test_resnet18_makes_the_same_choices_when_both_cores_are_busy(tmp_path, monkeypatch):
+    """The second sparsification runs while two processes burn both cores: it reads the first one's timings and
+    chooses the same; measured afresh on the busy machine (CPU time), every clear call (2x away from the margin
+    either way) comes out the same too."""
+    monkeypatch.setenv("NPTM_CACHE_DIR", str(tmp_path))
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
     prune_unstructured(model, "magnitude", 0.9, include_linear=True)
     x = torch.randn(1, 3, 64, 64)
-    quiet = {c.name: c.sparse for c in sparsify(model, x).sparse_layers}
+    first = sparsify(model, x).sparse_layers
     burn = "import time\nt = time.time() + 60\nwhile time.time() < t: pass\n"
     burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
     try:
-        busy = sparsify(model, x).sparse_layers
+        again = sparsify(model, x).sparse_layers
+        fresh = sparsify(model, x, cache=False).sparse_layers
     finally:
         for p in burners:
             p.kill()
             p.wait()
-    assert {c.name: c.sparse for c in busy} == quiet, summary(busy)
+    assert [(c.name, c.sparse) for c in again] == [(c.name, c.sparse) for c in first], summary(again)
+    assert all(c.reason.endswith("(timings kept from an earlier run)") for c in again if c.dense_ms)
+    clear = {c.name: c.sparse for c in first
+             if c.dense_ms and not 0.5 * MARGIN < min(c.dense_ms[b] / c.sparse_ms[b] for b in c.dense_ms) < 2 * MARGIN}
+    assert clear and {c.name: c.sparse for c in fresh if c.name in clear} == clear, summary(fresh)
+
+
+def test_kept_timings_file_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("NPTM_CACHE_DIR", str(tmp_path))
+    path = tmp_path / "sparse-timings.json"
+    path.write_text('{"x": [1')
+    model, x = twins()
+    with pytest.warns(UserWarning, match="sparse-timings.json: not a timings file"):
+        first = sparsify(model, x, batch_sizes=(), rounds=3).sparse_layers
+    again = sparsify(model, x, batch_sizes=(), rounds=3).sparse_layers
+    assert [(c.sparse, c.dense_ms, c.sparse_ms) for c in again] == [(c.sparse, c.dense_ms, c.sparse_ms) for c in first]
+    assert "kept from an earlier run" in again[0].reason and "kept" not in first[0].reason
+    for bad in ([1.0, -2.0], [1.0, "2"], [1.0]):
+        path.write_text(json.dumps({machine("cpu"): {"k": bad}}))
+        with pytest.warns(UserWarning, match="not a timings file"):
+            assert "kept" not in sparsify(model, x, batch_sizes=(), rounds=3).sparse_layers[0].reason
+    monkeypatch.setenv("NPTM_CACHE_DIR", str(tmp_path / "unused"))
+    sparsify(model, x, batch_sizes=(), rounds=3, cache=False)
+    assert not (tmp_path / "unused").exists()
 
 
 def test_deploy_keeps_the_dense_model_where_the_sparse_one_is_slower(monkeypatch):
     model, x = twins()
     masks = {"0.weight": torch.ones(16, 16, 3, 3, dtype=torch.bool)}
+    unpruned = nn.Sequential(nn.Conv2d(16, 4, 1))
+    kept = deploy(unpruned, None, x[:1])
+    assert not kept.sparse and kept.module is unpruned and kept.note == "no layer runs faster sparse"
 
     def fake(models, inputs, **_):  # the sparsified model slower at batch 8 only
         b = inputs[0].shape[0]
@@ -97,8 +131,6 @@ def test_deploy_keeps_the_dense_model_where_the_sparse_one_is_slower(monkeypatch
     assert fast.sparse and fast.module.sparse_layers == fast.choices
     assert not kept.sparse and "batch 8" in kept.note and not hasattr(kept.module, "sparse_layers")
     assert kept.module is not model and torch.equal(kept.module[0].weight, model[0].weight)  # masks applied to a copy
-    unpruned = deploy(nn.Sequential(nn.Conv2d(16, 4, 1)), None, x[:1])
-    assert not unpruned.sparse and unpruned.note == "no layer runs faster sparse"
 
 
 def test_latency_is_typed_and_reads_like_a_dict():
