@@ -3,11 +3,13 @@
 Each float32 conv/linear runs sparse only where its sparse form is clearly faster than its dense form: the best of
 its interleaved sparse samples at least ``MARGIN`` times below the best dense sample, on its own input from the
 example, at every batch size asked for; a close call stays dense. The samples are CPU time on one thread by default
-(a busy machine delays a layer but hardly changes the CPU time it takes), wall-clock time on request. Layers of the same geometry (kind, weight shape,
-stride, padding, dilation, groups, input shape at every batch size) whose densities lie within ``DENSITY_TOL`` of
-the group's sparsest member decide together, on their pooled samples. Denser layers than ``MAX_DENSITY`` stay dense
-unmeasured (the sparse kernel reaches a third to a half of the dense kernels' FLOP rate, so it cannot win there);
-empty layers go sparse unmeasured (they only write their bias). ``choices=`` replays a saved decision instead."""
+(a busy machine delays a layer but hardly changes the CPU time it takes), wall-clock time on request, and they are
+kept per machine (``nptm.sparse.timings``) so that the same layers decide the same way in a later run. Layers of the
+same geometry (kind, weight shape, stride, padding, dilation, groups, input shape at every batch size) whose
+densities lie within ``DENSITY_TOL`` of the group's sparsest member decide together, on their pooled samples.
+Denser layers than ``MAX_DENSITY`` stay dense unmeasured (the sparse kernel reaches a third to a half of the dense
+kernels' FLOP rate, so it cannot win there); empty layers go sparse unmeasured (they only write their bias).
+``choices=`` replays a saved decision instead."""
 from __future__ import annotations
 
 import time
@@ -79,7 +81,8 @@ def _initial(name: str, module: nn.Module) -> tuple[LayerChoice, nn.Module | Non
     density = float(w.count_nonzero()) / w.numel() if w.numel() else 0.0
     choice = LayerChoice(name, "conv" if isinstance(module, nn.Conv2d) else "linear", tuple(w.shape), density)
     if type(module) not in (nn.Conv2d, nn.Linear):
-        choice.reason = f"{CANNOT}: {type(module).__name__} subclasses {type(module).__mro__[1].__name__} (its forward may differ)"
+        base = type(module).__mro__[1].__name__
+        choice.reason = f"{CANNOT}: {type(module).__name__} subclasses {base} (its forward may differ)"
         return choice, None
     if w.dtype != torch.float32 or w.device.type != "cpu":
         choice.reason = f"{CANNOT}: {str(w.dtype).replace('torch.', '')} on {w.device} (the op runs float32 on CPU)"

@@ -122,7 +122,8 @@ def deploy(model: nn.Module, masks: Masks | Mapping[str, Tensor] | None, example
     if not any(c.sparse for c in choices):
         return Deployment(dense, False, choices, "no layer runs faster sparse")
     for b in sorted({inputs[0].shape[0], *batch_sizes}):
-        t = measure_latency({"sparse": sparse, "dense": dense}, resize_batch(inputs, b), repeats=repeats, threads=threads)
+        t = measure_latency({"sparse": sparse, "dense": dense}, resize_batch(inputs, b), repeats=repeats,
+                            threads=threads)
         if t["sparse"].median_ms >= t["dense"].median_ms:
             return Deployment(dense, False, choices, f"the sparsified model is not faster at batch {b} "
                               f"({t['sparse'].median_ms:.3f} vs {t['dense'].median_ms:.3f} ms dense)")

@@ -52,7 +52,8 @@ def _check_runs(model: nn.Module, inputs: tuple[Tensor, ...]) -> None:
     except Exception as e:  # noqa: BLE001 - any failure of the user's model on the user's example
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         shapes = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in inputs)
-        raise ValueError(f"sparsify: {type(model).__name__} does not run on the example input ({shapes}): {first}") from None
+        raise ValueError(f"sparsify: {type(model).__name__} does not run on the example input ({shapes}): "
+                         f"{first}") from None
 
 
 def _trace(model: nn.Module, inputs: tuple[Tensor, ...]) -> fx.GraphModule | None:
@@ -67,7 +68,8 @@ def _trace(model: nn.Module, inputs: tuple[Tensor, ...]) -> fx.GraphModule | Non
 
 def _warn_if_nothing_can_run_sparse(model: nn.Module, choices: list[LayerChoice]) -> None:
     if not choices:
-        warnings.warn(f"sparsify: {type(model).__name__} has no Conv2d or Linear layer: nothing to sparsify", stacklevel=3)
+        warnings.warn(f"sparsify: {type(model).__name__} has no Conv2d or Linear layer: nothing to sparsify",
+                      stacklevel=3)
     elif all(c.reason.startswith(CANNOT) for c in choices):
         warnings.warn(f"sparsify: no layer of {type(model).__name__} can run sparse ({choices[0].name}: "
                       f"{choices[0].reason})", stacklevel=3)
@@ -151,5 +153,6 @@ def summary(choices: Sequence[LayerChoice] | nn.Module) -> str:
     for c in choices:
         times = " ".join(f"b{b}: {c.dense_ms[b]:.3f}/{c.sparse_ms[b]:.3f}" for b in c.dense_ms) or "-"
         why = c.reason + (f" (decided with {c.group})" if c.group and c.group != c.name else "")
-        lines.append(f"{c.name:{width}s} {c.kind:6s} {c.density:7.3f} {'sparse' if c.sparse else 'dense':6s} {times:30s} {why}")
+        run = "sparse" if c.sparse else "dense"
+        lines.append(f"{c.name:{width}s} {c.kind:6s} {c.density:7.3f} {run:6s} {times:30s} {why}")
     return "\n".join(lines)

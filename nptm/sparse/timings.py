@@ -59,9 +59,9 @@ class Timings:
         try:
             data = json.loads(path.read_text())
             mine = data.get(self.machine, {}) if isinstance(data, dict) else None
-            if not isinstance(mine, dict) or not all(
-                    isinstance(v, list) and len(v) == 2 and all(isinstance(t, float) and math.isfinite(t) and t > 0 for t in v)
-                    for v in mine.values()):
+            good = lambda v: isinstance(v, float) and math.isfinite(v) and v > 0  # noqa: E731
+            if not isinstance(mine, dict) or not all(isinstance(v, list) and len(v) == 2 and all(map(good, v))
+                                                     for v in mine.values()):
                 raise ValueError("unexpected content")
             return mine
         except (OSError, ValueError) as e:

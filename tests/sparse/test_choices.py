@@ -148,7 +148,8 @@ def test_summary_header_and_why_a_model_cannot_be_sparsified():
     model, x = twins()
     text = summary(sparsify(model, x, measure=False))
     head, columns, *rows = text.splitlines()
-    assert head.startswith("5 of 5 conv/linear layers sparse") and columns.split()[:5] == ["layer", "kind", "density", "run", "dense/sparse"]
+    assert head.startswith("5 of 5 conv/linear layers sparse")
+    assert columns.split()[:5] == ["layer", "kind", "density", "run", "dense/sparse"]
     assert len(rows) == 5
     double = copy.deepcopy(model).double()
     with pytest.warns(UserWarning, match=r"no layer of Sequential can run sparse \(0: cannot run sparse: float64"):
