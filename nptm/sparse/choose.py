@@ -65,7 +65,7 @@ def time_pair(dense: Callable[[], Tensor], sparse: Callable[[], Tensor], rounds:
             t0 = clock()
             for _ in range(inner):
                 fn()
-            samples[fn].append((clock() - t0) / inner)
+            samples[fn].append(max(clock() - t0, 1e-9) / inner)
         r += 1
     return samples[dense], samples[sparse]
 
