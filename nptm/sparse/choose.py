@@ -135,8 +135,13 @@ def _decide(group: list[str], choices: dict[str, LayerChoice], samples: dict[str
 
 def replay_choices(model: nn.Module, given: Mapping[str, bool] | list[LayerChoice]) -> dict[str, bool]:
     """A saved decision (LayerChoice list, or name -> sparse) as name -> bool, checked against ``model``'s layers."""
-    wanted = {c.name: bool(c.sparse) for c in given} if isinstance(given, (list, tuple)) else {
-        str(k): bool(v) for k, v in dict(given).items()}
+    if isinstance(given, (list, tuple)) and all(isinstance(c, LayerChoice) for c in given):
+        wanted = {c.name: bool(c.sparse) for c in given}
+    elif isinstance(given, Mapping):
+        wanted = {str(k): bool(v) for k, v in given.items()}
+    else:
+        raise ValueError(f"sparsify: choices must be a list of LayerChoice or a dict layer name -> sparse, got "
+                         f"{type(given).__name__}")
     missing = sorted(set(wanted) - set(layers(model)))
     if missing:
         raise ValueError(f"sparsify: choices name layers the model has no Conv2d/Linear for: {', '.join(missing[:5])}"

@@ -143,7 +143,10 @@ def sparsify(
 def summary(choices: Sequence[LayerChoice] | nn.Module) -> str:
     """A header, then one line per layer: name, kind, density, the choice, the dense/sparse ms per batch size
     (pooled over the layers that decided together) and why. Takes ``sparse_layers`` or the sparsified module."""
-    choices = list(getattr(choices, "sparse_layers", choices))
+    choices = getattr(choices, "sparse_layers", choices)
+    if isinstance(choices, nn.Module):
+        raise ValueError(f"summary: {type(choices).__name__} has no sparse_layers (give it what sparsify returned)")
+    choices = list(choices)
     if not choices:
         return "no Conv2d or Linear layer: nothing to sparsify"
     width = max(24, *(len(c.name) for c in choices))

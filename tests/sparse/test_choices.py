@@ -61,6 +61,8 @@ def test_replay_a_saved_decision():
         assert (again(x) - model(x)).abs().max() <= TOL * model(x).abs().max()
     with pytest.raises(ValueError, match="no Conv2d/Linear for: 1, layer9"):
         sparsify(model, x, choices={"layer9": True, "1": False, "0": True})  # "1" is a ReLU
+    with pytest.raises(ValueError, match="choices must be a list of LayerChoice or a dict"):
+        sparsify(model, x, choices=["0"])
     reflect = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"))
     with pytest.raises(ValueError, match="choices ask 0 sparse, but cannot run sparse: padding reflect"):
         sparsify(reflect, torch.randn(1, 3, 8, 8), choices={"0": True})
@@ -158,6 +160,8 @@ def test_summary_header_and_why_a_model_cannot_be_sparsified():
     with pytest.warns(UserWarning, match="no Conv2d or Linear layer"):
         out = sparsify(nn.Sequential(nn.ReLU()), x)
     assert summary(out) == "no Conv2d or Linear layer: nothing to sparsify"
+    with pytest.raises(ValueError, match="Sequential has no sparse_layers"):
+        summary(model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sparsify(model, x, measure=False)  # a model it can sparsify: no warning
