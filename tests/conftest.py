@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -20,6 +22,18 @@ def assert_bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> None:
         itype = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
         a, b = a.contiguous().view(itype), b.contiguous().view(itype)
     assert torch.equal(a.cpu(), b.cpu())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def own_timings_cache(tmp_path_factory):
+    """nptm.sparsify keeps layer timings in $NPTM_CACHE_DIR (default ~/.cache/nptm): tests keep theirs apart."""
+    before = os.environ.get("NPTM_CACHE_DIR")
+    os.environ["NPTM_CACHE_DIR"] = str(tmp_path_factory.mktemp("nptm-cache"))
+    yield
+    if before is None:
+        os.environ.pop("NPTM_CACHE_DIR")
+    else:
+        os.environ["NPTM_CACHE_DIR"] = before
 
 
 TINY_TRAINING = ("train", "study")  # test folders that train tiny models

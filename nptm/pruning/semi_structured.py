@@ -28,7 +28,8 @@ def parse_pattern(pattern: str) -> tuple[int, int]:
 @torch.no_grad()
 def n_m_mask(scores: Tensor, n: int, m: int, mask: Tensor | None = None) -> Tensor:
     """The bool mask (True = kept) pruning the ``n`` lowest ``scores`` of every ``m`` consecutive weights along the
-    input; entries an old ``mask`` prunes count as the lowest. NaN scores are refused."""
+    input; entries an old ``mask`` prunes stay pruned (they count as the lowest, and a group with more than ``n``
+    of them keeps fewer than ``m - n``). NaN scores are refused."""
     if scores.isnan().any():
         raise ValueError("NaN scores")
     rows = scores.reshape(scores.shape[0], -1) if scores.dim() > 1 else scores.reshape(1, -1)
@@ -41,4 +42,5 @@ def n_m_mask(scores: Tensor, n: int, m: int, mask: Tensor | None = None) -> Tens
     order = torch.sort(groups, dim=-1, stable=True).indices  # ascending; equal keys keep their positions
     keep = torch.ones_like(groups, dtype=torch.bool)
     keep.scatter_(-1, order[..., :n], False)
-    return keep.reshape(scores.shape)
+    keep = keep.reshape(scores.shape)
+    return keep if mask is None else keep & mask.reshape(scores.shape)

@@ -1,11 +1,19 @@
-"""The per-layer choice: each float32 conv/linear runs sparse only where its measured sparse time beats its
-dense time, on its own input from the example, at every batch size asked for. Denser layers than
-``MAX_DENSITY`` stay dense unmeasured (the sparse kernel reaches a third to a half of the dense kernels'
-FLOP rate, so it cannot win there); empty layers go sparse unmeasured (they only write their bias)."""
+"""The per-layer choice, made so that machine noise does not flip it.
+
+Each float32 conv/linear runs sparse only where its sparse form is clearly faster than its dense form: the best of
+its interleaved sparse samples at least ``MARGIN`` times below the best dense sample, on its own input from the
+example, at every batch size asked for; a close call stays dense. The samples are CPU time on one thread by default
+(a busy machine delays a layer but hardly changes the CPU time it takes), wall-clock time on request, and they are
+kept per machine (``nptm.sparse.timings``) so that the same layers decide the same way in a later run. Layers of the
+same geometry (kind, weight shape, stride, padding, dilation, groups, input shape at every batch size) whose
+densities lie within ``DENSITY_TOL`` of the group's sparsest member decide together, on their pooled samples.
+Denser layers than ``MAX_DENSITY`` stay dense unmeasured (the sparse kernel reaches a third to a half of the dense
+kernels' FLOP rate, so it cannot win there); empty layers go sparse unmeasured (they only write their bias).
+``choices=`` replays a saved decision instead."""
 from __future__ import annotations
 
-import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -13,14 +21,20 @@ import torch
 from torch import Tensor, nn
 
 from nptm.sparse.modules import to_sparse
+from nptm.sparse.timings import Timings, layer_key
 
 MAX_DENSITY = 0.7
+MARGIN = 1.15  # sparse only when dense median / sparse median >= MARGIN at every batch size
+DENSITY_TOL = 0.02  # same-geometry layers within this density of their group's first member decide together
 MIN_SAMPLE_S = 2e-4  # fast calls are repeated so that one sample lasts at least this
+CLOSE = 1.5  # best times within this factor: a close call, timed longer
+CANNOT = "cannot run sparse"  # how the reason of a layer the sparse op cannot run starts
 
 
 @dataclass
 class LayerChoice:
-    """One conv/linear: its density, the median ms of the dense and sparse forms per batch size, the choice."""
+    """One conv/linear: its density, the best ms of the dense and sparse forms per batch size (pooled over the
+    layers that decided with it, named by ``group``), the choice and why."""
 
     name: str
     kind: str
@@ -30,41 +44,52 @@ class LayerChoice:
     sparse_ms: dict[int, float] = field(default_factory=dict)
     sparse: bool = False
     reason: str = ""
+    group: str = ""  # the first layer of the group that decided together ("" when it decided alone)
 
 
-def time_pair(dense: Callable[[], Tensor], sparse: Callable[[], Tensor], rounds: int) -> tuple[float, float]:
-    """Median seconds per call of two functions timed in alternating order (A B, B A, ...); stops after
-    3 rounds when every sample of one beats every sample of the other by 2x."""
+CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
+
+
+def time_pair(dense: Callable[[], Tensor], sparse: Callable[[], Tensor], rounds: int,
+              clock: Callable[[], float] = time.thread_time) -> tuple[list[float], list[float]]:
+    """Seconds per call of two functions by ``clock``, one sample each per round, timed in alternating order (A B,
+    B A, ...); a close call (best times within ``CLOSE`` of each other) goes on up to 3 x ``rounds``."""
     dense(), sparse()  # first calls build kernels and buffers
-    t0 = time.perf_counter()
+    t0 = clock()
     dense(), sparse()
-    inner = max(1, min(100, int(MIN_SAMPLE_S / max(time.perf_counter() - t0, 1e-7) * 2)))
+    inner = max(1, min(100, int(MIN_SAMPLE_S / max(clock() - t0, 1e-7) * 2)))
     samples: dict[Callable, list[float]] = {dense: [], sparse: []}
-    for r in range(rounds):
+    r = 0
+    while r < rounds or (r < 3 * rounds and 1 / CLOSE < min(samples[dense]) / min(samples[sparse]) < CLOSE):
         for fn in (dense, sparse) if r % 2 == 0 else (sparse, dense):
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(inner):
                 fn()
-            samples[fn].append((time.perf_counter() - t0) / inner)
-        d, s = samples[dense], samples[sparse]
-        if r >= 2 and (max(s) * 2 < min(d) or max(d) * 2 < min(s)):
-            break
-    return statistics.median(samples[dense]), statistics.median(samples[sparse])
+            samples[fn].append(max(clock() - t0, 1e-9) / inner)
+        r += 1
+    return samples[dense], samples[sparse]
 
 
-def candidates(model: nn.Module) -> dict[str, nn.Module]:
-    """Name -> float32 Conv2d / Linear module on CPU (exact types: subclasses may change forward)."""
-    return {name: m for name, m in model.named_modules()
-            if type(m) in (nn.Conv2d, nn.Linear) and m.weight.dtype == torch.float32 and m.weight.device.type == "cpu"}
+def layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Name -> every Conv2d / Linear of ``model`` (what a choice may name)."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 
 def _initial(name: str, module: nn.Module) -> tuple[LayerChoice, nn.Module | None]:
+    """The choice before any timing (a reason set when it is already decided) and the sparse form, if any."""
     w = module.weight
     density = float(w.count_nonzero()) / w.numel() if w.numel() else 0.0
     choice = LayerChoice(name, "conv" if isinstance(module, nn.Conv2d) else "linear", tuple(w.shape), density)
+    if type(module) not in (nn.Conv2d, nn.Linear):
+        base = type(module).__mro__[1].__name__
+        choice.reason = f"{CANNOT}: {type(module).__name__} subclasses {base} (its forward may differ)"
+        return choice, None
+    if w.dtype != torch.float32 or w.device.type != "cpu":
+        choice.reason = f"{CANNOT}: {str(w.dtype).replace('torch.', '')} on {w.device} (the op runs float32 on CPU)"
+        return choice, None
     sparse = to_sparse(module)
     if sparse is None:
-        choice.reason = "padding mode or dtype the sparse op does not run"
+        choice.reason = f"{CANNOT}: padding {module.padding_mode} {module.padding}"
     elif density == 0.0:
         choice.sparse, choice.reason = True, "no nonzero weight"
     elif density > MAX_DENSITY:
@@ -72,39 +97,122 @@ def _initial(name: str, module: nn.Module) -> tuple[LayerChoice, nn.Module | Non
     return choice, sparse
 
 
-def choose_layers(model: nn.Module, batches: dict[int, tuple], rounds: int = 7,
-                  measure: bool = True) -> tuple[list[LayerChoice], dict[str, nn.Module]]:
-    """Run ``model`` on each batch (batch size -> inputs); each candidate layer times its dense and sparse
-    forms on its own input in a forward pre-hook. Returns the choices and the sparse modules chosen.
-    ``measure=False``: every layer the sparse op runs goes sparse, untimed."""
-    choices, forms, hooks = {}, {}, []
-    for name, module in candidates(model).items():
-        choices[name], forms[name] = _initial(name, module)
-        if forms[name] is not None and not measure:
-            choices[name].sparse, choices[name].reason = True, "every layer asked sparse"
-        if forms[name] is None or choices[name].reason:
+def _groups(names: list[str], mods: dict[str, nn.Module], choices: dict[str, LayerChoice],
+            shapes: dict[str, dict[int, tuple]]) -> list[list[str]]:
+    """The layers that decide together: same geometry, densities within ``DENSITY_TOL`` of the group's first
+    (sparsest) member. Deterministic: the densities are."""
+    by_geometry: dict[tuple, list[str]] = {}
+    for n in names:
+        geometry = tuple(layer_key(mods[n], 0.0, shapes[n][b]) for b in sorted(shapes[n]))
+        by_geometry.setdefault(geometry, []).append(n)
+    groups = []
+    for members in by_geometry.values():
+        for n in sorted(members, key=lambda n: (choices[n].density, n)):
+            if groups and groups[-1][0] in members and choices[n].density - choices[groups[-1][0]].density <= DENSITY_TOL:
+                groups[-1].append(n)
+            else:
+                groups.append([n])
+    return groups
+
+
+def _decide(group: list[str], choices: dict[str, LayerChoice], samples: dict[str, dict[int, tuple[list, list]]]) -> None:
+    sizes = sorted(samples[group[0]])
+    ratio = {}
+    for b in sizes:
+        dense = [s for n in group for s in samples[n][b][0]]
+        sparse = [s for n in group for s in samples[n][b][1]]
+        d, s = min(dense) * 1e3, min(sparse) * 1e3
+        ratio[b] = d / s
+        for n in group:
+            choices[n].dense_ms[b], choices[n].sparse_ms[b] = d, s
+    close = [b for b in sizes if ratio[b] < MARGIN]
+    for n in group:
+        c = choices[n]
+        c.sparse, c.group = not close, group[0] if len(group) > 1 else ""
+        c.reason = (f"{min(ratio.values()):.2f}x faster" if not close
+                    else f"{ratio[close[0]]:.2f}x at batch {close[0]} (< {MARGIN}x)")
+
+
+def replay_choices(model: nn.Module, given: Mapping[str, bool] | list[LayerChoice]) -> dict[str, bool]:
+    """A saved decision (LayerChoice list, or name -> sparse) as name -> bool, checked against ``model``'s layers."""
+    if isinstance(given, (list, tuple)) and all(isinstance(c, LayerChoice) for c in given):
+        wanted = {c.name: bool(c.sparse) for c in given}
+    elif isinstance(given, Mapping):
+        wanted = {str(k): bool(v) for k, v in given.items()}
+    else:
+        raise ValueError(f"sparsify: choices must be a list of LayerChoice or a dict layer name -> sparse, got "
+                         f"{type(given).__name__}")
+    missing = sorted(set(wanted) - set(layers(model)))
+    if missing:
+        raise ValueError(f"sparsify: choices name layers the model has no Conv2d/Linear for: {', '.join(missing[:5])}"
+                         + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+    return wanted
+
+
+def choose_layers(model: nn.Module, batches: dict[int, tuple], rounds: int = 7, measure: bool = True,
+                  replay: Mapping[str, bool] | None = None, timing: str = "cpu",
+                  cache: bool = True) -> tuple[list[LayerChoice], dict[str, nn.Module]]:
+    """Run ``model`` on each batch (batch size -> inputs); each candidate layer times its dense and sparse forms on
+    its own input in a forward pre-hook, then decides with its group. Returns the choices and the sparse modules
+    chosen. ``timing``: "cpu" (one thread, its CPU time: what the layer costs, whatever else the machine runs) or
+    "wall" (wall-clock time with the current torch threads). ``measure=False``: every layer the sparse op runs goes
+    sparse, untimed. ``replay``: name -> sparse, untimed (a layer it does not name stays dense; one it asks sparse
+    that the op cannot run is refused). ``cache``: read and keep this machine's timings (``nptm.sparse.timings``),
+    so that the same layers decide the same way in a later run."""
+    if timing not in CLOCKS:
+        raise ValueError(f"timing must be one of {sorted(CLOCKS)}, got {timing!r}")
+    kept, cached = Timings(timing, cache and measure and replay is None), set()
+    choices, forms, mods, hooks = {}, {}, layers(model), []
+    samples: dict[str, dict[int, tuple[list, list]]] = {}
+    shapes: dict[str, dict[int, tuple]] = {}
+    for name, module in mods.items():
+        choices[name], forms[name] = c, form = _initial(name, module)
+        if replay is not None:
+            if replay.get(name) and form is None:
+                raise ValueError(f"sparsify: choices ask {name} sparse, but {c.reason}")
+            c.sparse, c.reason = bool(replay.get(name)), "replayed" if name in replay else "not in the replayed choices"
+            continue
+        if form is not None and not measure:
+            c.sparse, c.reason = True, "every layer asked sparse"
+        if form is None or c.reason:
             continue
 
         def hook(mod, args, name=name):
-            c, b = choices[name], args[0].shape[0] if args and isinstance(args[0], Tensor) and args[0].dim() else None
-            if b is None or b in c.dense_ms:
+            b = args[0].shape[0] if args and isinstance(args[0], Tensor) and args[0].dim() else None
+            if b is None or b in samples.setdefault(name, {}):
                 return
-            d, s = time_pair(lambda: mod.forward(*args), lambda: forms[name](*args), rounds)
-            c.dense_ms[b], c.sparse_ms[b] = d * 1e3, s * 1e3
+            shapes.setdefault(name, {})[b] = tuple(tuple(a.shape) for a in args if isinstance(a, Tensor))
+            key = layer_key(mod, choices[name].density, shapes[name][b])
+            hit = kept.get(key)
+            if hit is not None:
+                samples[name][b] = ([hit[0]], [hit[1]])
+                cached.add(name)
+                return
+            samples[name][b] = d, s = time_pair(lambda: mod.forward(*args), lambda: forms[name](*args), rounds,
+                                                CLOCKS[timing])
+            kept.put(key, min(d), min(s))
 
         hooks.append(module.register_forward_pre_hook(hook))
+    threads = torch.get_num_threads()
     try:
+        if timing == "cpu":
+            torch.set_num_threads(1)
         with torch.inference_mode():
             for inputs in batches.values() if hooks else ():
                 model(*inputs)
     finally:
+        torch.set_num_threads(threads)
         for h in hooks:
             h.remove()
-    for c in choices.values():
-        if c.reason:
-            continue
-        slower = [b for b in c.dense_ms if c.sparse_ms[b] >= c.dense_ms[b]]
-        c.sparse = bool(c.dense_ms) and not slower
-        c.reason = "faster" if c.sparse else f"not faster at batch {slower[0]}" if slower else "not reached by the example"
+    timed = [n for n in choices if not choices[n].reason and samples.get(n)]
+    for n in choices:
+        if not choices[n].reason and n not in timed:
+            choices[n].reason = "not reached by the example"
+    for group in _groups(timed, mods, choices, shapes):
+        _decide(group, choices, samples)
+        if cached & set(group):
+            for n in group:
+                choices[n].reason += " (timings kept from an earlier run)"
+    kept.save()
     chosen = {n: forms[n] for n, c in choices.items() if c.sparse}
     return list(choices.values()), chosen

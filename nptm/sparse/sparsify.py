@@ -3,8 +3,11 @@ conv/linear sparse where measured faster, residual adds and ReLUs fused into the
 torch.fx cannot trace keeps its Python code and gets only the per-layer replacement."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -12,7 +15,7 @@ from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from nptm.pruning.masks import Masks, unwrap
-from nptm.sparse.choose import LayerChoice, choose_layers
+from nptm.sparse.choose import CANNOT, MARGIN, LayerChoice, choose_layers, replay_choices
 from nptm.sparse.graph import fold_batchnorm, fuse_epilogues, set_module
 
 DEFAULT_BATCH_SIZES = (1, 16)
@@ -42,13 +45,34 @@ def _check_model(model: nn.Module) -> None:
             raise ValueError(f"sparsify: {name} is on {p.device}; the sparse engine runs on CPU (model.cpu())")
 
 
+def _check_runs(model: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+    """One line naming the example when the model does not run on it (wrong shape, dtype, ...)."""
+    try:
+        model(*inputs)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's model on the user's example
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        shapes = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in inputs)
+        raise ValueError(f"sparsify: {type(model).__name__} does not run on the example input ({shapes}): "
+                         f"{first}") from None
+
+
 def _trace(model: nn.Module, inputs: tuple[Tensor, ...]) -> fx.GraphModule | None:
     try:
         gm = fx.symbolic_trace(model)
-        ShapeProp(gm).propagate(*inputs)
+        with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints a traceback before raising
+            ShapeProp(gm).propagate(*inputs)
     except Exception:  # data-dependent control flow, unsupported ops, ...: the per-layer path
         return None
     return gm
+
+
+def _warn_if_nothing_can_run_sparse(model: nn.Module, choices: list[LayerChoice]) -> None:
+    if not choices:
+        warnings.warn(f"sparsify: {type(model).__name__} has no Conv2d or Linear layer: nothing to sparsify",
+                      stacklevel=3)
+    elif all(c.reason.startswith(CANNOT) for c in choices):
+        warnings.warn(f"sparsify: no layer of {type(model).__name__} can run sparse ({choices[0].name}: "
+                      f"{choices[0].reason})", stacklevel=3)
 
 
 def sparsify(
@@ -60,15 +84,25 @@ def sparsify(
     threads: int | None = None,
     rounds: int = 7,
     measure: bool = True,
+    choices: Sequence[LayerChoice] | Mapping[str, bool] | None = None,
+    timing: str = "cpu",
+    cache: bool = True,
 ) -> nn.Module:
     """A copy of ``model`` (eval mode) computing the same function faster on CPU from its zero weights.
 
     ``masks`` (parameter name -> bool mask, e.g. ``nptm.pruning.Masks``) are applied to the copy first;
     without them the zeros already in the weights count. Each float32 conv/linear runs sparse where its
-    sparse time beats its dense time on its own input at the example's batch size and at every size of
-    ``batch_sizes`` (inputs made by repeating the example), with ``threads`` torch threads (default: the
-    current number); the others stay dense. ``measure=False`` makes every layer the sparse op can run
-    sparse, untimed. ``module.sparse_layers`` lists the choices (``LayerChoice``).
+    sparse form is clearly faster (best of ``rounds`` interleaved samples, at least ``MARGIN`` = 1.15x) on
+    its own input at the example's batch size and at every size of ``batch_sizes`` (inputs made by repeating
+    the example); the others stay dense. ``timing`` "cpu" (default) times CPU time on one thread, so that a
+    busy machine does not change the choice; "wall" times wall-clock time with ``threads`` torch threads
+    (default: the current number). Layers of the same geometry and nearly the same density decide together
+    (``nptm.sparse.choose``). ``cache``: a layer timed before on this machine (same geometry, input and
+    density) reuses those timings (``nptm.sparse.timings``), so that it makes the same choice; False measures
+    afresh and keeps nothing.
+    ``measure=False`` makes every layer the sparse op can run sparse, untimed. ``choices`` replays a saved
+    decision (a ``sparse_layers`` list, or layer name -> sparse), untimed: a layer it does not name stays
+    dense, a name the model lacks is refused. ``module.sparse_layers`` lists the choices (``LayerChoice``).
     Run the result under ``torch.inference_mode()`` or ``torch.no_grad()``.
     """
     inputs = as_inputs(example_input)
@@ -76,6 +110,9 @@ def sparsify(
     _check_model(root)
     if masks is not None:
         Masks(dict(masks)).bind(root).apply(root)
+    replay = replay_choices(root, choices) if choices is not None else None
+    with torch.no_grad():
+        _check_runs(root, inputs)
     sizes = sorted({inputs[0].shape[0], *(batch_sizes or ())})
     old_threads = torch.get_num_threads()
     try:
@@ -87,7 +124,8 @@ def sparsify(
                 fold_batchnorm(gm)
                 gm.recompile()
             target = gm if gm is not None else root
-            choices, chosen = choose_layers(target, {b: resize_batch(inputs, b) for b in sizes}, rounds, measure)
+            made, chosen = choose_layers(target, {b: resize_batch(inputs, b) for b in sizes}, rounds, measure, replay,
+                                         timing, cache)
     finally:
         torch.set_num_threads(old_threads)
     for name, module in chosen.items():
@@ -97,14 +135,27 @@ def sparsify(
         gm.graph.lint()
         gm.delete_all_unused_submodules()
         gm.recompile()
-    target.sparse_layers = choices
+    target.sparse_layers = made
+    _warn_if_nothing_can_run_sparse(model, made)
     return target
 
 
-def summary(choices: Sequence[LayerChoice]) -> str:
-    """One line per layer: name, density, the dense and sparse ms per batch size, the choice."""
-    lines = []
+def summary(choices: Sequence[LayerChoice] | nn.Module) -> str:
+    """A header, then one line per layer: name, kind, density, the choice, the dense/sparse ms per batch size
+    (pooled over the layers that decided together) and why. Takes ``sparse_layers`` or the sparsified module."""
+    choices = getattr(choices, "sparse_layers", choices)
+    if isinstance(choices, nn.Module):
+        raise ValueError(f"summary: {type(choices).__name__} has no sparse_layers (give it what sparsify returned)")
+    choices = list(choices)
+    if not choices:
+        return "no Conv2d or Linear layer: nothing to sparsify"
+    width = max(24, *(len(c.name) for c in choices))
+    lines = [f"{sum(c.sparse for c in choices)} of {len(choices)} conv/linear layers sparse (sparse where >= {MARGIN}x "
+             "faster than dense at every batch size timed)",
+             f"{'layer':{width}s} {'kind':6s} {'density':>7s} {'run':6s} {'dense/sparse ms per batch':30s} why"]
     for c in choices:
-        times = " ".join(f"b{b}: {c.dense_ms[b]:.3f}/{c.sparse_ms[b]:.3f} ms" for b in c.dense_ms)
-        lines.append(f"{c.name:40s} {c.kind:6s} density {c.density:.3f} {'sparse' if c.sparse else 'dense ':6s} {times} {c.reason}")
+        times = " ".join(f"b{b}: {c.dense_ms[b]:.3f}/{c.sparse_ms[b]:.3f}" for b in c.dense_ms) or "-"
+        why = c.reason + (f" (decided with {c.group})" if c.group and c.group != c.name else "")
+        run = "sparse" if c.sparse else "dense"
+        lines.append(f"{c.name:{width}s} {c.kind:6s} {c.density:7.3f} {run:6s} {times:30s} {why}")
     return "\n".join(lines)

@@ -53,23 +53,29 @@ LATENCY_REPEATS = 10
 
 def inference_latency(model: nn.Module, masks: Masks | None, base: DenseBaseline, batches: Sequence[int],
                       dense: nn.Module | None = None) -> dict[str, Any]:
-    """CPU inference latency of ``model`` as a user would run it (``nptm.sparse.deployable``: sparsified where its
-    zeros save time, else as it is, dense or shrunk by filter pruning) and of the ``dense`` architecture, timed
-    interleaved in this process at each batch size (median ms), and their ratio, the measured speedup."""
-    from nptm.sparse import deployable, measure_latency
+    """CPU inference latency of ``model`` as a user would run it (``nptm.sparse.deploy``: sparsified where that is
+    faster at every batch size measured, else as it is, dense or shrunk by filter pruning) and of the ``dense``
+    architecture, timed interleaved in this process at each batch size: median and min-max ms over the rounds, their
+    ratio (the measured speedup) with the min-max of the round-by-round ratios, and the per-layer choices."""
+    from nptm.sparse import deploy, measure_latency
 
     model = copy.deepcopy(model).cpu().eval()
     masks = {n: m.cpu() for n, m in masks.items()} if masks is not None else None
-    deployed = deployable(model, masks, torch.zeros(1, *base.input_shape))
-    engines = {"pruned": deployed} if dense is None else {"pruned": deployed, "dense": dense.cpu().eval()}
-    out: dict[str, Any] = {"inference_engine": "nptm.sparse" if hasattr(deployed, "sparse_layers") else "torch",
-                           "latency_threads": torch.get_num_threads()}
+    chosen = deploy(model, masks, torch.zeros(1, *base.input_shape), batch_sizes=batches)
+    engines = {"pruned": chosen.module} if dense is None else {"pruned": chosen.module, "dense": dense.cpu().eval()}
+    out: dict[str, Any] = {"inference_engine": "nptm.sparse" if chosen.sparse else "torch",
+                           "latency_threads": torch.get_num_threads(), "deployed_note": chosen.note,
+                           "sparse_choices": {c.name: c.sparse for c in chosen.choices}}
     for b in batches:
         times = measure_latency(engines, torch.randn(b, *base.input_shape), repeats=LATENCY_REPEATS)
-        out[f"latency_b{b}_ms"] = times["pruned"]["median_ms"]
+        for key, t in times.items():
+            where = "" if key == "pruned" else "dense_"
+            out.update({f"latency_{where}b{b}_ms": t.median_ms, f"latency_{where}b{b}_min_ms": t.min_ms,
+                        f"latency_{where}b{b}_max_ms": t.max_ms})
         if dense is not None:
-            out[f"latency_dense_b{b}_ms"] = times["dense"]["median_ms"]
-            out[f"measured_speedup_b{b}"] = times["dense"]["median_ms"] / times["pruned"]["median_ms"]
+            rounds = [d / p for d, p in zip(times["dense"].samples_ms, times["pruned"].samples_ms)]
+            out.update({f"measured_speedup_b{b}": times["dense"].median_ms / times["pruned"].median_ms,
+                        f"measured_speedup_b{b}_min": min(rounds), f"measured_speedup_b{b}_max": max(rounds)})
     return out
 
 

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +16,14 @@ from typing import Any, Sequence
 
 from nptm.utils.files import atomic_write
 
-CSV_SKIP = ("per_layer_sparsity", "history", "lr_trace", "cycles", "config")
+CSV_SKIP = ("per_layer_sparsity", "history", "lr_trace", "cycles", "config", "sparse_choices")
 TIME_KEYS = ("time_prune_s", "time_train_s", "time_eval_s", "time_total_s", "images_per_s", "time_latency_s")
 
 
 def is_timing(key: str) -> bool:
     """Whether a record's field is a measurement of time (it differs from one run of the same study to the next)."""
-    return key in TIME_KEYS or key.startswith(("latency_", "measured_speedup_")) or key == "inference_engine"
+    return (key in TIME_KEYS or key.startswith(("latency_", "measured_speedup_"))
+            or key in ("inference_engine", "deployed_note", "sparse_choices"))
 
 
 @dataclass
@@ -115,13 +117,27 @@ def group_runs(records: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, 
 
 
 def measured_speedups(record: dict[str, Any]) -> dict[int, float]:
-    """Batch size -> the measured CPU speedup of a run's deployed model over the dense one (``--latency-batches``)."""
-    return {int(k[len("measured_speedup_b"):]): v for k, v in record.items() if k.startswith("measured_speedup_b")}
+    """Batch size -> the measured CPU speedup of a run's deployed model over the dense one (``--latency-batches``):
+    the ratio of the median latencies."""
+    return {int(m[1]): v for k, v in record.items() if (m := re.fullmatch(r"measured_speedup_b(\d+)", k))}
+
+
+def speedup_spread(records: Sequence[dict[str, Any]], batch: int) -> str:
+    """The measured speedup of runs at ``batch`` as text: the mean of their medians and the min-max over every run's
+    rounds (``2.10x (1.85-2.31)``; no range for records written before the spread was kept)."""
+    here = [r for r in records if batch in measured_speedups(r)]
+    if not here:
+        return "-"
+    text = f"{sum(measured_speedups(r)[batch] for r in here) / len(here):.2f}x"
+    lo = [r.get(f"measured_speedup_b{batch}_min") for r in here]
+    hi = [r.get(f"measured_speedup_b{batch}_max") for r in here]
+    return text if None in lo + hi else f"{text} ({min(lo):.2f}-{max(hi):.2f})"
 
 
 def summary_table(records: Sequence[dict[str, Any]]) -> str:
     """One row per (pruner, sparsity, schedule): top-1 mean ± sample std over seeds, and costs (means); the
-    theoretical speedup (dense/effective FLOPs) beside the measured one (CPU, the deployed model, per batch size)."""
+    theoretical speedup (dense/effective FLOPs) beside the measured one (CPU, the deployed model, per batch size:
+    mean of the runs' median ratios, with the min-max of the round-by-round ratios in brackets)."""
     batches = sorted({b for r in records for b in measured_speedups(r)})
     head = ("pruner", "target", "schedule", "T_rt", "seeds", "top-1 %", "pruned %", "sparsity", "params", "eff. FLOPs",
             "speedup", *(["measured " + "/".join(f"b{b}" for b in batches)] if batches else []), "epochs", "time s")
@@ -130,8 +146,8 @@ def summary_table(records: Sequence[dict[str, Any]]) -> str:
         top1, std = mean_std([100 * r["top1"] for r in runs])
         pruned = [100 * r["pruned_top1"] for r in runs if "pruned_top1" in r]
         avg = lambda k: sum(r[k] for r in runs) / len(runs)  # noqa: E731
-        measured = [[measured_speedups(r).get(b) for r in runs] for b in batches]
-        cells = ["/".join(f"{sum(v) / len(v):.2f}x" if None not in v else "-" for v in measured)] if batches else []
+        measured = [speedup_spread(runs, b) if all(b in measured_speedups(r) for r in runs) else "-" for b in batches]
+        cells = ["/".join(measured)] if batches else []
         rows.append((pruner, target if kind != "dense" else "-", schedule, "-" if budget is None else str(budget),
                      str(len(runs)), f"{top1:.2f} ± {std:.2f}", f"{sum(pruned) / len(pruned):.2f}" if pruned else "-",
                      f"{avg('sparsity'):.4f}", _si(avg("params_nonzero")), _si(avg("flops_effective")),

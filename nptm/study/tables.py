@@ -4,7 +4,8 @@ best cell of each column marked.
 - ``schedule_tables``: one table per sparsity target, a row per (pruner, budget T_rt), a column per schedule (and
   BIMP, GMP, SFP, Scratch, ...), cells top-1 mean ± sample std over seeds (Le & Hua 2021's layout);
 - ``speed_table``: a row per (pruner, target): the theoretical (FLOPs) speedup beside the measured CPU speedup of
-  the deployed model (``nptm.sparsify``'d, or shrunk) at each batch size, and the engine that ran it;
+  the deployed model (``nptm.sparsify``'d where that is faster at every batch size, or shrunk, or dense) at each
+  batch size with its spread over the timing rounds, and the engine that ran it;
 - ``budget_table``: the 2023 paper's Table 2 for studies that run pruning-stable methods: a row per method that
   prunes within the budget T (BIMP, GMP, GSM, DPF, DNW, STR, CS, LC), for each sparsity its top-1, theoretical
   speedup and the sparsity the method reached (before the projection onto the target), and training images/s.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from nptm.study.records import group_runs, mean_std, measured_speedups
+from nptm.study.records import group_runs, mean_std, measured_speedups, speedup_spread
 
 WITHIN_BUDGET = ("bimp", "gmp", "sparse-training")  # record kinds that prune within the total budget T
 
@@ -100,13 +101,13 @@ def speed_table(records: Sequence[dict[str, Any]]) -> Table | None:
     if not runs:
         return None
     batches = sorted({b for r in runs for b in measured_speedups(r)})
-    table = Table("measured CPU speedup of the deployed model over the dense one (mean over runs)", "pruner, target",
+    table = Table("measured CPU speedup of the deployed model over the dense one (mean over runs of the median ratio; "
+                  "in brackets the min-max of the round-by-round ratios)", "pruner, target",
                   ["theoretical", *(f"batch {b}" for b in batches), "engine"])
     for pruner, target in dict.fromkeys((r["pruner"], str(r["sparsity_target"])) for r in runs):
         mine = [r for r in runs if (r["pruner"], str(r["sparsity_target"])) == (pruner, target)]
-        measured = [[measured_speedups(r)[b] for r in mine if b in measured_speedups(r)] for b in batches]
         table.rows.append((f"{pruner}, {target}", [f"{mean_std([r['speedup'] for r in mine])[0]:.2f}x",
-                                                   *(f"{mean_std(v)[0]:.2f}x" if v else "-" for v in measured),
+                                                   *(speedup_spread(mine, b) for b in batches),
                                                    "/".join(sorted({r.get("inference_engine", "-") for r in mine}))]))
     return table
 

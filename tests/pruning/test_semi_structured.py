@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from torch import nn
 
-from nptm.pruning import PRUNERS
+from nptm.pruning import PRUNERS, prune_unstructured
 from nptm.pruning.semi_structured import n_m_mask, parse_pattern
 
 
@@ -52,6 +52,8 @@ def test_old_masks_stay_pruned_and_nan_is_refused():
     scores = torch.tensor([[4.0, 3.0, 2.0, 1.0]])
     old = torch.tensor([[False, True, True, True]])
     assert n_m_mask(scores, 2, 4, old).tolist() == [[False, True, True, False]]
+    sparser = torch.tensor([[False, True, False, False]])  # 3 of 4 already pruned: the group keeps only 1
+    assert n_m_mask(scores, 2, 4, sparser).tolist() == sparser.tolist()
     with pytest.raises(ValueError, match="NaN"):
         n_m_mask(torch.tensor([[1.0, float("nan"), 0.0, 2.0]]), 2, 4)
 
@@ -71,6 +73,19 @@ def test_nm_pruner_masks_linear_and_conv_weights_as_semi_structured_tensors_need
         groups = (w != 0).reshape(w.shape[0], -1, 4)
         assert (groups.sum(-1) <= 2).all() and mask.float().mean() == 0.5, name
     assert torch.equal(next(iter(masks.values())), n_m_mask(model[0].weight.abs(), 2, 4))
+
+
+def test_nm_after_magnitude_keeps_every_pruned_weight_pruned():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 16))
+    first = prune_unstructured(model, "magnitude", 0.8, include_linear=True)  # most groups of 4 have > 2 zeros
+    old = {n: m.clone() for n, m in first.items()}
+    second = prune_unstructured(model, "magnitude", 0, masks=first, pattern="2:4")
+    for name, mask in second.items():
+        assert not (mask & ~old[name]).any(), f"{name}: a pruned weight was revived"
+        assert (model.get_parameter(name)[~mask] == 0).all()
+        groups = mask.reshape(mask.shape[0], -1, 4)
+        assert (groups.sum(-1) <= 2).all() and (groups.sum(-1) < 2).any()  # some groups keep fewer than N
 
 
 def test_nm_through_the_study(tmp_path):
