@@ -1,0 +1,124 @@
+"""Sparsity patterns: which weights an unstructured pruner removes together. One notion for every masking pruner
+(``prune_unstructured(..., pattern=)``, IMP/BIMP cycles, GMP, the sparse-training methods' final projection):
+
+- ``"1x1"`` (or None): single weights, the plain unstructured top-k;
+- ``"Kx1"`` (K = 2, 4, 8, ...): blocks of K consecutive output channels at the same input channel and tap, what
+  register-blocked sparse kernels load one activation for (XNNPACK's and Intel's 4x1). A block's score is the sum of
+  the criterion's scores of its alive entries; one global top-k over the blocks (``ops.global_magnitude_masks`` on
+  the block scores) prunes k = round(amount * alive blocks) whole blocks, ties by (layer, block row, input position).
+  Blocks run along dim 0 of the weight (a conv's or linear's output channels) and restart at each group of a
+  grouped conv, so a block never spans two groups (a depthwise conv's blocks are its single channels). When a
+  group's channel count is not a multiple of K, its last Cout % K channels form a shorter block, scored by its mean
+  per channel times K (as a full block of such entries would be) and counted as one block. A block is alive while
+  any of its entries is; pruned entries stay pruned (the new masks are ANDed with the old ones);
+- ``"N:M"``: N:M semi-structured masks (``nptm.pruning.semi_structured``; the amount does not apply).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from nptm import ops
+from nptm.pruning.masks import clean_name, unwrap
+from nptm.pruning.semi_structured import n_m_mask, parse_pattern
+
+UNSTRUCTURED = "1x1"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A parsed pattern; ``masks`` turns per-weight scores into bool masks (True = kept)."""
+
+    name: str
+    takes_amount = True  # False: the pattern alone fixes what is pruned (N:M)
+
+    def masks(self, weights: Sequence[Tensor], amount: float | int, *, scores: Sequence[Tensor] | None,
+              old: Sequence[Tensor], groups: Sequence[int], per_layer: bool = False) -> list[Tensor]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Blocks(Pattern):
+    k: int = 1
+
+    def block_rows(self, rows: int, groups: int, device=None) -> tuple[Tensor, int]:
+        """(block row of each of the ``rows`` output channels, number of block rows), blocks restarting per group."""
+        per_group = rows // groups if groups > 0 and rows % groups == 0 else rows
+        j = torch.arange(rows, device=device)
+        per = -(-per_group // self.k)
+        return (j // per_group) * per + (j % per_group) // self.k, (rows // per_group) * per
+
+    def block_scores(self, scores: Tensor, alive: Tensor, groups: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(float64 block scores [block rows, in], block alive [block rows, in], block row of each channel)."""
+        s2 = scores.reshape(scores.shape[0], -1).double().masked_fill(~alive.reshape(scores.shape[0], -1), 0.0)
+        idx, nb = self.block_rows(s2.shape[0], groups, s2.device)
+        sums = s2.new_zeros(nb, s2.shape[1]).index_add_(0, idx, s2)
+        size = torch.bincount(idx, minlength=nb).to(s2.dtype)
+        live = s2.new_zeros(nb, s2.shape[1]).index_add_(0, idx, alive.reshape(s2.shape).double()) > 0
+        return sums * (self.k / size).unsqueeze(1), live, idx
+
+    def count(self, masks: Sequence[Tensor], groups: Sequence[int]) -> tuple[int, int]:
+        """(blocks in all, blocks alive) of these masks."""
+        total = alive = 0
+        for m, g in zip(masks, groups):
+            m2 = m.reshape(m.shape[0], -1)
+            idx, nb = self.block_rows(m2.shape[0], g, m2.device)
+            total += nb * m2.shape[1]
+            alive += int((m2.new_zeros(nb, m2.shape[1], dtype=torch.int32).index_add_(0, idx, m2.int()) > 0).sum())
+        return total, alive
+
+    def masks(self, weights, amount, *, scores, old, groups, per_layer=False):
+        if scores is None:
+            scores = [w.detach().abs() for w in weights] if self.k > 1 else None
+        if self.k == 1:  # the kernel's own path (|w| when no scores)
+            if per_layer:
+                return [ops.global_magnitude_masks([w], amount, masks=[m], scores=None if scores is None else [s])[0]
+                        for w, m, s in zip(weights, old, scores or [None] * len(weights))]
+            return ops.global_magnitude_masks(weights, amount, masks=old, scores=scores)
+        blocks = [self.block_scores(s, m, g) for s, m, g in zip(scores, old, groups)]
+        sums, live = [b[0] for b in blocks], [b[1] for b in blocks]
+        if per_layer:
+            kept = [ops.global_magnitude_masks([s], amount, masks=[a], scores=[s])[0] for s, a in zip(sums, live)]
+        else:
+            kept = ops.global_magnitude_masks(sums, amount, masks=live, scores=sums)
+        return [(b.index_select(0, idx).reshape(m.shape) & m) for b, (_, _, idx), m in zip(kept, blocks, old)]
+
+
+@dataclass(frozen=True)
+class NM(Pattern):
+    n: int = 2
+    m: int = 4
+    takes_amount = False
+
+    def masks(self, weights, amount, *, scores, old, groups, per_layer=False):
+        scores = scores if scores is not None else [w.detach().abs() for w in weights]
+        return [n_m_mask(s, self.n, self.m, o) for s, o in zip(scores, old)]
+
+
+_BLOCKS = re.compile(r"(\d+)x1")
+
+
+def as_pattern(pattern: str | Pattern | None) -> Pattern:
+    """``None``/"1x1" -> single weights, "Kx1" -> blocks of K output channels, "N:M" -> N:M; ValueError otherwise."""
+    if isinstance(pattern, Pattern):
+        return pattern
+    text = UNSTRUCTURED if pattern is None else str(pattern).strip()
+    if ":" in text:
+        n, m = parse_pattern(text)
+        return NM(text, n, m)
+    match = _BLOCKS.fullmatch(text)
+    if match is None or int(match[1]) < 1:
+        raise ValueError(f"unknown sparsity pattern {pattern!r}: Kx1 (blocks of K output channels at one input "
+                         f"weight: 1x1 single weights, 2x1, 4x1, 8x1) or N:M (2:4)")
+    return Blocks(f"{int(match[1])}x1", int(match[1]))
+
+
+def layer_groups(model: nn.Module, names: Sequence[str]) -> list[int]:
+    """The ``groups`` of the module holding each named weight (1 for anything but a grouped conv)."""
+    owners = {clean_name(n): m for n, m in unwrap(model).named_modules()}
+    return [owner.groups if isinstance(owner := owners.get(n.rpartition(".")[0]), nn.modules.conv._ConvNd) else 1
+            for n in names]
