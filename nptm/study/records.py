@@ -47,10 +47,13 @@ class Record:
     lr_trace: dict[str, list] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)  # measured CPU inference (nptm.study.measure)
+    pattern: str | None = None  # what the pruner removed together: "1x1", "4x1", "2:4" (None: dense, channels)
 
     def to_json(self, world_size: int, config: dict[str, Any]) -> dict[str, Any]:
         base = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("measures", "summary", "details", "lr_trace", "retrain_epochs", "latency")}
+                if f.name not in ("measures", "summary", "details", "lr_trace", "retrain_epochs", "latency", "pattern")}
+        items = list(base.items())  # the pattern right after the sparsity target
+        base = {**dict(items[:5]), "pattern": self.pattern or "-", **dict(items[5:])}
         if self.retrain_epochs is not None:
             base["retrain_epochs"] = self.retrain_epochs
         times = {k: base.pop(k) for k in ("time_prune_s", "time_train_s", "time_eval_s")}
@@ -105,12 +108,18 @@ def _si(n: float) -> str:
     return f"{n:.0f}"
 
 
+def pruner_label(record: dict[str, Any]) -> str:
+    """The pruner as tables and figures name it: with its pattern unless that is single weights (or the target)."""
+    pattern = record.get("pattern", "-")
+    return record["pruner"] if pattern in ("-", "1x1", str(record["sparsity_target"])) else f"{record['pruner']} {pattern}"
+
+
 def group_runs(records: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    """(kind, pruner, sparsity target, schedule, retraining budget or None) -> the runs of every seed, in
-    first-seen order."""
+    """(kind, pruner label, sparsity target, schedule, retraining budget or None) -> the runs of every seed, in
+    first-seen order (the label carries a block pattern: ``pruner_label``)."""
     groups: dict[tuple, list] = defaultdict(list)
     for r in records:
-        groups[(r["kind"], r["pruner"], str(r["sparsity_target"]), r["schedule"], r.get("retrain_epochs"))].append(r)
+        groups[(r["kind"], pruner_label(r), str(r["sparsity_target"]), r["schedule"], r.get("retrain_epochs"))].append(r)
     return groups
 
 
@@ -120,23 +129,24 @@ def measured_speedups(record: dict[str, Any]) -> dict[int, float]:
 
 
 def summary_table(records: Sequence[dict[str, Any]]) -> str:
-    """One row per (pruner, sparsity, schedule): top-1 mean ± sample std over seeds, and costs (means); the
+    """One row per (pruner, sparsity, pattern, schedule): top-1 mean ± sample std over seeds, and costs (means); the
     theoretical speedup (dense/effective FLOPs) beside the measured one (CPU, the deployed model, per batch size)."""
     batches = sorted({b for r in records for b in measured_speedups(r)})
-    head = ("pruner", "target", "schedule", "T_rt", "seeds", "top-1 %", "pruned %", "sparsity", "params", "eff. FLOPs",
-            "speedup", *(["measured " + "/".join(f"b{b}" for b in batches)] if batches else []), "epochs", "time s")
+    head = ("pruner", "target", "pattern", "schedule", "T_rt", "seeds", "top-1 %", "pruned %", "sparsity", "params",
+            "eff. FLOPs", "speedup", *(["measured " + "/".join(f"b{b}" for b in batches)] if batches else []), "epochs", "time s")
     rows = []
-    for (kind, pruner, target, schedule, budget), runs in group_runs(records).items():
+    for (kind, _, target, schedule, budget), runs in group_runs(records).items():
         top1, std = mean_std([100 * r["top1"] for r in runs])
         pruned = [100 * r["pruned_top1"] for r in runs if "pruned_top1" in r]
         avg = lambda k: sum(r[k] for r in runs) / len(runs)  # noqa: E731
         measured = [[measured_speedups(r).get(b) for r in runs] for b in batches]
         cells = ["/".join(f"{sum(v) / len(v):.2f}x" if None not in v else "-" for v in measured)] if batches else []
-        rows.append((pruner, target if kind != "dense" else "-", schedule, "-" if budget is None else str(budget),
+        rows.append((runs[0]["pruner"], target if kind != "dense" else "-", runs[0].get("pattern", "-"), schedule,
+                     "-" if budget is None else str(budget),
                      str(len(runs)), f"{top1:.2f} ± {std:.2f}", f"{sum(pruned) / len(pruned):.2f}" if pruned else "-",
                      f"{avg('sparsity'):.4f}", _si(avg("params_nonzero")), _si(avg("flops_effective")),
                      f"{avg('speedup'):.2f}x", *(c if kind != "dense" else "-" for c in cells), str(runs[0]["epochs"]),
                      f"{avg('time_total_s'):.1f}"))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    line = lambda cells: "  ".join(c.rjust(w) if i >= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
