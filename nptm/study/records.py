@@ -108,10 +108,16 @@ def _si(n: float) -> str:
     return f"{n:.0f}"
 
 
-def pruner_label(record: dict[str, Any]) -> str:
-    """The pruner as tables and figures name it: with its pattern unless that is single weights (or the target)."""
+def shown_pattern(record: dict[str, Any]) -> str | None:
+    """A run's pattern where tables and figures name it: None for single weights, channels or an N:M target."""
     pattern = record.get("pattern", "-")
-    return record["pruner"] if pattern in ("-", "1x1", str(record["sparsity_target"])) else f"{record['pruner']} {pattern}"
+    return None if pattern in ("-", "1x1", str(record["sparsity_target"])) else pattern
+
+
+def pruner_label(record: dict[str, Any]) -> str:
+    """The pruner as tables and figures name it: with its pattern unless that is single weights ("magnitude 4x1")."""
+    pattern = shown_pattern(record)
+    return record["pruner"] if pattern is None else f"{record['pruner']} {pattern}"
 
 
 def group_runs(records: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:

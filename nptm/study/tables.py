@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from nptm.study.records import group_runs, mean_std, measured_speedups, pruner_label
+from nptm.study.records import group_runs, mean_std, measured_speedups, pruner_label, shown_pattern
 
 WITHIN_BUDGET = ("bimp", "gmp", "sparse-training")  # record kinds that prune within the total budget T
 
@@ -62,8 +62,8 @@ def schedule_tables(records: Sequence[dict[str, Any]]) -> list[Table]:
 def _method(record: dict[str, Any], several_budgets: bool) -> str:
     if record["kind"] == "bimp":
         return f"BIMP ({pruner_label(record)}" + (f", T_rt {record.get('retrain_epochs')})" if several_budgets else ")")
-    pattern = pruner_label(record)[len(record["pruner"]):]
-    return record["schedule"] + (f" ({pattern.strip()})" if pattern else "")
+    pattern = shown_pattern(record)
+    return record["schedule"] + (f" ({pattern})" if pattern else "")
 
 
 def budget_table(records: Sequence[dict[str, Any]]) -> Table | None:
