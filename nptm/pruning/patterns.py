@@ -5,7 +5,8 @@
 - ``"Kx1"`` (K = 2, 4, 8, ...): blocks of K consecutive output channels at the same input channel and tap, what
   register-blocked sparse kernels load one activation for (XNNPACK's and Intel's 4x1). A block's score is the sum of
   the criterion's scores of its alive entries; one global top-k over the blocks (``ops.global_magnitude_masks`` on
-  the block scores) prunes k = round(amount * alive blocks) whole blocks, ties by (layer, block row, input position).
+  the block scores) prunes k = round(amount * alive blocks) whole blocks (an int amount: that many), ties by
+  (layer, block row, input position), so a layer's share of pruned blocks follows its scores as with single weights.
   Blocks run along dim 0 of the weight (a conv's or linear's output channels) and restart at each group of a
   grouped conv, so a block never spans two groups (a depthwise conv's blocks are its single channels). When a
   group's channel count is not a multiple of K, its last Cout % K channels form a shorter block, scored by its mean
