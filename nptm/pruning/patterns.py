@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ from nptm.pruning.masks import clean_name, unwrap
 from nptm.pruning.semi_structured import n_m_mask, parse_pattern
 
 UNSTRUCTURED = "1x1"
+
+
+def _rows(t: Tensor) -> Tensor:
+    """``t`` as [dim 0, the rest] (a 1-D tensor: one column)."""
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))
 
 
 @dataclass(frozen=True)
@@ -48,14 +54,14 @@ class Blocks(Pattern):
 
     def block_rows(self, rows: int, groups: int, device=None) -> tuple[Tensor, int]:
         """(block row of each of the ``rows`` output channels, number of block rows), blocks restarting per group."""
-        per_group = rows // groups if groups > 0 and rows % groups == 0 else rows
+        per_group = max(rows // groups if groups > 0 and rows % groups == 0 else rows, 1)
         j = torch.arange(rows, device=device)
         per = -(-per_group // self.k)
         return (j // per_group) * per + (j % per_group) // self.k, (rows // per_group) * per
 
     def block_scores(self, scores: Tensor, alive: Tensor, groups: int) -> tuple[Tensor, Tensor, Tensor]:
         """(float64 block scores [block rows, in], block alive [block rows, in], block row of each channel)."""
-        s2 = scores.reshape(scores.shape[0], -1).double().masked_fill(~alive.reshape(scores.shape[0], -1), 0.0)
+        s2 = _rows(scores).double().masked_fill(~_rows(alive), 0.0)
         idx, nb = self.block_rows(s2.shape[0], groups, s2.device)
         sums = s2.new_zeros(nb, s2.shape[1]).index_add_(0, idx, s2)
         size = torch.bincount(idx, minlength=nb).to(s2.dtype)
@@ -66,7 +72,7 @@ class Blocks(Pattern):
         """(blocks in all, blocks alive) of these masks."""
         total = alive = 0
         for m, g in zip(masks, groups):
-            m2 = m.reshape(m.shape[0], -1)
+            m2 = _rows(m)
             idx, nb = self.block_rows(m2.shape[0], g, m2.device)
             total += nb * m2.shape[1]
             alive += int((m2.new_zeros(nb, m2.shape[1], dtype=torch.int32).index_add_(0, idx, m2.int()) > 0).sum())
