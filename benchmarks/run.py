@@ -108,7 +108,8 @@ def run(args) -> tuple[list[dict], list[str], float]:
             skipped.append(f"{spec.op} {spec.workload}: {e}")
             continue
         times, errors = H.time_case(case, budget, progress=lambda n: bar.set_postfix_str(n, refresh=False), copy=copy)
-        recs += H.records(case, times, copy_gbps, errors, copy_bytes=copy.bytes)
+        recs += (new := H.records(case, times, copy_gbps, errors, copy_bytes=copy.bytes))
+        tqdm.write(H.text_table(new), file=sys.stderr)  # each case as it ends: a run cut short keeps what it timed
         del case
         gc.collect()
         if args.device == "cuda":
