@@ -41,10 +41,12 @@ class Pattern:
     """A parsed pattern; ``masks`` turns per-weight scores into bool masks (True = kept)."""
 
     name: str
-    takes_amount = True  # False: the pattern alone fixes what is pruned (N:M)
 
     def masks(self, weights: Sequence[Tensor], amount: float | int, *, scores: Sequence[Tensor] | None,
               old: Sequence[Tensor], groups: Sequence[int], per_layer: bool = False) -> list[Tensor]:
+        """New masks of ``weights``: prune ``amount`` of the alive units (a fraction, or a count) with the lowest
+        ``scores`` (per weight; None: |w|), one top-k over all layers or, ``per_layer``, one per layer; ``old``
+        masks stay pruned; ``groups``: each weight's conv groups."""
         raise NotImplementedError
 
 
@@ -65,7 +67,7 @@ class Blocks(Pattern):
         idx, nb = self.block_rows(s2.shape[0], groups, s2.device)
         sums = s2.new_zeros(nb, s2.shape[1]).index_add_(0, idx, s2)
         size = torch.bincount(idx, minlength=nb).to(s2.dtype)
-        live = s2.new_zeros(nb, s2.shape[1]).index_add_(0, idx, alive.reshape(s2.shape).double()) > 0
+        live = s2.new_zeros(nb, s2.shape[1]).index_add_(0, idx, _rows(alive).double()) > 0
         return sums * (self.k / size).unsqueeze(1), live, idx
 
     def count(self, masks: Sequence[Tensor], groups: Sequence[int]) -> tuple[int, int]:
@@ -99,7 +101,6 @@ class Blocks(Pattern):
 class NM(Pattern):
     n: int = 2
     m: int = 4
-    takes_amount = False
 
     def masks(self, weights, amount, *, scores, old, groups, per_layer=False):
         scores = scores if scores is not None else [w.detach().abs() for w in weights]
