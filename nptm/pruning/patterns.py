@@ -54,31 +54,40 @@ class Pattern:
 class Blocks(Pattern):
     k: int = 1
 
-    def block_rows(self, rows: int, groups: int, device=None) -> tuple[Tensor, int]:
-        """(block row of each of the ``rows`` output channels, number of block rows), blocks restarting per group."""
-        per_group = max(rows // groups if groups > 0 and rows % groups == 0 else rows, 1)
-        j = torch.arange(rows, device=device)
-        per = -(-per_group // self.k)
-        return (j // per_group) * per + (j % per_group) // self.k, (rows // per_group) * per
+    def _shape(self, rows: int, groups: int) -> tuple[int, int, int]:
+        """(groups, channels per group, zero rows padding each group to a multiple of K)."""
+        g = groups if groups > 0 and rows % groups == 0 else 1
+        per = rows // g
+        return g, per, -per % self.k
 
-    def block_scores(self, scores: Tensor, alive: Tensor, groups: int) -> tuple[Tensor, Tensor, Tensor]:
-        """(float64 block scores [block rows, in], block alive [block rows, in], block row of each channel)."""
-        s2 = _rows(scores).double().masked_fill(~_rows(alive), 0.0)
-        idx, nb = self.block_rows(s2.shape[0], groups, s2.device)
-        sums = s2.new_zeros(nb, s2.shape[1]).index_add_(0, idx, s2)
-        size = torch.bincount(idx, minlength=nb).to(s2.dtype)
-        live = s2.new_zeros(nb, s2.shape[1]).index_add_(0, idx, _rows(alive).double()) > 0
-        return sums * (self.k / size).unsqueeze(1), live, idx
+    def blocked(self, t: Tensor, groups: int) -> Tensor:
+        """``t`` [rows, ...] as [block rows, K, rest], each group's channels zero-padded to a multiple of K."""
+        t2 = _rows(t)
+        g, per, pad = self._shape(t2.shape[0], groups)
+        t3 = t2.reshape(g, per, t2.shape[1])
+        if pad:
+            t3 = torch.cat([t3, t3.new_zeros(g, pad, t2.shape[1])], 1)
+        return t3.reshape(-1, self.k, t2.shape[1])
+
+    def unblocked(self, kept: Tensor, like: Tensor, groups: int) -> Tensor:
+        """Block masks [block rows, rest] back to one entry per weight of ``like``."""
+        g, per, pad = self._shape(like.shape[0], groups)
+        rows = kept.unsqueeze(1).expand(-1, self.k, -1).reshape(g, per + pad, kept.shape[1])[:, :per]
+        return rows.reshape(like.shape)
+
+    def block_scores(self, scores: Tensor, alive: Tensor, groups: int) -> tuple[Tensor, Tensor]:
+        """(float64 block scores [block rows, in], block alive [block rows, in]): the sum of the alive entries'
+        scores, a group's shorter tail block scaled by K / its size."""
+        sums = self.blocked(scores.double().masked_fill(~alive, 0.0), groups).sum(1)
+        g, per, pad = self._shape(scores.shape[0], groups)
+        if pad:
+            sums.view(g, -1, sums.shape[1])[:, -1] *= self.k / (self.k - pad)
+        return sums, self.blocked(alive, groups).any(1)
 
     def count(self, masks: Sequence[Tensor], groups: Sequence[int]) -> tuple[int, int]:
         """(blocks in all, blocks alive) of these masks."""
-        total = alive = 0
-        for m, g in zip(masks, groups):
-            m2 = _rows(m)
-            idx, nb = self.block_rows(m2.shape[0], g, m2.device)
-            total += nb * m2.shape[1]
-            alive += int((m2.new_zeros(nb, m2.shape[1], dtype=torch.int32).index_add_(0, idx, m2.int()) > 0).sum())
-        return total, alive
+        live = [self.blocked(m, g).any(1) for m, g in zip(masks, groups)]
+        return sum(b.numel() for b in live), sum(int(b.sum()) for b in live)
 
     def masks(self, weights, amount, *, scores, old, groups, per_layer=False):
         if scores is None:
@@ -88,13 +97,12 @@ class Blocks(Pattern):
                 return [ops.global_magnitude_masks([w], amount, masks=[m], scores=None if scores is None else [s])[0]
                         for w, m, s in zip(weights, old, scores or [None] * len(weights))]
             return ops.global_magnitude_masks(weights, amount, masks=old, scores=scores)
-        blocks = [self.block_scores(s, m, g) for s, m, g in zip(scores, old, groups)]
-        sums, live = [b[0] for b in blocks], [b[1] for b in blocks]
+        sums, live = zip(*(self.block_scores(s, m, g) for s, m, g in zip(scores, old, groups)))
         if per_layer:
             kept = [ops.global_magnitude_masks([s], amount, masks=[a], scores=[s])[0] for s, a in zip(sums, live)]
         else:
-            kept = ops.global_magnitude_masks(sums, amount, masks=live, scores=sums)
-        return [(b.index_select(0, idx).reshape(m.shape) & m) for b, (_, _, idx), m in zip(kept, blocks, old)]
+            kept = ops.global_magnitude_masks(list(sums), amount, masks=list(live), scores=list(sums))
+        return [self.unblocked(b, m, g) & m for b, m, g in zip(kept, old, groups)]
 
 
 @dataclass(frozen=True)
