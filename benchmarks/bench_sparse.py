@@ -1,9 +1,13 @@
-"""Sparse CPU inference: ``nptm.sparsify`` on global-magnitude-masked torchvision models against the fastest
-dense engines a user could pick for the same masked model (torch eager / oneDNN and ONNX Runtime), and
-each ResNet-50 1x1 conv alone against torch's dense conv and ``torch.sparse`` CSR matmul. Random-init
-weights (global magnitude then prunes the layers with the smallest init hardest); MobileNetV2 has its pointwise
-convs pruned only ("1x1"); fp32, 224 px. The note gives
-the FLOPs ideal (dense MACs / nonzero MACs) and the fraction of it reached against the faster dense engine.
+"""Sparse CPU inference: ``nptm.sparsify`` on masked torchvision models against the dense engines a user could pick
+for the same masked model (torch eager / oneDNN, ``torch.jit.freeze`` + ``optimize_for_inference``, ONNX Runtime),
+and each ResNet-50 1x1 conv alone against torch's dense conv and ``torch.sparse`` CSR matmul. Random-init weights,
+pruned three ways, since a trained network's allocation lies between them: global magnitude (the layers with the
+smallest init pruned hardest: 13 bottleneck conv1 layers stay 45-71% dense), LAMP (layer-adaptive), and uniform
+(the same sparsity in every layer); and in 4x1 blocks (global magnitude over blocks of 4 output channels,
+``nptm.pruning.patterns``). MobileNetV2 has its pointwise convs pruned only ("1x1"); fp32, 224 px. The note names
+the fastest dense engine of the run and the ratio against it (every engine's own ratio, with its min-max spread
+over rounds, is a row), the FLOPs ideal (dense MACs / nonzero MACs) and the fraction of it reached, and the ISA the
+sparse kernels ran (``nptm.ops.sparse_conv2d_isa()``).
 """
 from __future__ import annotations
 
@@ -17,7 +21,14 @@ import torch.nn.functional as F
 from harness import Case, Spec, Timed, Unavailable, pytest_bench
 
 SIZE = 224
-MODELS = [("resnet50", 0.9, 1), ("resnet50", 0.95, 1), ("resnet50", 0.9, 16), ("mobilenet_v2 1x1", 0.9, 1)]
+# (model, sparsity, batch, pruning): "" global magnitude, "lamp", "uniform" (magnitude per layer), "4x1" blocks
+MODELS = [("resnet50", 0.9, 1, ""), ("resnet50", 0.95, 1, ""), ("resnet50", 0.9, 16, ""),
+          ("resnet50", 0.9, 1, "lamp"), ("resnet50", 0.9, 16, "lamp"), ("resnet50", 0.9, 1, "uniform"),
+          ("resnet50", 0.9, 16, "uniform"), ("resnet50", 0.9, 1, "4x1"), ("resnet50", 0.9, 16, "4x1"),
+          ("mobilenet_v2 1x1", 0.9, 1, ""), ("mobilenet_v2 1x1", 0.9, 1, "uniform"), ("mobilenet_v2 1x1", 0.9, 1, "4x1")]
+PRUNING = {"": ("magnitude", False, None), "lamp": ("lamp", False, None), "uniform": ("magnitude", True, None),
+           "4x1": ("magnitude", False, "4x1")}  # (criterion, per layer, pattern)
+DENSE = ("onnxruntime", "torch_frozen", "torch")  # the dense engines, each timed in the same rounds
 LAYER_SPARSITY, LAYER_BATCH = 0.9, 1
 # Whole models: each sample starts after a pause, so that the thread pool of the engine timed before it (ONNX
 # Runtime's spins after a run, OpenMP's too) has gone idle: on 2 cores ResNet-50 sparsified took 48 ms alone,
@@ -28,7 +39,8 @@ SETTLE_S = 0.1
 def specs(device: str, full: bool) -> list[Spec]:
     if device != "cpu":
         return []
-    out = [Spec("sparse_inference", f"{m} s={s} b{b}", ("sparsified", "onnxruntime", "torch"), (m, s, b)) for m, s, b in MODELS]
+    out = [Spec("sparse_inference", f"{m}{' ' if how else ''}{how} s={s} b{b}", ("sparsified", *DENSE), (m, s, b, how))
+           for m, s, b, how in MODELS]
     for cin, cout, hw, stride in _resnet50_1x1():
         out.append(Spec("sparse_conv1x1", f"{cin}->{cout} {hw}x{hw}/{stride} s={LAYER_SPARSITY} b{LAYER_BATCH}",
                         ("sparse", "dense", "csr"), (cin, cout, hw, stride)))
@@ -75,8 +87,21 @@ def _settle() -> None:
     time.sleep(SETTLE_S)
 
 
-def pruned_model(name: str, sparsity: float, pointwise: bool = False) -> torch.nn.Module:
-    """torchvision's ``name`` (seed 0, eval) masked by global magnitude; ``pointwise``: its 1x1 convs only."""
+def _frozen(model: torch.nn.Module, x: torch.Tensor) -> torch.jit.ScriptModule:
+    """torch's own inference path: traced, frozen (weights folded as constants) and ``optimize_for_inference``
+    (oneDNN prepacked weights, conv-BN-ReLU fusion), run 3 times first (TorchScript's profiling executor
+    optimizes the graph over its first calls)."""
+    with torch.no_grad():
+        frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
+    with torch.inference_mode():
+        for _ in range(3):
+            frozen(x)
+    return frozen
+
+
+def pruned_model(name: str, sparsity: float, pointwise: bool = False, how: str = "") -> torch.nn.Module:
+    """torchvision's ``name`` (seed 0, eval) masked by ``how`` (``PRUNING``: global magnitude by default, "lamp",
+    "uniform" per-layer magnitude, "4x1" global magnitude over blocks); ``pointwise``: its 1x1 convs only."""
     import torchvision
 
     from nptm.pruning import Masks, prune_unstructured
@@ -87,16 +112,18 @@ def pruned_model(name: str, sparsity: float, pointwise: bool = False) -> torch.n
     if pointwise:  # depthwise convs and the stem stay dense
         masks = Masks.ones({f"{n}.weight": m.weight for n, m in model.named_modules()
                             if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)}).bind(model)
-    prune_unstructured(model, "magnitude", sparsity, masks=masks).apply(model)
+    criterion, per_layer, pattern = PRUNING[how]
+    prune_unstructured(model, criterion, sparsity, masks=masks, per_layer=per_layer, pattern=pattern).apply(model)
     return model
 
 
 def build_model(spec: Spec) -> Case:
     from nptm.models import count_flops
+    from nptm.ops import sparse_conv2d_isa
     from nptm.sparse import sparsify
 
-    name, sparsity, batch = spec.params
-    model = pruned_model(name.split()[0], sparsity, pointwise=name.endswith(" 1x1"))
+    name, sparsity, batch, how = spec.params
+    model = pruned_model(name.split()[0], sparsity, pointwise=name.endswith(" 1x1"), how=how)
     x = torch.randn(batch, 3, SIZE, SIZE)
     sparse = sparsify(model, x, batch_sizes=())
     ideal = count_flops(model, x.shape[1:]) / count_flops(model, x.shape[1:], effective=True)
@@ -106,18 +133,21 @@ def build_model(spec: Spec) -> Case:
         with torch.inference_mode():
             m(x)
 
-    ort = _onnxruntime(model, x)
+    ort, frozen = _onnxruntime(model, x), _frozen(model, x)
     timed = {"sparsified": Timed(lambda _: forward(sparse), _settle), "onnxruntime": Timed(lambda _: ort(), _settle),
+             "torch_frozen": Timed(lambda _: forward(frozen), _settle),
              "torch": Timed(lambda _: forward(model), _settle)}
+    isa = sparse_conv2d_isa()
 
     def note(t):
-        if not {"sparsified", "onnxruntime", "torch"} <= set(t):
+        dense = {n: t[n] for n in DENSE if n in t}
+        if "sparsified" not in t or not dense:
             return None
-        best = min(t["onnxruntime"], t["torch"])
-        return (f"vs fastest dense {best / t['sparsified']:.2f}x; FLOPs ideal {ideal:.2f}x "
-                f"({best / t['sparsified'] / ideal:.0%} of it); {n_sparse}/{len(sparse.sparse_layers)} layers sparse")
+        fastest = min(dense, key=dense.get)
+        return (f"fastest dense engine {fastest}; FLOPs ideal {ideal:.2f}x ({dense[fastest] / t['sparsified'] / ideal:.0%}"
+                f" of it reached); {n_sparse}/{len(sparse.sparse_layers)} layers sparse; ISA {isa}")
 
-    return Case(spec, "cpu", timed, note=note, keep=[model, sparse, x])
+    return Case(spec, "cpu", timed, note=note, fastest=DENSE, keep=[model, sparse, x, frozen])
 
 
 def build_layer(spec: Spec) -> Case:

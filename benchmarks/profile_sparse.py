@@ -3,6 +3,7 @@
 (useful GFLOP/s), the totals of the sparse and of the dense layers, then the time by operator (no hooks).
 
     python benchmarks/profile_sparse.py [--model resnet50] [--sparsity 0.9] [--batch 1] [--runs 30] [--pointwise]
+                                        [--pruning lamp|uniform|4x1]
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import statistics
 import time
 
 import torch
-from bench_sparse import pruned_model  # the same masked models as the benchmark
+from bench_sparse import PRUNING, pruned_model  # the same masked models as the benchmark
 
 from nptm.sparse import SparseConv2d, SparseLinear, sparsify
 
@@ -34,8 +35,10 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--pointwise", action="store_true", help="prune the 1x1 convs only (as bench_sparse does MobileNetV2)")
+    p.add_argument("--pruning", default="", choices=list(PRUNING), help="global magnitude (default), lamp, uniform "
+                                                                         "per-layer magnitude, or 4x1 blocks")
     args = p.parse_args(argv)
-    model = pruned_model(args.model, args.sparsity, args.pointwise)
+    model = pruned_model(args.model, args.sparsity, args.pointwise, args.pruning)
     x = torch.randn(args.batch, 3, args.size, args.size)
     fast = sparsify(model, x, batch_sizes=())
     layers = {n: m for n, m in fast.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, SparseConv2d, SparseLinear))}

@@ -69,6 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--json", required=True, metavar="FILE", help="write the records here")
     p.add_argument("--markdown", metavar="FILE", help="also write a Markdown section (machine + table) here")
     p.add_argument("--only", default="", metavar="REGEX", help="run only the ops whose name matches")
+    p.add_argument("--workload", default="", metavar="REGEX", help="run only the workloads that match")
     p.add_argument("--threads", type=int, default=os.cpu_count(), metavar="N", help="torch/OpenMP threads, pinned for the run (default: all cores)")
     args = p.parse_args(argv)
     if args.threads < 1:
@@ -95,7 +96,8 @@ def run(args) -> tuple[list[dict], list[str], float]:
     recs = H.records(copy, times, None)
     copy_gbps = recs[0]["gbps"]
     recs[0].update(frac_bw=1.0, frac_bw_min=1.0, frac_bw_max=1.0)
-    todo = [(m, s) for m in MODULES for s in m.specs(args.device, not args.quick) if re.search(args.only, s.op)]
+    todo = [(m, s) for m in MODULES for s in m.specs(args.device, not args.quick) if re.search(args.only, s.op)
+            and re.search(args.workload, s.workload)]
     skipped = []
     bar = tqdm(todo, unit="case", file=sys.stderr, dynamic_ncols=True)
     for mod, spec in bar:
@@ -106,7 +108,8 @@ def run(args) -> tuple[list[dict], list[str], float]:
             skipped.append(f"{spec.op} {spec.workload}: {e}")
             continue
         times, errors = H.time_case(case, budget, progress=lambda n: bar.set_postfix_str(n, refresh=False), copy=copy)
-        recs += H.records(case, times, copy_gbps, errors, copy_bytes=copy.bytes)
+        recs += (new := H.records(case, times, copy_gbps, errors, copy_bytes=copy.bytes))
+        tqdm.write(H.text_table(new), file=sys.stderr)  # each case as it ends: a run cut short keeps what it timed
         del case
         gc.collect()
         if args.device == "cuda":

@@ -13,8 +13,8 @@ from functools import cached_property
 import torch
 from torch import nn
 
-from nptm import ops
 from nptm.pruning.masks import Masks, prunable_weights
+from nptm.pruning.patterns import Blocks, as_pattern, layer_groups
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,22 @@ class GMPRamp:
 
 @torch.no_grad()
 def prune_to_sparsity(model: nn.Module, masks: Masks, sparsity: float, *, include_linear: bool = False,
-                      optimizer: torch.optim.Optimizer | None = None) -> None:
+                      optimizer: torch.optim.Optimizer | None = None, pattern: str | None = None) -> None:
     """Grow ``masks`` IN PLACE to round(sparsity * N) pruned weights by one global magnitude top-k over the
-    alive weights, and apply them to the model (and the optimizer's buffers)."""
+    alive weights, and apply them to the model (and the optimizer's buffers). ``pattern`` "Kx1": N counts the
+    blocks of ``nptm.pruning.patterns`` and whole blocks are pruned."""
     params = prunable_weights(model, include_linear)
     names = list(params)
-    total = sum(params[n].numel() for n in names)
-    k = max(0, round(sparsity * total) - (total - masks.nonzero()))
-    new = ops.global_magnitude_masks([params[n] for n in names], k, masks=[masks[n] for n in names])
+    pat, old = as_pattern(pattern), [masks[n] for n in names]
+    if not isinstance(pat, Blocks):
+        raise ValueError(f"GMP prunes single weights or Kx1 blocks, not the pattern {pat.name!r}")
+    groups = layer_groups(model, names)
+    if pat.k == 1:
+        total, alive = sum(params[n].numel() for n in names), masks.nonzero()
+    else:
+        total, alive = pat.count(old, groups)
+    k = max(0, round(sparsity * total) - (total - alive))
+    new = pat.masks([params[n] for n in names], k, scores=None, old=old, groups=groups)
     for n, m in zip(names, new):
         masks[n].copy_(m)
     masks.apply(model, optimizer)

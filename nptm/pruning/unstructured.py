@@ -1,5 +1,6 @@
 """Unstructured pruning through criterion scores: one global top-k (magnitude, LAMP, random, ...), a top-k per
-layer, on the alive weights, with ``ops.global_magnitude_masks``, or N:M groups; IMP step sizes."""
+layer, on the alive weights, with ``ops.global_magnitude_masks``, of single weights or of the blocks of a
+pattern (``nptm.pruning.patterns``: Kx1 blocks, N:M groups); IMP step sizes."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -7,12 +8,11 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from nptm import ops
 from nptm.pruning.criteria import CRITERIA, Criterion
 from nptm.pruning.criteria.base import check_finite
 from nptm.pruning.criteria.magnitude import Magnitude
 from nptm.pruning.masks import Masks, named_parameters, prunable_weights
-from nptm.pruning.semi_structured import n_m_mask, parse_pattern
+from nptm.pruning.patterns import Blocks, as_pattern, layer_groups
 
 
 def criterion_instance(criterion: str | Criterion) -> Criterion:
@@ -38,9 +38,12 @@ def prune_unstructured(
     Weights pruned in ``masks`` stay pruned; given ``masks`` also choose the prunable weights (else
     ``prunable_weights(model, include_linear)``). The returned masks (old and new prunes together) are
     already applied to the model's weights; call ``masks.apply(model, optimizer)`` to clear an
-    optimizer's buffers too. ``loader``: calibration batches for data-aware criteria. ``pattern`` "N:M": instead
-    of a top-k, the N lowest of every M consecutive input weights of each layer (``amount`` is then ignored).
+    optimizer's buffers too. ``loader``: calibration batches for data-aware criteria. ``pattern``
+    (``nptm.pruning.patterns``): "1x1" or None single weights; "Kx1" whole blocks of K consecutive output channels
+    at one input weight, scored by the sum of their scores, k = round(amount * alive blocks); "N:M" the N lowest
+    of every M consecutive input weights of each layer (``amount`` is then ignored).
     """
+    pat = as_pattern(pattern)
     crit = criterion_instance(criterion)
     if crit.structured:
         raise ValueError(f"criterion {type(crit).__name__} scores channels; use structured pruning")
@@ -59,23 +62,15 @@ def prune_unstructured(
     names = list(params)
     weights = [params[n] for n in names]
     old = [masks[n] for n in names]
-    if isinstance(crit, Magnitude) and pattern is None:  # the kernel's own |w| path
+    if isinstance(crit, Magnitude):  # |w|, computed by the pattern (the kernel's own for single weights)
         scores = None
-    elif isinstance(crit, Magnitude):
-        scores = [w.detach().abs() for w in weights]
     else:
         with torch.no_grad() if not crit.needs_data else torch.enable_grad():
             by_name = crit.scores(model, params, loader=loader, generator=generator)
         scores = [by_name[n] for n in names]
     with torch.no_grad():
-        if pattern is not None:
-            n, m = parse_pattern(pattern)
-            new = [n_m_mask(s, n, m, o) for s, o in zip(scores, old)]
-        elif per_layer:
-            new = [ops.global_magnitude_masks([w], amount, masks=[m], scores=None if scores is None else [s])[0]
-                   for w, m, s in zip(weights, old, scores or [None] * len(weights))]
-        else:
-            new = ops.global_magnitude_masks(weights, amount, masks=old, scores=scores)
+        groups = layer_groups(model, names) if isinstance(pat, Blocks) and pat.k > 1 else [1] * len(names)
+        new = pat.masks(weights, amount, scores=scores, old=old, groups=groups, per_layer=per_layer)
         result = Masks(dict(zip(names, new)))
         result.apply(model)
     return result

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from nptm.data import DATASETS, get_dataset
@@ -26,6 +24,7 @@ from nptm.study.presets import PRESETS, preset_values
 from nptm.train.optim import OPTIMIZERS
 from nptm.train.precision import PRECISIONS
 from nptm.utils.errors import ConfigError
+from nptm.utils.files import load_config_file
 
 __all__ = ["ConfigError", "StudyConfig", "SECTIONS", "STUDY_SECTIONS", "RUNTIME", "build_parser", "parse_args"]
 
@@ -92,6 +91,11 @@ class PruningOptions:
     round_to: int = opt(1, "filter pruners: channels kept per group rounded down to a multiple of this (8: tensor cores)")
     ignore: tuple[str, ...] = opt(("<classifier>",), "filter pruners: layer-name patterns (fnmatch or module prefix) "
                                                      "whose channels are kept; <classifier>: the output layer")
+    pattern: tuple[str, ...] = opt(("1x1",), "what unstructured pruners (one-shot, IMP, BIMP, GMP, the sparse-training "
+                                   "methods' projection) remove together, comma separated, each run like a --sparsity: "
+                                   "1x1 single weights; Kx1 blocks of K consecutive output channels at one input "
+                                   "weight (2x1, 4x1, 8x1), scored by the sum of the criterion's scores",
+                                   metavar="Kx1[,...]")
     nm_pattern: str = opt("2:4", "--pruner nm: prune N of every M consecutive input weights of each layer (2:4: the "
                                  "format of GPUs' sparse tensor cores, torch.sparse.to_sparse_semi_structured)",
                           metavar="N:M")
@@ -358,23 +362,6 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar = f.metadata.get("metavar") or name + ("[,...]" if is_tuple else "")
                 group.add_argument(flag, type=str, metavar=metavar, help=help_)
     return p
-
-
-def load_config_file(path: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        text = Path(path).read_text()
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-    except (ValueError, yaml.YAMLError) as e:
-        raise ConfigError(f"malformed config file {path}: {str(e).splitlines()[0]}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"malformed config file {path}: expected a mapping at the top level")
-    return data
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[StudyConfig, set[str]]:

@@ -88,17 +88,19 @@ def example_input(model: nn.Module, input_shape: Sequence[int] | None) -> torch.
 @torch.no_grad()
 def prune_step(model: nn.Module, masks: Masks | None, pruner: Pruner, amount, *, include_linear: bool,
                generator: torch.Generator, round_to: int = 1, ignore: Sequence[str] = ("<classifier>",),
-               input_shape: Sequence[int] | None = None, loader=None) -> tuple[nn.Module, Masks | None, float]:
+               input_shape: Sequence[int] | None = None, loader=None,
+               pattern: str | None = None) -> tuple[nn.Module, Masks | None, float]:
     """(pruned copy of ``model``, its masks or None, ALLR's d1 for this step). ``amount``: the fraction of the
     remaining weights (filter pruners: the ratio of every channel group, or layer -> ratio, traced at
-    ``input_shape`` with ``round_to`` and ``ignore``). ``loader``: calibration batches for data-aware criteria."""
+    ``input_shape`` with ``round_to`` and ``ignore``). ``loader``: calibration batches for data-aware criteria.
+    ``pattern``: what a masking pruner removes together ("4x1" blocks, ``nptm.pruning.patterns``)."""
     before = [w.detach().clone() for w in prunable_weights(model, include_linear).values()]
     if pruner.structured:
         pruned, new_masks = pruner.prune(model, amount, generator=generator, loader=loader, round_to=round_to,
                                          ignore=tuple(ignore), example_input=example_input(model, input_shape))
     else:
         pruned, new_masks = pruner.prune(model, amount, masks=masks, include_linear=include_linear,
-                                         generator=generator, loader=loader)
+                                         generator=generator, loader=loader, pattern=pattern)
     after = list(prunable_weights(pruned, include_linear).values())
     if pruner.structured:
         fraction = 1.0 - sum(w.numel() for w in after) / sum(w.numel() for w in before)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from nptm.models import build_model, filter_preset
 from nptm.pruning import PRUNERS, Pruner
+from nptm.pruning.patterns import UNSTRUCTURED
 from nptm.study.config import StudyConfig
 from nptm.study.measure import measure
 from nptm.study.records import Record
@@ -23,7 +24,7 @@ from nptm.study.units import Target, Unit
 
 # fields that decide which units a study has, not what any unit computes; the options of pruning-stable methods
 # are part of the units that use them
-SET_FIELDS = {"pruning": ("pruner", "sparsity", "filter_config", "bimp"), "schedule": ("schedules",),
+SET_FIELDS = {"pruning": ("pruner", "sparsity", "pattern", "filter_config", "bimp"), "schedule": ("schedules",),
               "training": ("seeds", "retrain_epochs", "scratch")}
 
 
@@ -82,7 +83,8 @@ class Planner:
         return f"s{seed}/{pruner.name}-{target.label}/{name}" + (f"-rt{budget}" if several else "")
 
     def targets(self, pruner: Pruner) -> list[Target]:
-        """The pruner's targets: its strategy's own, or a filter preset, or each --sparsity."""
+        """The pruner's targets: its strategy's own, or a filter preset, or each --sparsity (masking pruners: in
+        each --pattern, its label suffixed with the pattern unless that is single weights)."""
         own = STRATEGIES[pruner.algorithm].targets(self.cfg, pruner)
         if own is not None:
             return own
@@ -90,7 +92,10 @@ class Planner:
         if pruner.structured and p.filter_config:
             ratios = filter_preset(self.cfg.model.model, p.filter_config)(build_model(self.cfg.model.model, 10))
             return [Target(p.filter_config, p.filter_config, tuple(sorted(ratios.items())))]
-        return [Target(fmt_target(s), s) for s in p.sparsity]
+        if pruner.structured:
+            return [Target(fmt_target(s), s) for s in p.sparsity]
+        return [Target(fmt_target(s) + ("" if pat == UNSTRUCTURED else f"-{pat}"), s, pattern=pat)
+                for pat in p.pattern for s in p.sparsity]
 
 
 BIMP_PRUNER = "magnitude"  # BIMP's pruner when the study lists no unstructured one-shot pruner

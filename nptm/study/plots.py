@@ -8,7 +8,10 @@
   pruner (Fig. 3/7);
 - ``random_vs_methodical.png``: random pruning + restarting schedules against methodical pruning + FT (§4.2);
 - ``speedup.png`` (when latency was measured): the measured CPU speedup of each run's deployed model against its
-  theoretical (FLOPs) speedup, per batch size, and top-1 against the measured speedup.
+  theoretical (FLOPs) speedup, per batch size, and top-1 against the measured speedup;
+- ``front.png`` (when latency was measured): the accuracy/speed front, top-1 against the measured latency of the
+  deployed model for every (pruner, pattern, target, schedule), a panel per batch size, the dense model and the
+  runs no other beats in both joined by the front line.
 
 Bar charts zoom their y axis onto the bars (the papers' differences vanish on a 0-100 axis) and say so.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from nptm.study.records import group_runs, mean_std, measured_speedups
+from nptm.study.records import group_runs, mean_std, measured_speedups, pruner_label
 
 MARKERS = "osD^v<>p*h"
 
@@ -59,9 +62,11 @@ def _top1(runs) -> tuple[float, float]:
 
 
 def _properties(pruner: str) -> tuple[bool, bool]:
-    """(random, structured) of a pruner name; a pruner no longer installed counts as methodical unstructured."""
+    """(random, structured) of a pruner name or label ("magnitude 4x1"); a pruner no longer installed counts as
+    methodical unstructured."""
     from nptm.pruning import PRUNERS
 
+    pruner = pruner.split(" ")[0]
     return (PRUNERS[pruner].random, PRUNERS[pruner].structured) if pruner in PRUNERS else (False, False)
 
 
@@ -240,10 +245,10 @@ def plot_speedup(records: Sequence[dict[str, Any]], path: Path) -> bool:
         return False
     plt = _pyplot()
     batches = sorted({b for r in runs for b in measured_speedups(r)})
-    pruners = list(dict.fromkeys(r["pruner"] for r in runs))
+    pruners = list(dict.fromkeys(map(pruner_label, runs)))
     fig, (ax, acc) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, pruner in enumerate(pruners):
-        mine = [r for r in runs if r["pruner"] == pruner]
+        mine = [r for r in runs if pruner_label(r) == pruner]
         for j, b in enumerate(batches):
             pts = [(r["speedup"], measured_speedups(r)[b]) for r in mine if b in measured_speedups(r)]
             ax.scatter(*zip(*pts), color=f"C{i % 10}", marker=MARKERS[j % len(MARKERS)], s=22,
@@ -262,6 +267,64 @@ def plot_speedup(records: Sequence[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def latencies(record: dict[str, Any], dense: bool = False) -> dict[int, float]:
+    """Batch size -> the measured latency (ms) of a run's deployed model (``dense``: of the dense one beside it)."""
+    prefix = "latency_dense_b" if dense else "latency_b"
+    return {int(k[len(prefix):-3]): v for k, v in record.items()
+            if k.startswith(prefix) and k.endswith("_ms") and k[len(prefix):-3].isdigit()}
+
+
+def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other beats in both (lower latency and higher top-1), by latency."""
+    out: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not out or y > out[-1][1]:
+            out.append((x, y))
+    return out
+
+
+def plot_front(records: Sequence[dict[str, Any]], path: Path) -> bool:
+    """Top-1 (mean ± std over seeds) against the measured latency of the deployed model (mean, ms) for every
+    (pruner, pattern, target, schedule, budget): a colour per pruner and pattern, a marker per schedule, the target
+    written beside each point, a panel per batch size; the dense model (its latency measured beside each run) as a
+    black star; the front (no other point both faster and more accurate) dashed. False without measurements."""
+    runs = [r for r in records if r["kind"] != "dense" and latencies(r)]
+    if not runs:
+        return False
+    plt = _pyplot()
+    batches = sorted({b for r in runs for b in latencies(r)})
+    groups = group_runs(runs)
+    labels = list(dict.fromkeys(k[1] for k in groups))
+    schedules = list(dict.fromkeys(k[3] for k in groups))
+    dense_top1 = _dense(records)
+    fig, axes = _grid(plt, len(batches), width=6.5, height=4.8, cols=2)
+    for ax, b in zip(axes, batches):
+        points, shown = [], set()
+        for (_, label, target, schedule, _), mine in groups.items():
+            mine = [r for r in mine if b in latencies(r)]
+            if not mine:
+                continue
+            x = mean_std([latencies(r)[b] for r in mine])[0]
+            m, s = _top1(mine)
+            i, j = labels.index(label), schedules.index(schedule)
+            ax.errorbar([x], [m], yerr=[s], color=f"C{i % 10}", marker=MARKERS[j % len(MARKERS)], capsize=2,
+                        markersize=5, linestyle="none", label=None if (i, j) in shown else f"{label}, {schedule}")
+            ax.annotate(target, (x, m), textcoords="offset points", xytext=(4, 3), fontsize=6, color=f"C{i % 10}")
+            shown.add((i, j))
+            points.append((x, m))
+        dense_ms = [latencies(r, dense=True)[b] for r in runs if b in latencies(r, dense=True)]
+        if dense_ms and dense_top1 is not None:
+            x = mean_std(dense_ms)[0]
+            ax.scatter([x], [dense_top1], color="k", marker="*", s=90, zorder=3, label="dense")
+            points.append((x, dense_top1))
+        ax.plot(*zip(*_front(points)), "k--", linewidth=1, alpha=0.6, label="front")
+        ax.set(xlabel=f"measured CPU latency at batch {b} (ms, deployed model)", ylabel="top-1 (%)",
+               title=f"accuracy against measured latency, batch {b}")
+        ax.legend(fontsize=6, ncol=2)
+    _save(plt, fig, path)
+    return True
+
+
 def write_plots(out: Path, records: Sequence[dict[str, Any]]) -> list[Path]:
     """Every figure that the records can fill, into ``out``; returns their paths."""
     paths = [out / "lr_schedules.png", out / "accuracy.png"]
@@ -274,7 +337,8 @@ def write_plots(out: Path, records: Sequence[dict[str, Any]]) -> list[Path]:
     if len({str(r["sparsity_target"]) for r in runs}) > 1:
         paths.append(out / "accuracy_vs_sparsity.png")
         plot_accuracy_vs_sparsity(records, paths[-1])
-    for name, plot in (("random_vs_methodical.png", plot_random_vs_methodical), ("speedup.png", plot_speedup)):
+    for name, plot in (("random_vs_methodical.png", plot_random_vs_methodical), ("speedup.png", plot_speedup),
+                       ("front.png", plot_front)):
         if plot(records, out / name):
             paths.append(out / name)
     return paths

@@ -49,10 +49,13 @@ class Record:
     lr_trace: dict[str, list] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)  # measured CPU inference (nptm.study.measure)
+    pattern: str | None = None  # what the pruner removed together: "1x1", "4x1", "2:4" (None: dense, channels)
 
     def to_json(self, world_size: int, config: dict[str, Any]) -> dict[str, Any]:
         base = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("measures", "summary", "details", "lr_trace", "retrain_epochs", "latency")}
+                if f.name not in ("measures", "summary", "details", "lr_trace", "retrain_epochs", "latency", "pattern")}
+        items = list(base.items())  # the pattern right after the sparsity target
+        base = {**dict(items[:5]), "pattern": self.pattern or "-", **dict(items[5:])}
         if self.retrain_epochs is not None:
             base["retrain_epochs"] = self.retrain_epochs
         times = {k: base.pop(k) for k in ("time_prune_s", "time_train_s", "time_eval_s")}
@@ -107,12 +110,24 @@ def _si(n: float) -> str:
     return f"{n:.0f}"
 
 
+def shown_pattern(record: dict[str, Any]) -> str | None:
+    """A run's pattern where tables and figures name it: None for single weights, channels or an N:M target."""
+    pattern = record.get("pattern", "-")
+    return None if pattern in ("-", "1x1", str(record["sparsity_target"])) else pattern
+
+
+def pruner_label(record: dict[str, Any]) -> str:
+    """The pruner as tables and figures name it: with its pattern unless that is single weights ("magnitude 4x1")."""
+    pattern = shown_pattern(record)
+    return record["pruner"] if pattern is None else f"{record['pruner']} {pattern}"
+
+
 def group_runs(records: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    """(kind, pruner, sparsity target, schedule, retraining budget or None) -> the runs of every seed, in
-    first-seen order."""
+    """(kind, pruner label, sparsity target, schedule, retraining budget or None) -> the runs of every seed, in
+    first-seen order (the label carries a block pattern: ``pruner_label``)."""
     groups: dict[tuple, list] = defaultdict(list)
     for r in records:
-        groups[(r["kind"], r["pruner"], str(r["sparsity_target"]), r["schedule"], r.get("retrain_epochs"))].append(r)
+        groups[(r["kind"], pruner_label(r), str(r["sparsity_target"]), r["schedule"], r.get("retrain_epochs"))].append(r)
     return groups
 
 
@@ -135,24 +150,25 @@ def speedup_spread(records: Sequence[dict[str, Any]], batch: int) -> str:
 
 
 def summary_table(records: Sequence[dict[str, Any]]) -> str:
-    """One row per (pruner, sparsity, schedule): top-1 mean ± sample std over seeds, and costs (means); the
+    """One row per (pruner, sparsity, pattern, schedule): top-1 mean ± sample std over seeds, and costs (means); the
     theoretical speedup (dense/effective FLOPs) beside the measured one (CPU, the deployed model, per batch size:
     mean of the runs' median ratios, with the min-max of the round-by-round ratios in brackets)."""
     batches = sorted({b for r in records for b in measured_speedups(r)})
-    head = ("pruner", "target", "schedule", "T_rt", "seeds", "top-1 %", "pruned %", "sparsity", "params", "eff. FLOPs",
-            "speedup", *(["measured " + "/".join(f"b{b}" for b in batches)] if batches else []), "epochs", "time s")
+    head = ("pruner", "target", "pattern", "schedule", "T_rt", "seeds", "top-1 %", "pruned %", "sparsity", "params",
+            "eff. FLOPs", "speedup", *(["measured " + "/".join(f"b{b}" for b in batches)] if batches else []), "epochs", "time s")
     rows = []
-    for (kind, pruner, target, schedule, budget), runs in group_runs(records).items():
+    for (kind, _, target, schedule, budget), runs in group_runs(records).items():
         top1, std = mean_std([100 * r["top1"] for r in runs])
         pruned = [100 * r["pruned_top1"] for r in runs if "pruned_top1" in r]
         avg = lambda k: sum(r[k] for r in runs) / len(runs)  # noqa: E731
         measured = [speedup_spread(runs, b) if all(b in measured_speedups(r) for r in runs) else "-" for b in batches]
         cells = ["/".join(measured)] if batches else []
-        rows.append((pruner, target if kind != "dense" else "-", schedule, "-" if budget is None else str(budget),
+        rows.append((runs[0]["pruner"], target if kind != "dense" else "-", runs[0].get("pattern", "-"), schedule,
+                     "-" if budget is None else str(budget),
                      str(len(runs)), f"{top1:.2f} ± {std:.2f}", f"{sum(pruned) / len(pruned):.2f}" if pruned else "-",
                      f"{avg('sparsity'):.4f}", _si(avg("params_nonzero")), _si(avg("flops_effective")),
                      f"{avg('speedup'):.2f}x", *(c if kind != "dense" else "-" for c in cells), str(runs[0]["epochs"]),
                      f"{avg('time_total_s'):.1f}"))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    line = lambda cells: "  ".join(c.rjust(w) if i >= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])

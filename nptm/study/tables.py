@@ -3,9 +3,9 @@ best cell of each column marked.
 
 - ``schedule_tables``: one table per sparsity target, a row per (pruner, budget T_rt), a column per schedule (and
   BIMP, GMP, SFP, Scratch, ...), cells top-1 mean ± sample std over seeds (Le & Hua 2021's layout);
-- ``speed_table``: a row per (pruner, target): the theoretical (FLOPs) speedup beside the measured CPU speedup of
-  the deployed model (``nptm.sparsify``'d where that is faster at every batch size, or shrunk, or dense) at each
-  batch size with its spread over the timing rounds, and the engine that ran it;
+- ``speed_table``: a row per (pruner, pattern, target): its pattern, the theoretical (FLOPs) speedup beside the
+  measured CPU speedup of the deployed model (``nptm.sparsify``'d where that is faster at every batch size, or
+  shrunk, or dense) at each batch size with its spread over the timing rounds, and the engine that ran it;
 - ``budget_table``: the 2023 paper's Table 2 for studies that run pruning-stable methods: a row per method that
   prunes within the budget T (BIMP, GMP, GSM, DPF, DNW, STR, CS, LC), for each sparsity its top-1, theoretical
   speedup and the sparsity the method reached (before the projection onto the target), and training images/s.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from nptm.study.records import group_runs, mean_std, measured_speedups, speedup_spread
+from nptm.study.records import group_runs, mean_std, measured_speedups, pruner_label, shown_pattern, speedup_spread
 
 WITHIN_BUDGET = ("bimp", "gmp", "sparse-training")  # record kinds that prune within the total budget T
 
@@ -61,8 +61,9 @@ def schedule_tables(records: Sequence[dict[str, Any]]) -> list[Table]:
 
 def _method(record: dict[str, Any], several_budgets: bool) -> str:
     if record["kind"] == "bimp":
-        return f"BIMP ({record['pruner']}" + (f", T_rt {record.get('retrain_epochs')})" if several_budgets else ")")
-    return record["schedule"]
+        return f"BIMP ({pruner_label(record)}" + (f", T_rt {record.get('retrain_epochs')})" if several_budgets else ")")
+    pattern = shown_pattern(record)
+    return record["schedule"] + (f" ({pattern})" if pattern else "")
 
 
 def budget_table(records: Sequence[dict[str, Any]]) -> Table | None:
@@ -103,10 +104,11 @@ def speed_table(records: Sequence[dict[str, Any]]) -> Table | None:
     batches = sorted({b for r in runs for b in measured_speedups(r)})
     table = Table("measured CPU speedup of the deployed model over the dense one (mean over runs of the median ratio; "
                   "in brackets the min-max of the round-by-round ratios)", "pruner, target",
-                  ["theoretical", *(f"batch {b}" for b in batches), "engine"])
-    for pruner, target in dict.fromkeys((r["pruner"], str(r["sparsity_target"])) for r in runs):
-        mine = [r for r in runs if (r["pruner"], str(r["sparsity_target"])) == (pruner, target)]
-        table.rows.append((f"{pruner}, {target}", [f"{mean_std([r['speedup'] for r in mine])[0]:.2f}x",
+                  ["pattern", "theoretical", *(f"batch {b}" for b in batches), "engine"])
+    key = lambda r: (r["pruner"], r.get("pattern", "-"), str(r["sparsity_target"]))  # noqa: E731
+    for pruner, pattern, target in dict.fromkeys(map(key, runs)):
+        mine = [r for r in runs if key(r) == (pruner, pattern, target)]
+        table.rows.append((f"{pruner}, {target}", [pattern, f"{mean_std([r['speedup'] for r in mine])[0]:.2f}x",
                                                    *(speedup_spread(mine, b) for b in batches),
                                                    "/".join(sorted({r.get("inference_engine", "-") for r in mine}))]))
     return table

@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 class Target:
     """A pruning target: ``label`` names it in runs ("0.9", a PFEC preset's "A", an N:M pattern "2:4"), ``value``
     is the records' ``sparsity_target`` (the float, or the name), ``fixed`` a one-shot amount given in another form
-    than a sparsity: a preset resolved to (layer, ratio) pairs, or the N:M pattern."""
+    than a sparsity: a preset resolved to (layer, ratio) pairs, or the N:M pattern. ``pattern``: what a masking
+    pruner removes together (``nptm.pruning.patterns``: "1x1", "4x1", the N:M pattern; None for channel pruners)."""
 
     label: str
     value: float | str
     fixed: tuple[tuple[str, float], ...] | str | None = None
+    pattern: str | None = None
 
     @property
     def amount(self) -> float | dict[str, float] | str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from nptm.data import DATASETS, get_dataset
+from nptm.pruning.patterns import Blocks, as_pattern
 from nptm.pruning.pruners import PRUNERS
 from nptm.schedules import schedule_kind
 from nptm.study.config import ConfigError, DataOptions, StudyConfig, repr_value
@@ -40,7 +41,8 @@ def validate(cfg: StudyConfig) -> None:
         raise ConfigError(f"--seeds must be distinct non-negative integers, got {t.seeds}")
     if s.milestones is not None and not all(0 < m < 1 for m in s.milestones):
         raise ConfigError(f"--milestones must be fractions in (0, 1), got {s.milestones}")
-    for name, v in [("pruner", p.pruner), ("sparsity", p.sparsity), ("schedules", s.schedules), ("retrain-epochs", budgets)]:
+    for name, v in [("pruner", p.pruner), ("sparsity", p.sparsity), ("pattern", p.pattern), ("schedules", s.schedules),
+                    ("retrain-epochs", budgets)]:
         if len(set(v)) != len(v):
             raise ConfigError(f"--{name} lists a value twice: {v}")
     longest = max(budgets, default=0)
@@ -48,6 +50,16 @@ def validate(cfg: StudyConfig) -> None:
         problem = schedule_kind(name).problem(longest, t.epochs) if t.epochs is not None else None
         if problem:
             raise ConfigError(f"--schedules {name}: {problem} (--retrain-epochs {longest}, --epochs {t.epochs})")
+    for pattern in p.pattern:
+        try:
+            blocks = isinstance(as_pattern(pattern), Blocks)
+        except ValueError as e:
+            raise ConfigError(f"--pattern: {e}") from None
+        if not blocks:
+            raise ConfigError(f"--pattern {pattern}: N:M masks are the pruner nm (--pruner nm --nm-pattern {pattern})")
+    masking = [n for n in p.pruner if not PRUNERS[n].structured and PRUNERS[n].algorithm != "n_m"]
+    if p.pattern != ("1x1",) and not masking and not p.bimp:
+        raise ConfigError(f"--pattern applies to pruners that mask weights; {', '.join(p.pruner)} do not")
     if p.round_to < 1:
         raise ConfigError(f"--round-to must be a positive integer, got {p.round_to}")
     if len(p.gmp_window) != 2 or not 0 <= p.gmp_window[0] <= p.gmp_window[1] <= 1:

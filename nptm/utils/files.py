@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a process killed mid-write) never sees a partial file."""
+"""Atomic file writes (a reader, or a process killed mid-write, never sees a partial file) and config files read
+with one-line errors."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, IO
+
+from nptm.utils.errors import ConfigError
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
@@ -34,3 +37,21 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
 def atomic_write_json(path: str | Path, data: Any, indent: int | None = 1) -> None:
     text = json.dumps(data, indent=indent).encode()
     atomic_write(path, lambda f: f.write(text))
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML or JSON file ({} when empty); a one-line ConfigError for anything else."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except (ValueError, yaml.YAMLError) as e:
+        raise ConfigError(f"malformed config file {path}: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"malformed config file {path}: expected a mapping at the top level")
+    return data

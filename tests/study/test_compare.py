@@ -72,7 +72,7 @@ def test_report_tables_figures_and_best_marks(comparison, tmp_path):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     md = (out / "report.md").read_text()
     (columns, rows), (speed_columns, speed_rows) = _md_tables(md)
-    assert speed_columns == ["pruner, target", "theoretical", "batch 1", "batch 64", "engine"]
+    assert speed_columns == ["pruner, target", "pattern", "theoretical", "batch 1", "batch 64", "engine"]
     assert len(speed_rows) == len(PRUNERS) + 1  # and GMP
     assert columns[1:] == SCHEDULES + ["BIMP", "GMP"] and len(rows) == 2 * len(PRUNERS) + 1
     for j, col in enumerate(columns[1:], 1):

@@ -26,7 +26,8 @@ training, with no retraining after (the 2023 paper's Table 2). One file per meth
   holds only its options and what ``prepare`` was told.
 - ``finish(model)`` removes the reparametrization and the buffers, leaves the weights the method ends with
   (for methods whose sparsity is reached rather than set, STR and CS, their own zeros), projects them onto
-  exactly round(s * N) pruned weights by one global magnitude top-k, and returns the masks (bound to the model,
+  exactly round(s * N) pruned weights by one global magnitude top-k (``finish(model, pattern="4x1")``: onto
+  round(s * blocks) pruned Kx1 blocks, ``nptm.pruning.patterns``), and returns the masks (bound to the model,
   weights already masked) with the sparsity the method had reached before that projection (the target for
   methods that set it). If a method over-shoots, the masks keep some zero weights.
 """
@@ -41,6 +42,7 @@ from torch.nn.utils import parametrize
 
 from nptm import ops
 from nptm.pruning.masks import Masks, prunable_weights, unwrap
+from nptm.pruning.patterns import Blocks, as_pattern, layer_groups
 from nptm.utils.registry import Registry
 
 
@@ -94,14 +96,21 @@ class SparseTraining:
         return groups
 
     @torch.no_grad()
-    def finish(self, model: nn.Module) -> Finished:
-        """Plain weights projected onto exactly the target sparsity: (masks, sparsity reached before that)."""
+    def finish(self, model: nn.Module, pattern: str | None = None) -> Finished:
+        """Plain weights projected onto exactly the target sparsity: (masks, sparsity reached before that).
+        ``pattern`` "Kx1": the projection prunes round(s * blocks) whole blocks (``nptm.pruning.patterns``)."""
         model = unwrap(model)
         self._finalize(model)
         params = prunable_weights(model, self.include_linear)
         weights = list(params.values())
         reached = zero_fraction(weights) if self.reaches_sparsity else self.sparsity
-        masks = Masks(dict(zip(params, magnitude_masks(weights, self.pruned)))).bind(model)
+        pat = as_pattern(pattern)
+        if not isinstance(pat, Blocks):
+            raise ValueError(f"{self.name}: the projection prunes single weights or Kx1 blocks, not {pat.name!r}")
+        kept = magnitude_masks(weights, self.pruned) if pat.k == 1 else pat.masks(
+            weights, self.sparsity, scores=None, old=[torch.ones_like(w, dtype=torch.bool) for w in weights],
+            groups=layer_groups(model, list(params)))
+        masks = Masks(dict(zip(params, kept))).bind(model)
         masks.apply(model)
         return Finished(masks, reached)
 

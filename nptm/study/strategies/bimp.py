@@ -35,5 +35,5 @@ class BIMP(Unit):
         fields["time_eval_s"] += pre["time_eval_s"]
         fields["details"]["bimp_initial_epochs"] = t0
         record = Record(self.run, "bimp", self.seed, self.pruner, self.target.value, "BIMP", ctx.cfg.training.epochs,
-                        iters_per_epoch, retrain_epochs=self.budget, **fields)
+                        iters_per_epoch, retrain_epochs=self.budget, pattern=self.target.pattern, **fields)
         return {"record": ctx.record(record, model, masks, data)}

@@ -21,14 +21,14 @@ from nptm.utils.errors import ConfigError
 class GrowMasks(Callback):
     """Trainer callback: after each optimizer step on the ramp, grow the (in-place) masks to the ramp's sparsity."""
 
-    def __init__(self, ramp: GMPRamp, masks: Masks, include_linear: bool):
-        self.ramp, self.masks, self.include_linear = ramp, masks, include_linear
+    def __init__(self, ramp: GMPRamp, masks: Masks, include_linear: bool, pattern: str | None = None):
+        self.ramp, self.masks, self.include_linear, self.pattern = ramp, masks, include_linear, pattern
 
     def on_step_end(self, trainer, step, loss) -> None:
         target = self.ramp.sparsity_at(trainer.iteration)
         if target is not None:
             prune_to_sparsity(trainer.model, self.masks, target, include_linear=self.include_linear,
-                              optimizer=trainer.optimizer)
+                              optimizer=trainer.optimizer, pattern=self.pattern)
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,11 @@ class GradualMagnitudeRun(Unit):
         except ValueError as e:
             raise ConfigError(f"--gmp-window {p.gmp_window[0]:g},{p.gmp_window[1]:g}: {e}") from None
         model, summary = ctx.train(self, None, model, masks, schedule, epochs, data,
-                                   first=[GrowMasks(ramp, masks, p.include_linear)])
+                                   first=[GrowMasks(ramp, masks, p.include_linear, self.target.pattern)])
         record = Record(self.run, "gmp", self.seed, self.pruner, self.target.value, "GMP", epochs, iters_per_epoch,
                         measure(model, masks, ctx.baseline(data)), summary, time_train_s=summary["time_train_s"],
                         time_eval_s=summary["time_eval_s"], lr_trace=subsample_trace(schedule.lrs()),
-                        details={"gmp_ramp": dataclasses.asdict(ramp)})
+                        details={"gmp_ramp": dataclasses.asdict(ramp)}, pattern=self.target.pattern)
         return {"record": ctx.record(record, model, masks, data)}
 
 

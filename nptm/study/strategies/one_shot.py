@@ -28,7 +28,7 @@ def prune_and_evaluate(ctx, unit: Unit, data, model, masks: Masks | None, pruner
     (pruned, masks, d1), prune_s = timed(
         prune_step, model, masks, pruner, amount, include_linear=p.include_linear,
         generator=seeded_generator(unit.seed, key), round_to=p.round_to, ignore=p.ignore,
-        input_shape=ctx.baseline(data).input_shape, loader=loader)
+        input_shape=ctx.baseline(data).input_shape, loader=loader, pattern=unit.target.pattern)
     # rank 0's pruned weights and masks everywhere (they agree unless a kernel broke a tie differently)
     distributed.broadcast_module(pruned)
     distributed.broadcast_masks(masks)
@@ -120,7 +120,7 @@ class Retraining(Unit):
         cycles = len(self.target.amounts(ctx.cfg.pruning.iterations))
         epochs = cycles * self.budget if schedule_kind(self.schedule).retrains else 0
         record = Record(self.run, "retrain", self.seed, self.pruner, self.target.value, self.schedule, epochs,
-                        len(data.train), retrain_epochs=self.budget, **fields)
+                        len(data.train), retrain_epochs=self.budget, pattern=self.target.pattern, **fields)
         return {"record": ctx.record(record, model, masks, data)}
 
 
@@ -165,7 +165,8 @@ class SemiStructured(OneShot):
     """N:M masks (``--nm-pattern``), one-shot: the pattern is the target, whatever --sparsity says."""
 
     def targets(self, cfg, pruner) -> list[Target]:
-        return [Target(cfg.pruning.nm_pattern, cfg.pruning.nm_pattern, cfg.pruning.nm_pattern)]
+        nm = cfg.pruning.nm_pattern
+        return [Target(nm, nm, nm, pattern=nm)]
 
     def supports_bimp(self, pruner) -> bool:
         return False

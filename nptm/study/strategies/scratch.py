@@ -37,7 +37,8 @@ class Scratch(Unit):
         shape_of, one_shot, _ = prune_step(dense_model, None, pruner, self.target.amount, include_linear=p.include_linear,
                                            generator=seeded_generator(self.seed, f"{self.run}/prune"),
                                            round_to=p.round_to, ignore=p.ignore,
-                                           input_shape=ctx.baseline(data).input_shape, loader=loader)
+                                           input_shape=ctx.baseline(data).input_shape, loader=loader,
+                                           pattern=self.target.pattern)
         if pruner.structured:
             torch.manual_seed(mix_seed(self.seed, stream_id(f"{self.run}/init")))
             model, masks = reinitialize(shape_of), None
@@ -64,5 +65,5 @@ class Scratch(Unit):
         record = Record(self.run, self.variant, self.seed, self.pruner, self.target.value, self.variant, epochs,
                         len(data.train), measure(model, masks, base), summary, retrain_epochs=self.budget,
                         time_train_s=summary["time_train_s"], time_eval_s=summary["time_eval_s"],
-                        lr_trace=subsample_trace(schedule.lrs()))
+                        lr_trace=subsample_trace(schedule.lrs()), pattern=self.target.pattern)
         return {"record": ctx.record(record, model, masks, data)}

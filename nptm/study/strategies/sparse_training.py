@@ -36,7 +36,7 @@ class SparseTrainingRun(Unit):
         schedule = original_schedule(ctx.original, iters, self.pruner.upper())
         model, summary = ctx.train(self, None, model, None, schedule, epochs, data, first=[method],
                                    param_groups=method.param_groups(model, t.weight_decay))
-        masks, reached = method.finish(model)
+        masks, reached = method.finish(model, pattern=self.target.pattern)
         ev, eval_s = ctx.evaluate(model, data)  # the projected model is the result
         summary = {**summary, "top1": ev["top1"], "loss": ev["loss"]}
         record = Record(self.run, "sparse-training", self.seed, self.pruner, self.target.value, self.pruner.upper(),
@@ -44,7 +44,7 @@ class SparseTrainingRun(Unit):
                         time_train_s=summary["time_train_s"], time_eval_s=summary["time_eval_s"] + eval_s,
                         lr_trace=subsample_trace(schedule.lrs()),
                         details={"reached_sparsity": reached, "top1_before_projection": summary_top1(summary),
-                                 "method_options": dict(self.options)})
+                                 "method_options": dict(self.options)}, pattern=self.target.pattern)
         return {"record": ctx.record(record, model, masks, data)}
 
 
