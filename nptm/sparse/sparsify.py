@@ -1,6 +1,7 @@
 """``sparsify``: a pruned model rewritten for CPU inference. Traced with torch.fx (BatchNorm folded, each
-conv/linear sparse where measured faster, residual adds and ReLUs fused into the sparse layers); a model
-torch.fx cannot trace keeps its Python code and gets only the per-layer replacement."""
+conv/linear sparse where measured faster, residual adds and ReLUs fused into the sparse layers, each rewrite
+under the conditions ``graph`` states); a model torch.fx cannot trace faithfully (``tracing.trace``) keeps its
+Python code and gets only the per-layer replacement, except for layers whose weights it reads elsewhere."""
 from __future__ import annotations
 
 import copy
@@ -8,12 +9,12 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import Tensor, fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch import Tensor, nn
 
 from nptm.pruning.masks import Masks, unwrap
 from nptm.sparse.choose import LayerChoice, choose_layers
-from nptm.sparse.graph import fold_batchnorm, fuse_epilogues, set_module
+from nptm.sparse.graph import fold_batchnorm, fuse_epilogues, keep_attribute_reads, set_module
+from nptm.sparse.tracing import read_outside, trace
 
 DEFAULT_BATCH_SIZES = (1, 16)
 
@@ -40,15 +41,6 @@ def _check_model(model: nn.Module) -> None:
     for name, p in list(model.named_parameters()) + list(model.named_buffers()):
         if p.device.type != "cpu":
             raise ValueError(f"sparsify: {name} is on {p.device}; the sparse engine runs on CPU (model.cpu())")
-
-
-def _trace(model: nn.Module, inputs: tuple[Tensor, ...]) -> fx.GraphModule | None:
-    try:
-        gm = fx.symbolic_trace(model)
-        ShapeProp(gm).propagate(*inputs)
-    except Exception:  # data-dependent control flow, unsupported ops, ...: the per-layer path
-        return None
-    return gm
 
 
 def sparsify(
@@ -82,12 +74,19 @@ def sparsify(
         if threads:
             torch.set_num_threads(threads)
         with torch.no_grad():
-            gm = _trace(root, inputs)
+            gm = trace(root, inputs, resize_batch(inputs, inputs[0].shape[0] + 1))
             if gm is not None:
+                keep_attribute_reads(gm)
                 fold_batchnorm(gm)
                 gm.recompile()
             target = gm if gm is not None else root
             choices, chosen = choose_layers(target, {b: resize_batch(inputs, b) for b in sizes}, rounds, measure)
+            if gm is None:  # the per-layer path: a layer whose weights the model reads elsewhere stays dense
+                outside = read_outside(root, inputs, list(chosen)) if chosen else set()
+                for c in choices:
+                    if c.name in outside:
+                        c.sparse, c.reason = False, "its parameters are read outside its forward"
+                        del chosen[c.name]
     finally:
         torch.set_num_threads(old_threads)
     for name, module in chosen.items():
