@@ -70,6 +70,7 @@ def check(seed: int, save_dir: str | None = None) -> tuple[str, dict]:
         wants.append(want)
     if not isinstance(sparse, torch.fx.GraphModule):
         return "per-layer", facts
+    facts["residuals"] = sum(n.op == "call_module" and len(n.args) == 2 for n in sparse.graph.nodes)
     if save_dir is not None:
         try:
             save_sparse(sparse, os.path.join(save_dir, f"{seed}.pt"))
@@ -131,6 +132,7 @@ def fuzz(seeds, per_process: int = 500, log=None) -> tuple[Counter, list[str]]:
                     seen[outcome] += 1
                     seen["sparse layers"] += facts.get("sparse layers", 0)
                     seen["fused"] += facts.get("fused", 0)
+                    seen["residuals"] += facts.get("residuals", 0)
                     if "reason" in facts:
                         seen[f"{outcome}: {facts['reason'][:80]}"] += 1
                 except AssertionError as e:

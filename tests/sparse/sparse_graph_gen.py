@@ -86,10 +86,14 @@ def conv(r, st, c_out=None, keep_size=False, groups=None):
     if groups is None and r.random() < 0.35:
         opts = [g for g in (2, 3, 4) if c % g == 0 and c_out % g == 0] + ([c] if c_out == c else [])
         g = r.choice(opts) if opts else 1
-    mode = "reflect" if r.random() < 0.05 and pad != "valid" and pad != 0 and st.h > 2 and st.w > 2 else "zeros"
+    mode = "reflect" if r.random() < 0.05 and pad != "valid" and pad != 0 and st.h > 4 and st.w > 4 else "zeros"
     m = nn.Conv2d(c, c_out, k, stride, padding=pad, dilation=dil, groups=g, bias=r.random() < 0.6, padding_mode=mode)
     with torch.no_grad():  # the output's size
-        st.c, st.h, st.w = m(torch.zeros(1, c, st.h, st.w)).shape[1:]
+        try:
+            st.c, st.h, st.w = m(torch.zeros(1, c, st.h, st.w)).shape[1:]
+        except RuntimeError:  # the padded input is smaller than the dilated kernel
+            m = nn.Conv2d(c, c_out, k, 1, padding=same, dilation=dil, groups=g, bias=m.bias is not None)
+            st.c, st.h, st.w = m(torch.zeros(1, c, st.h, st.w)).shape[1:]
     return m
 
 
@@ -221,7 +225,7 @@ def b_between(r, st):
     c = conv(r, st, keep_size=True)
     if r.random() < 0.5:
         return Fn(lambda m, x: (lambda y: (x.relu_(), m.bn(y) * 0.5 + x.mean())[1])(m.c(x)), c=c, bn=bn(st.c))
-    return Fn(lambda m, x: (lambda y: (m.bn.running_mean.mul_(1.0), m.bn(y).relu())[1])(m.c(x)), c=c, bn=bn(st.c))
+    return Fn(lambda m, x: (lambda y: (m.bn.weight.mul_(1.0), m.bn(y).relu())[1])(m.c(x)), c=c, bn=bn(st.c))
 
 
 def b_tokens(r, st):
