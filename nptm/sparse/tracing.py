@@ -85,19 +85,21 @@ def trace(model: nn.Module, inputs: tuple[Tensor, ...], other: tuple[Tensor, ...
         tracer = _Tracer()
         graph = tracer.trace(model)
         gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
-        ShapeProp(gm).propagate(*_clone(other))
-        shapes = {n: n.meta.get("tensor_meta") for n in gm.graph.nodes}
-        ShapeProp(gm).propagate(*_clone(inputs))
-        for node in list(gm.graph.nodes):
+        ShapeProp(gm).propagate(*_clone(inputs))  # which operands are tensors
+        for node in gm.graph.nodes:
             op = node.meta.pop("augmented", None)
             if op is not None and isinstance(node.args[0], fx.Node) and isinstance(node.args[0].meta.get("tensor_meta"), TensorMetadata):
                 if op not in _IN_PLACE:
                     return None
                 node.op, node.target = "call_method", _IN_PLACE[op]
+        gm.recompile()
+        ShapeProp(gm).propagate(*_clone(other))
+        shapes = {n: n.meta.get("tensor_meta") for n in gm.graph.nodes}
+        ShapeProp(gm).propagate(*_clone(inputs))
+        for node in gm.graph.nodes:
             now, then = node.meta.get("tensor_meta"), shapes[node]
             if isinstance(now, TensorMetadata) and isinstance(then, TensorMetadata):
                 node.meta["batch_shapes"] = (tuple(now.shape), tuple(then.shape))
-        gm.recompile()
         if not _same(gm(*_clone(inputs)), model(*_clone(inputs))):
             return None
     except Exception:  # data-dependent control flow, unsupported ops, one batch size only...: the per-layer path
