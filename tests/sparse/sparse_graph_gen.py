@@ -185,8 +185,11 @@ def b_residual(r, st):
     add = RESIDUALS[kind]
     if r.random() < 0.6:
         f, extra = act(r)
-        return Fn(lambda m, x: f(m, add(m, x)), **layers, **extra)
-    return Fn(add, **layers)
+        block = Fn(lambda m, x: f(m, add(m, x)), **layers, **extra)
+    else:
+        block = Fn(add, **layers)
+    block.kind = kind  # (to read a failing seed)
+    return block
 
 
 def b_tied(r, st):
