@@ -180,3 +180,27 @@ def test_augmented_assignment_on_an_alias(op):
     sparse = same_function(Block(block))
     assert isinstance(sparse, fx.GraphModule) == (op != "%=")
     assert isinstance(sparse.conv, SparseConv2d) and isinstance(sparse.conv2, SparseConv2d)
+
+
+def test_what_each_node_writes():
+    """In-place modules, functions with ``inplace=`` (by keyword or position), ``*_`` methods and functions and
+    ``out=`` write; the rest do not (``out=``: anything, as an unknown function)."""
+    from nptm.sparse.tracing import writes
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inplace, self.plain = nn.ReLU(inplace=True), nn.ReLU()
+
+        def forward(self, x):
+            y = x + 1
+            outs = [self.inplace(x), self.plain(x), F.relu(x, True), F.relu(x, inplace=False), F.hardtanh(x, -1.0, 1.0, True),
+                    x.add_(1), x.add(1), torch.relu_(x), torch.relu(x), torch.add(x, 1, out=y), x.clamp_(0, 1)]
+            return outs, y
+
+    gm = fx.symbolic_trace(M())
+    modules = dict(gm.named_modules())
+    found = {n.name: writes(n, modules) for n in gm.graph.nodes if n.op not in ("placeholder", "output")}
+    x = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    assert found == {"add": [], "inplace": [x], "plain": [], "relu": [x], "relu_1": [], "hardtanh": [x], "add_": [x],
+                     "add_1": [], "relu_": [x], "relu_2": [], "add_2": None, "clamp_": [x]}
