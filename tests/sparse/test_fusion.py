@@ -204,3 +204,24 @@ def test_what_each_node_writes():
     x = next(n for n in gm.graph.nodes if n.op == "placeholder")
     assert found == {"add": [], "inplace": [x], "plain": [], "relu": [x], "relu_1": [], "hardtanh": [x], "add_": [x],
                      "add_1": [], "relu_": [x], "relu_2": [], "add_2": None, "clamp_": [x]}
+
+
+def test_a_trace_that_computes_otherwise_is_not_used():
+    """A write fx does not record (to a buffer, outside any traced value) runs once, while tracing: the trace
+    then computes something else than the model, and ``trace`` returns None (the per-layer path)."""
+    from nptm.sparse.tracing import trace
+
+    class Counter(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.register_buffer("calls", torch.zeros(()))
+
+        def forward(self, x):
+            self.calls += 1
+            return self.conv(x) * self.calls
+
+    x = torch.randn(1, 3, 4, 4)
+    with torch.no_grad():
+        assert trace(Counter(), (x,), (x.repeat(2, 1, 1, 1),)) is None
+        assert trace(Block(lambda m, x: m.conv(x) * 2), (x,), (x.repeat(2, 1, 1, 1),)) is not None
