@@ -1,6 +1,7 @@
 """``sparsify``: a pruned model rewritten for CPU inference. Traced with torch.fx (BatchNorm folded, each
-conv/linear sparse where measured faster, residual adds and ReLUs fused into the sparse layers); a model
-torch.fx cannot trace keeps its Python code and gets only the per-layer replacement."""
+conv/linear sparse where measured faster, residual adds and ReLUs fused into the sparse layers, each rewrite
+under the conditions ``graph`` states); a model torch.fx cannot trace faithfully (``tracing.trace``) keeps its
+Python code and gets only the per-layer replacement, except for layers whose weights it reads elsewhere."""
 from __future__ import annotations
 
 import contextlib
@@ -11,12 +12,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import Tensor, fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch import Tensor, nn
 
 from nptm.pruning.masks import Masks, unwrap
 from nptm.sparse.choose import CANNOT, MARGIN, LayerChoice, choose_layers, replay_choices
-from nptm.sparse.graph import fold_batchnorm, fuse_epilogues, set_module
+from nptm.sparse.graph import fold_batchnorm, fuse_epilogues, keep_attribute_reads, set_module
+from nptm.sparse.tracing import read_outside, trace
 
 DEFAULT_BATCH_SIZES = (1, 16)
 
@@ -56,16 +57,6 @@ def _check_runs(model: nn.Module, inputs: tuple[Tensor, ...]) -> None:
                          f"{first}") from None
 
 
-def _trace(model: nn.Module, inputs: tuple[Tensor, ...]) -> fx.GraphModule | None:
-    try:
-        gm = fx.symbolic_trace(model)
-        with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints a traceback before raising
-            ShapeProp(gm).propagate(*inputs)
-    except Exception:  # data-dependent control flow, unsupported ops, ...: the per-layer path
-        return None
-    return gm
-
-
 def _warn_if_nothing_can_run_sparse(model: nn.Module, choices: list[LayerChoice]) -> None:
     if not choices:
         warnings.warn(f"sparsify: {type(model).__name__} has no Conv2d or Linear layer: nothing to sparsify",
@@ -73,7 +64,6 @@ def _warn_if_nothing_can_run_sparse(model: nn.Module, choices: list[LayerChoice]
     elif all(c.reason.startswith(CANNOT) for c in choices):
         warnings.warn(f"sparsify: no layer of {type(model).__name__} can run sparse ({choices[0].name}: "
                       f"{choices[0].reason})", stacklevel=3)
-
 
 def sparsify(
     model: nn.Module,
@@ -119,13 +109,21 @@ def sparsify(
         if threads:
             torch.set_num_threads(threads)
         with torch.no_grad():
-            gm = _trace(root, inputs)
+            with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints a traceback before raising
+                gm = trace(root, inputs, resize_batch(inputs, inputs[0].shape[0] + 1))
             if gm is not None:
+                keep_attribute_reads(gm)
                 fold_batchnorm(gm)
                 gm.recompile()
             target = gm if gm is not None else root
             made, chosen = choose_layers(target, {b: resize_batch(inputs, b) for b in sizes}, rounds, measure, replay,
                                          timing, cache)
+            if gm is None:  # the per-layer path: a layer whose weights the model reads elsewhere stays dense
+                outside = read_outside(root, inputs, list(chosen)) if chosen else set()
+                for c in made:
+                    if c.name in outside:
+                        c.sparse, c.reason = False, "its parameters are read outside its forward"
+                        del chosen[c.name]
     finally:
         torch.set_num_threads(old_threads)
     for name, module in chosen.items():
