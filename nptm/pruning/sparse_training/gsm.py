@@ -18,6 +18,7 @@ import torch
 from nptm import ops
 from nptm.pruning.masks import unwrap
 from nptm.pruning.sparse_training.base import SparseTraining, register
+from nptm.pruning.sparse_training.budget import decay_budget
 
 
 @register(position=0)
@@ -26,13 +27,18 @@ class GSM(SparseTraining):
     name: ClassVar[str] = "gsm"
     paper: ClassVar[str] = "Ding et al., NeurIPS 2019"
     momentum: float | None = dataclasses.field(
-        default=0.98, metadata={"help": "SGD momentum during GSM (None: the optimizer's own)"})
+        default=None, metadata={"help": "SGD momentum during GSM (None: the optimizer's own; the paper: 0.98)"})
+    pull: float = dataclasses.field(
+        default=8.0, metadata={"help": "the weights outside the top Q shrink by about e^-PULL over the budget (their "
+                                       "decay is raised to reach it); 0: the weight decay alone"})
 
     def on_fit_start(self, trainer) -> None:
         if self.momentum is not None:
             for group in trainer.optimizer.param_groups:
                 if "momentum" in group:
                     group["momentum"] = self.momentum
+        wd = float(trainer.optimizer.param_groups[0].get("weight_decay", 0.0))
+        self.decay = max(0.0, self.pull / decay_budget(trainer, self.total_iters) - wd) if self.pull > 0 else 0.0
         super().on_fit_start(trainer)
 
     @torch.no_grad()
@@ -43,3 +49,5 @@ class GSM(SparseTraining):
         for w, m in zip(weights, keep):
             if w.grad is not None:
                 w.grad.mul_(m)
+                if self.decay:
+                    w.grad.add_(w * ~m, alpha=self.decay)

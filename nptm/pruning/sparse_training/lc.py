@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from nptm.pruning.masks import unwrap
 from nptm.pruning.sparse_training.base import SparseTraining, magnitude_masks, owner, register
+from nptm.pruning.sparse_training.budget import momentum_of
 
 TARGET = "_lc_target"
 
@@ -30,7 +31,12 @@ TARGET = "_lc_target"
 class LC(SparseTraining):
     name: ClassVar[str] = "lc"
     paper: ClassVar[str] = "Carreira-Perpinan & Idelbayev, CVPR 2018"
-    mu0: float = dataclasses.field(default=9e-5, metadata={"help": "penalty weight of the first L step"})
+    mu0: float | None = dataclasses.field(
+        default=None, metadata={"help": "penalty weight of the first L step (None: mu_t = pull_t (1 - momentum) / lr_t "
+                                        "with pull_t growing to --lc-final-pull; the LC library's example: 9e-5)"})
+    final_pull: float = dataclasses.field(
+        default=0.5, metadata={"help": "with mu0 None: the share of the distance to theta the penalty closes per "
+                                       "step in the last L step (earlier ones: / growth per step)"})
     growth: float = dataclasses.field(default=1.1, metadata={"help": "mu grows by this factor at every C step"})
     steps: int = dataclasses.field(default=40, metadata={"help": "LC steps (L step + C step) in the budget"})
 
@@ -53,9 +59,12 @@ class LC(SparseTraining):
         for w, keep, theta in zip(weights, magnitude_masks(weights, self.pruned), self.targets(model)):
             torch.mul(w, keep, out=theta)
 
-    def mu_at(self, iteration: int) -> float:
-        """mu of the L step that optimizer step ``iteration`` (0-based) belongs to."""
-        return self.mu0 * self.growth ** (bisect.bisect_right(self.starts, iteration) - 1)
+    def mu_at(self, iteration: int, lr: float = 1.0, momentum: float = 0.0) -> float:
+        """mu of the L step that optimizer step ``iteration`` (0-based) belongs to, at learning rate ``lr``."""
+        j = bisect.bisect_right(self.starts, iteration) - 1
+        if self.mu0 is not None:
+            return self.mu0 * self.growth ** j
+        return self.final_pull * (1 - momentum) * self.growth ** (j - len(self.starts) + 1) / max(lr, 1e-12)
 
     def on_step_end(self, trainer, step, loss) -> None:
         if trainer.iteration in self.starts:
@@ -64,7 +73,7 @@ class LC(SparseTraining):
     @torch.no_grad()
     def before_step(self, trainer) -> None:
         model = unwrap(trainer.model)
-        mu = self.mu_at(trainer.iteration)
+        mu = self.mu_at(trainer.iteration, trainer.optimizer.param_groups[0]["lr"], momentum_of(trainer.optimizer))
         for w, theta in zip(self.dense(model), self.targets(model)):
             if w.grad is not None:
                 w.grad.add_(w - theta, alpha=mu)
