@@ -89,7 +89,7 @@ class CS(SparseTraining):
             return
         lr = max(float(trainer.optimizer.param_groups[0]["lr"]), 1e-12)
         m = budget.momentum_of(trainer.optimizer)
-        horizon = max(self.period, round(1 / (1 - min(m, 0.99))))
+        horizon = budget.horizon(trainer.optimizer, self.period)
         goal = budget.ramp(self.sparsity, t + horizon, self.total_iters)  # where the ramp will be
         k = round(goal * self.numel)
         q = float(torch.cat([p.s.detach().flatten() for p in params]).float().kthvalue(k).values) if k else -1.0

@@ -94,7 +94,7 @@ class STR(SparseTraining):
         weights = self.dense(model)
         lr = max(float(trainer.optimizer.param_groups[0]["lr"]), 1e-12)
         m = budget.momentum_of(trainer.optimizer)
-        horizon = max(self.period, round(1 / (1 - min(m, 0.99))))
+        horizon = budget.horizon(trainer.optimizer, self.period)
         goal = budget.ramp(self.sparsity, t + horizon, self.total_iters)  # where the ramp will be
         k = round(goal * self.numel)
         tau = float(torch.cat([w.detach().abs().flatten() for w in weights]).float().kthvalue(k).values) if k else 0.0

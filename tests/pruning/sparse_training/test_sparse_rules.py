@@ -150,8 +150,8 @@ def test_cs_soft_mask_temperature_penalty_and_hard_final_mask():
     w1 = [wi - 0.1 * (xi * scale * sig(0.5) + 0.1 * wi) for wi, xi in zip(w0, x)]
     close(h.method.parametrizations(h.model)[0].s.detach().flatten().tolist(), s1)
     close(h.dense, w1)
-    out = h.step(x)  # epoch 1: beta = 2
-    assert float(h.method.parametrizations(h.model)[0].beta) == 2.0
+    assert float(h.method.parametrizations(h.model)[0].beta) == 2.0  # beta_final^(t / (T - 1)) for step t = 1
+    out = h.step(x)
     assert out == pytest.approx(sum(xi * wi * scale * sig(2 * si) for xi, wi, si in zip(x, w1, s1)))
     d2 = [scale * 2 * sig(2 * si) * (1 - sig(2 * si)) for si in s1]
     s2 = [si - 0.1 * (xi * wi + 0.01) * di for si, xi, wi, di in zip(s1, x, w1, d2)]
@@ -159,9 +159,10 @@ def test_cs_soft_mask_temperature_penalty_and_hard_final_mask():
     close(h.method.parametrizations(h.model)[0].s.detach().flatten().tolist(), s2)
     close(h.dense, w2)
     assert s2[0] < 0 < s2[1]
-    weights, mask, reached = h.finish()  # mask s > 0, kept weights scaled by 1 / sigmoid(s_init)
+    assert float(h.method.parametrizations(h.model)[0].beta) == 4.0
+    weights, mask, reached = h.finish()  # mask s > 0, kept weights as the forward used them (the 2023 code)
     assert reached == 0.5 and mask == [False, True]
-    close(weights, [0.0, w2[1] * scale])
+    close(weights, [0.0, w2[1] * scale * sig(4 * s2[1])])
 
 
 def test_lc_penalty_pulls_towards_the_projection_and_mu_grows_at_each_c_step():
