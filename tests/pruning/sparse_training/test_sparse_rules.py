@@ -137,7 +137,7 @@ def test_str_threshold_decay_option():
 
 def test_cs_soft_mask_temperature_penalty_and_hard_final_mask():
     # s_init 0.5: scale = 1 / sigmoid(0.5); beta_final 4 over 3 epochs: beta = 1, 2, 4
-    cs = SPARSE_TRAINING["cs"](s_init=0.5, penalty=0.01, beta_final=4.0, steer=False)
+    cs = SPARSE_TRAINING["cs"](s_init=0.5, penalty=0.01, beta_final=4.0)
     w0, x = [5.0, -2.0], [10.0, 1.0]
     h = Host(cs, w0, sparsity=0.5, total_iters=3, iters_per_epoch=1, weight_decay=0.1)
     assert [g["weight_decay"] for g in h.optimizer.param_groups] == [0.1, 0.0]  # the scores are not decayed
@@ -150,8 +150,8 @@ def test_cs_soft_mask_temperature_penalty_and_hard_final_mask():
     w1 = [wi - 0.1 * (xi * scale * sig(0.5) + 0.1 * wi) for wi, xi in zip(w0, x)]
     close(h.method.parametrizations(h.model)[0].s.detach().flatten().tolist(), s1)
     close(h.dense, w1)
-    assert float(h.method.parametrizations(h.model)[0].beta) == 2.0  # beta_final^(t / (T - 1)) for step t = 1
-    out = h.step(x)
+    out = h.step(x)  # epoch 1: beta = 2
+    assert float(h.method.parametrizations(h.model)[0].beta) == 2.0
     assert out == pytest.approx(sum(xi * wi * scale * sig(2 * si) for xi, wi, si in zip(x, w1, s1)))
     d2 = [scale * 2 * sig(2 * si) * (1 - sig(2 * si)) for si in s1]
     s2 = [si - 0.1 * (xi * wi + 0.01) * di for si, xi, wi, di in zip(s1, x, w1, d2)]
@@ -159,10 +159,9 @@ def test_cs_soft_mask_temperature_penalty_and_hard_final_mask():
     close(h.method.parametrizations(h.model)[0].s.detach().flatten().tolist(), s2)
     close(h.dense, w2)
     assert s2[0] < 0 < s2[1]
-    assert float(h.method.parametrizations(h.model)[0].beta) == 4.0
-    weights, mask, reached = h.finish()  # mask s > 0, kept weights as the forward used them (the 2023 code)
+    weights, mask, reached = h.finish()  # mask s > 0, kept weights scaled by 1 / sigmoid(s_init)
     assert reached == 0.5 and mask == [False, True]
-    close(weights, [0.0, w2[1] * scale * sig(4 * s2[1])])
+    close(weights, [0.0, w2[1] * scale])
 
 
 def test_lc_penalty_pulls_towards_the_projection_and_mu_grows_at_each_c_step():

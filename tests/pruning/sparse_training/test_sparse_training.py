@@ -23,7 +23,7 @@ from tests.conftest import assert_bitwise_equal
 METHODS = list(SPARSE_TRAINING.names())
 EPOCHS, BATCH, SPARSITY = 3, 8, 0.7
 # options that make every method act within 15 iterations (STR's default threshold is too far for 15 steps)
-QUICK = {"dpf": {"every": 2}, "str": {"s_init": -4.0}, "cs": {"s_init": 0.05}, "lc": {"steps": 5}}
+QUICK = {"dpf": {"every": 2}, "str": {"s_init": -4.0}, "lc": {"steps": 5}}
 
 
 def tiny():
@@ -118,7 +118,7 @@ def test_every_method_sparsifies_the_weights_its_forward_uses(name, dense_change
     elif name in ("gsm", "lc"):
         assert reached == 0 and change < dense_change / 3
     else:
-        assert reached > {"str": 0.25, "cs": 0.04}[name] and change < dense_change
+        assert reached > 0.25 and change < dense_change
 
 
 @pytest.mark.parametrize("name", METHODS)
