@@ -4,9 +4,10 @@ total budget T and at the same sparsity, trained by the study exactly as a user 
     python benchmarks/bench_methods.py [--epochs 4,8,16] [--sparsity 0.9] [--seeds 0] [--json FILE] [-- STUDY FLAGS]
 
 For each budget T (``--epochs``) one study runs ``--pruner gmp,<every method> --bimp`` on the bundled digits (or
-the dataset and model given after ``--``; BIMP's cycles retrain T/5 epochs each) and the table prints, per method: the top-1 after the projection onto the
-target, before it (the last training epoch), the sparsity the method reached on the weights its forward used,
-the share of the weights' squared norm the projection removed, and the gap to GMP at the same T. Accuracy does
+the dataset and model given after ``--``; BIMP's cycles retrain T/5 epochs each) and the table prints, per method:
+the top-1 after the projection onto the target, before it (the last training epoch), the sparsity the method
+reached on the weights its forward used, the share of the weights' squared norm the projection removed, and the
+gap to GMP at the same T. Accuracy does
 not depend on the machine's load; wall times do. Nothing is asserted.
 """
 from __future__ import annotations
