@@ -1,10 +1,14 @@
 """LC (Carreira-Perpinan & Idelbayev, CVPR 2018, "'Learning-Compression' Algorithms for Neural Net Pruning"):
 alternate L steps, SGD on L(w) + mu_j / 2 ||w - theta||^2, and C steps, theta = the projection of w onto the
-weights with at most N - round(s * N) non-zeros (a global magnitude top-k), with mu_j = mu0 * growth^j raised
-at every C step. The final model is theta after a last C step (exactly round(s * N) zeros).
+weights with at most N - round(s * N) non-zeros (a global magnitude top-k), with mu raised by ``growth`` at every
+C step. The final model is theta after a last C step (exactly round(s * N) zeros).
 
-Defaults and departures: mu0 = 9e-5, growth = 1.1 and 40 LC steps (UCMerced-ML/LC-model-compression's pruning
-example); the budget T split evenly into the L steps, a C step at iteration round(j * T / steps) (the first on the
+Defaults and departures: growth = 1.1 and 40 LC steps (UCMerced-ML/LC-model-compression's pruning example); mu0
+None scales mu to the budget and its lr: mu_t = final_pull (1 - m) growth^(j - n + 1) / lr_t, so the penalty's
+step lr mu / (1 - m) grows geometrically to closing ``final_pull`` = half the distance to theta per step in the
+last L step, and w reaches theta by the end (the library's mu0 = 9e-5, ``--lc-mu0 9e-5``, sized for hundreds of
+epochs, left the pruned weights far from 0 in 4-16 digits epochs: the projection cost 73-81 points). The budget
+T is split evenly into the L steps, a C step at iteration round(j * T / steps) (the first on the
 initial weights; at most one LC step per iteration); the quadratic-penalty form (the library adds Lagrange
 multipliers, the augmented Lagrangian); the penalty gradient mu_j (w - theta) is added to the loss gradient before
 every optimizer step, and the study's optimizer, schedule and weight decay are kept (the authors' L steps restart
