@@ -157,7 +157,7 @@ def test_gmp_and_the_sparse_training_projection_respect_blocks():
     model = Net()
     method = SPARSE_TRAINING["dnw"]()
     method.prepare(model, sparsity=0.75, total_iters=10, iters_per_epoch=5)
-    masks, _ = method.finish(model, pattern="8x1")
+    masks = method.finish(model, pattern="8x1").masks
     total, alive = Blocks("8x1", 8).count([masks[n] for n in masks], [GROUPS[n] for n in masks])
     assert total - alive == round(0.75 * total)
     assert all(_block_rows_whole(masks[n], GROUPS[n], 8) for n in masks)

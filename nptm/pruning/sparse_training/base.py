@@ -8,7 +8,7 @@ training, with no retraining after (the 2023 paper's Table 2). One file per meth
     trainer = Trainer(model, ..., callbacks=[method, ...])  # the method is a callback (duck-typed hooks)
     trainer.load_state_dict(checkpoint)          # resuming: after prepare and the optimizer, as for any run
     trainer.fit()                                # T epochs of the study's schedule, weight decay, momentum
-    masks, reached = method.finish(model)        # plain weights, exactly round(s * N) of them pruned
+    done = method.finish(model)                  # plain weights, exactly round(s * N) of them pruned
 
 - ``prepare`` changes the model before the optimizer exists: weights reparametrized through
   ``torch.nn.utils.parametrize`` (their trainable tensor is then ``<layer>.parametrizations.weight.original``, and
@@ -24,12 +24,16 @@ training, with no retraining after (the 2023 paper's Table 2). One file per meth
 - All state lives in the model's parameters and buffers (so ``model.state_dict()`` in the trainer's epoch
   checkpoint resumes it exactly) or is a function of ``trainer.iteration`` / ``trainer.epoch``; the method object
   holds only its options and what ``prepare`` was told.
-- ``finish(model)`` removes the reparametrization and the buffers, leaves the weights the method ends with
-  (for methods whose sparsity is reached rather than set, STR and CS, their own zeros), projects them onto
-  exactly round(s * N) pruned weights by one global magnitude top-k (``finish(model, pattern="4x1")``: onto
-  round(s * blocks) pruned Kx1 blocks, ``nptm.pruning.patterns``), and returns the masks (bound to the model,
-  weights already masked) with the sparsity the method had reached before that projection (the target for
-  methods that set it). If a method over-shoots, the masks keep some zero weights.
+- ``finish(model)`` first measures what the method reached: the zeros of the weights its forward pass uses
+  (DPF, DNW: w * m; STR: the soft-thresholded weights; GSM, LC: the dense weights, which have no exact zeros;
+  CS: its own final mask s > 0, since sigmoid never reaches 0). Then it removes the reparametrization and the
+  buffers, leaves the weights the method ends with, projects them onto exactly round(s * N) pruned weights by
+  one global magnitude top-k (``finish(model, pattern="4x1")``: onto round(s * blocks)
+  pruned Kx1 blocks, ``nptm.pruning.patterns``), and returns ``Finished``: the masks (bound to the model, weights already masked),
+  the reached sparsity, the final sparsity and ``projection_change``, ||w_forward - w_final||^2 / ||w_forward||^2,
+  the share of the forward weights' squared norm that the end (the method's last step and the projection)
+  removed: near 0 for a method that sparsified during training, large for one that trained densely. If a
+  method over-shoots, the masks keep some zero weights.
 """
 from __future__ import annotations
 
@@ -48,7 +52,9 @@ from nptm.utils.registry import Registry
 
 class Finished(NamedTuple):
     masks: Masks
-    reached_sparsity: float
+    reached_sparsity: float  # zeros of the weights the forward used, before the end step and the projection
+    sparsity: float  # after the projection (round(s * N) / N, or more if the method over-shot)
+    projection_change: float  # ||w_forward - w_final||^2 / ||w_forward||^2
 
 
 @dataclasses.dataclass
@@ -57,7 +63,7 @@ class SparseTraining:
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
-    reaches_sparsity: ClassVar[bool] = False  # True: the sparsity is reached (STR, CS), finish projects onto it
+    reaches_sparsity: ClassVar[bool] = False  # True: the sparsity is reached (STR, CS), not set by a top-k
 
     @classmethod
     def options(cls) -> tuple[dataclasses.Field, ...]:
@@ -97,13 +103,14 @@ class SparseTraining:
 
     @torch.no_grad()
     def finish(self, model: nn.Module, pattern: str | None = None) -> Finished:
-        """Plain weights projected onto exactly the target sparsity: (masks, sparsity reached before that).
+        """Plain weights projected onto exactly the target sparsity, with what the method reached before that.
         ``pattern`` "Kx1": the projection prunes round(s * blocks) whole blocks (``nptm.pruning.patterns``)."""
         model = unwrap(model)
+        used = [w.detach().clone() for w in self.forward_weights(model)]
+        reached = zero_fraction(self._own_weights(model, used))
         self._finalize(model)
         params = prunable_weights(model, self.include_linear)
         weights = list(params.values())
-        reached = zero_fraction(weights) if self.reaches_sparsity else self.sparsity
         pat = as_pattern(pattern)
         if not isinstance(pat, Blocks):
             raise ValueError(f"{self.name}: the projection prunes single weights or Kx1 blocks, not {pat.name!r}")
@@ -112,7 +119,13 @@ class SparseTraining:
             groups=layer_groups(model, list(params)))
         masks = Masks(dict(zip(params, kept))).bind(model)
         masks.apply(model)
-        return Finished(masks, reached)
+        change = sum(float((u - w).float().square().sum()) for u, w in zip(used, weights))
+        norm = sum(float(u.float().square().sum()) for u in used)
+        return Finished(masks, reached, zero_fraction(weights), change / norm if norm else 0.0)
+
+    def forward_weights(self, model: nn.Module) -> list[Tensor]:
+        """The prunable weights as the forward pass computes with them (through the parametrizations)."""
+        return [getattr(*owner(model, n)) for n in self.names]
 
     # -- trainer callbacks (duck typed)
     def on_fit_start(self, trainer) -> None:
@@ -136,6 +149,10 @@ class SparseTraining:
         """Leave plain weights (the ones the method ends with) where the reparametrization was."""
         for name in self.names:
             unparametrize(*owner(model, name), leave_parametrized=True)
+
+    def _own_weights(self, model: nn.Module, used: list[Tensor]) -> list[Tensor]:
+        """The weights whose zeros are the reached sparsity: those the forward used (CS: its own hard mask)."""
+        return used
 
     def _extra_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         """The learned parameters of the parametrizations (STR's thresholds, CS's scores)."""

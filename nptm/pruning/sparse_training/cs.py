@@ -76,6 +76,10 @@ class CS(SparseTraining):
             else:
                 p.s.grad.add_(push)
 
+    def _own_weights(self, model: nn.Module, used: list[Tensor]) -> list[Tensor]:
+        """The hard mask s > 0 (the forward's sigmoid mask has no exact zeros): CS's own reached sparsity."""
+        return [w * (p.s > 0) for w, p in zip(self.dense(model), self.parametrizations(model))]
+
     @torch.no_grad()
     def _finalize(self, model: nn.Module) -> None:
         for n in self.names:

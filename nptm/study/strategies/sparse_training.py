@@ -1,7 +1,9 @@
 """Pruning-stable methods (``nptm.pruning.sparse_training``: GSM, DPF, DNW, STR, CS, LC) within the study's total
 budget T, as the 2023 paper's Table 2 compares them with BIMP: from the dense model's init, T epochs under the
 original schedule with the method's reparametrization, hooks and parameter groups, then the projection onto
-exactly the target sparsity; the record keeps the sparsity the method reached before it and the accuracy after."""
+exactly the target sparsity; the record keeps the sparsity the method reached before it (measured on the weights its
+forward pass used), the sparsity after it, the share of the weights' squared norm it removed, and the accuracy
+before and after."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,14 +38,17 @@ class SparseTrainingRun(Unit):
         schedule = original_schedule(ctx.original, iters, self.pruner.upper())
         model, summary = ctx.train(self, None, model, None, schedule, epochs, data, first=[method],
                                    param_groups=method.param_groups(model, t.weight_decay))
-        masks, reached = method.finish(model, pattern=self.target.pattern)
+        done = method.finish(model, pattern=self.target.pattern)
+        masks = done.masks
         ev, eval_s = ctx.evaluate(model, data)  # the projected model is the result
         summary = {**summary, "top1": ev["top1"], "loss": ev["loss"]}
         record = Record(self.run, "sparse-training", self.seed, self.pruner, self.target.value, self.pruner.upper(),
                         epochs, iters, measure(model, masks, ctx.baseline(data)), summary,
                         time_train_s=summary["time_train_s"], time_eval_s=summary["time_eval_s"] + eval_s,
                         lr_trace=subsample_trace(schedule.lrs()),
-                        details={"reached_sparsity": reached, "top1_before_projection": summary_top1(summary),
+                        details={"reached_sparsity": done.reached_sparsity, "final_sparsity": done.sparsity,
+                                 "projection_change": done.projection_change,
+                                 "top1_before_projection": summary_top1(summary),
                                  "method_options": dict(self.options)}, pattern=self.target.pattern)
         return {"record": ctx.record(record, model, masks, data)}
 

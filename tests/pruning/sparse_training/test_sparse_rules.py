@@ -45,8 +45,9 @@ class Host:
 
     def finish(self):
         self.method.on_fit_end(self)
-        masks, reached = self.method.finish(self.model)
-        return self.model[0].weight.detach().flatten().tolist(), masks["0.weight"].flatten().tolist(), reached
+        done = self.method.finish(self.model)
+        return self.model[0].weight.detach().flatten().tolist(), done.masks["0.weight"].flatten().tolist(), \
+            done.reached_sparsity
 
 
 def close(got, expected):
@@ -54,7 +55,7 @@ def close(got, expected):
 
 
 def test_gsm_only_the_top_q_by_w_times_g_get_the_gradient_the_rest_only_decay():
-    h = Host(SPARSE_TRAINING["gsm"](momentum=0.5), [1.0, -2.0, 0.5, 3.0], sparsity=0.5, total_iters=4,
+    h = Host(SPARSE_TRAINING["gsm"](momentum=0.5, pull=0.0), [1.0, -2.0, 0.5, 3.0], sparsity=0.5, total_iters=4,
              weight_decay=0.1)
     assert h.optimizer.param_groups[0]["momentum"] == 0.5
     x = [0.5, 0.1, 4.0, 0.0]
@@ -70,7 +71,7 @@ def test_gsm_only_the_top_q_by_w_times_g_get_the_gradient_the_rest_only_decay():
     w2 = [w - 0.1 * b for w, b in zip(w1, buf2)]
     close(h.dense, w2)
     weights, mask, reached = h.finish()  # the 2 smallest |w| pruned: entries 0 (0.8506) and 2 (0.50845)
-    assert mask == [False, True, False, True] and reached == 0.5
+    assert mask == [False, True, False, True] and reached == 0.0  # GSM's forward weights have no exact zero
     close(weights, [0.0, w2[1], 0.0, w2[3]])
 
 
@@ -111,7 +112,8 @@ def test_dnw_uses_the_top_k_from_the_first_step_with_a_straight_through_gradient
 
 def test_str_soft_threshold_and_its_learned_threshold():
     s0 = math.log(0.1 / 0.9)  # sigmoid(s0) = 0.1
-    h = Host(SPARSE_TRAINING["str"](s_init=s0), [0.5, -0.2, 0.05], sparsity=0.6, total_iters=2, weight_decay=0.01)
+    h = Host(SPARSE_TRAINING["str"](s_init=s0, steer=False), [0.5, -0.2, 0.05], sparsity=0.6, total_iters=2,
+             weight_decay=0.01)
     assert [g["weight_decay"] for g in h.optimizer.param_groups] == [0.01, 0.01]  # s is decayed too
     x = [1.0, 2.0, 3.0]
     assert h.step(x) == pytest.approx(0.4 * 1 + (-0.1) * 2 + 0.0 * 3)  # W_eff = sign(w) relu(|w| - 0.1)
@@ -127,7 +129,8 @@ def test_str_soft_threshold_and_its_learned_threshold():
 
 
 def test_str_threshold_decay_option():
-    h = Host(SPARSE_TRAINING["str"](threshold_decay=0.5), [0.5, -0.2], sparsity=0.5, total_iters=2, weight_decay=0.01)
+    h = Host(SPARSE_TRAINING["str"](threshold_decay=0.5, steer=False), [0.5, -0.2], sparsity=0.5, total_iters=2,
+             weight_decay=0.01)
     groups = h.optimizer.param_groups
     assert [g["weight_decay"] for g in groups] == [0.01, 0.5] and [len(g["params"]) for g in groups] == [1, 1]
 
@@ -179,5 +182,46 @@ def test_lc_penalty_pulls_towards_the_projection_and_mu_grows_at_each_c_step():
     close(h.dense, w)
     weights, mask, reached = h.finish()  # the last C step: the final model is theta
     close(weights, [w[0], 0.0, w[2], 0.0])
-    assert mask == [True, False, True, False] and reached == 0.5
+    assert mask == [True, False, True, False] and reached == 0.0  # the forward used w, theta only at the end
     assert not any(n.endswith("_lc_target") for n, _ in h.model.named_buffers())
+
+
+def test_gsm_pull_raises_the_decay_of_the_weights_outside_the_top_q():
+    # no schedule: lr 0.1 throughout, momentum 0, 4 iterations: sum lr / (1 - m) = 0.4, so decay = pull / 0.4 = 2.5
+    h = Host(SPARSE_TRAINING["gsm"](momentum=None, pull=1.0), [1.0, -2.0, 0.5, 3.0], sparsity=0.5, total_iters=4)
+    assert h.method.decay == pytest.approx(2.5)
+    h.step([0.5, 0.1, 4.0, 0.0])  # |w * g| = [0.5, 0.2, 2.0, 0]: entries 0 and 2 keep their gradient
+    close(h.dense, [1.0 - 0.1 * 0.5, -2.0 - 0.1 * 2.5 * -2.0, 0.5 - 0.1 * 4.0, 3.0 - 0.1 * 2.5 * 3.0])
+
+
+def test_lc_mu_scaled_to_the_lr_reaches_the_final_pull_in_the_last_l_step():
+    # mu_t = final_pull (1 - m) growth^(j - n + 1) / lr_t: lr 0.1, m 0, 2 LC steps: mu = 2.5 then 5.0
+    h = Host(SPARSE_TRAINING["lc"](final_pull=0.5, growth=2.0, steps=2), [3.0, -1.0, 2.0, 0.5], sparsity=0.5,
+             total_iters=4)
+    assert [h.method.mu_at(t, 0.1, 0.0) for t in range(4)] == [2.5, 2.5, 5.0, 5.0]
+    assert h.method.mu_at(3, 0.01, 0.9) == pytest.approx(0.5 * 0.1 / 0.01)  # lr x 0.1: mu x 10, momentum: x (1 - m)
+    theta, w = [3.0, 0.0, 2.0, 0.0], [3.0, -1.0, 2.0, 0.5]
+    h.step([1.0, 1.0, 1.0, 1.0])
+    close(h.dense, [wi - 0.1 * (1.0 + 2.5 * (wi - ti)) for wi, ti in zip(w, theta)])
+
+
+def test_str_steering_sets_the_decay_that_moves_s_to_the_goals_threshold():
+    # 200 iterations, a check every 2, horizon max(2, 1 / (1 - m)) = 2 steps; the goal is the GMP ramp (10-75% of
+    # the budget) read one horizon ahead; the decay is (logit(tau*) - s)(1 - m) / (lr |s| horizon), tau* the |w|
+    # below which the goal's share of the weights lies (kthvalue, k = round(goal * 4))
+    h = Host(SPARSE_TRAINING["str"](s_init=-6.0), [0.5, -0.2, 0.05, 0.01], sparsity=0.5, total_iters=200)
+    p = h.method.parametrizations(h.model)[0]
+    x = [0.0, 0.0, 0.0, 0.0]  # no loss gradient and no weight decay: the weights stay, only the steering moves s
+    h.step(x), h.step(x)
+    assert float(p.decay) == 0.0  # iteration 2: the goal is 0
+    while float(p.decay) == 0:  # until the goal covers one weight: round(4 * 0.5 (1 - (1 - x)^3)) = 1, tau* = 0.01
+        h.step(x)
+    s, logit = float(p.s), math.log(0.01 / 0.99)
+    goal = 0.5 * (1 - (1 - (h.iteration + 2 - 20) / 130) ** 3)
+    assert h.iteration == 30 and round(4 * goal) == 1 and s == -6.0  # (32 - 20) / 130: goal 0.126
+    assert float(p.decay) == pytest.approx((logit - s) / (0.1 * abs(s) * 2), rel=1e-5)
+    while h.iteration < 150:  # at 152 the ramp is complete: k = 2 of |w| = [0.01, 0.05, 0.2, 0.5], tau* = 0.05
+        h.step(x)
+    assert float(p.s) == pytest.approx(math.log(0.05 / 0.95), abs=1e-3)
+    weights, mask, reached = h.finish()
+    assert reached == 0.5 and mask == [True, True, False, False]
