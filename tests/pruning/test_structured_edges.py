@@ -165,7 +165,7 @@ def test_truncated_file_names_the_file_and_the_cause(tmp_path, capsys):
     path = tmp_path / "cut.pt"
     save_pruned(prune_channels(Versioned(), "l1_filters", 0.5, example_input=torch.randn(1, 3, 8, 8)), path)
     path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(ValueError, match=r"cut\.pt cannot be read .*truncated or corrupt"):
+    with pytest.raises(ValueError, match=r"cannot read pruned-model file .*cut\.pt: not a PyTorch checkpoint: truncated or corrupt"):
         read_pruned(path)
     assert export_main([str(path), "--model", "resnet20", "--onnx", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err
