@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from nptm.utils.files import atomic_write
 
-CSV_SKIP = ("per_layer_sparsity", "history", "lr_trace", "cycles", "config")
+CSV_SKIP = ("per_layer_sparsity", "history", "lr_trace", "cycles", "config", "empty_layers")
 TIME_KEYS = ("time_prune_s", "time_train_s", "time_eval_s", "time_total_s", "images_per_s", "time_latency_s")
 
 
@@ -98,6 +98,12 @@ def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
 
 
+def spread(xs: Sequence[float], digits: int = 2) -> str:
+    """``mean ± sample std`` over two or more values; one value alone, as it is."""
+    m, sd = mean_std(xs)
+    return f"{m:.{digits}f} ± {sd:.{digits}f}" if len(xs) > 1 else f"{m:.{digits}f}"
+
+
 def _si(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
@@ -120,20 +126,21 @@ def measured_speedups(record: dict[str, Any]) -> dict[int, float]:
 
 
 def summary_table(records: Sequence[dict[str, Any]]) -> str:
-    """One row per (pruner, sparsity, schedule): top-1 mean ± sample std over seeds, and costs (means); the
+    """One row per (pruner, sparsity, schedule): top-1 mean ± sample std over seeds (the mean alone for one seed), the
+    top-1 right after pruning, before retraining, and costs (means); the
     theoretical speedup (dense/effective FLOPs) beside the measured one (CPU, the deployed model, per batch size)."""
     batches = sorted({b for r in records for b in measured_speedups(r)})
-    head = ("pruner", "target", "schedule", "T_rt", "seeds", "top-1 %", "pruned %", "sparsity", "params", "eff. FLOPs",
+    head = ("pruner", "target", "schedule", "T_rt", "seeds", "top-1 %", "top-1 after pruning %", "sparsity", "params",
+            "eff. FLOPs",
             "speedup", *(["measured " + "/".join(f"b{b}" for b in batches)] if batches else []), "epochs", "time s")
     rows = []
     for (kind, pruner, target, schedule, budget), runs in group_runs(records).items():
-        top1, std = mean_std([100 * r["top1"] for r in runs])
         pruned = [100 * r["pruned_top1"] for r in runs if "pruned_top1" in r]
         avg = lambda k: sum(r[k] for r in runs) / len(runs)  # noqa: E731
         measured = [[measured_speedups(r).get(b) for r in runs] for b in batches]
         cells = ["/".join(f"{sum(v) / len(v):.2f}x" if None not in v else "-" for v in measured)] if batches else []
         rows.append((pruner, target if kind != "dense" else "-", schedule, "-" if budget is None else str(budget),
-                     str(len(runs)), f"{top1:.2f} ± {std:.2f}", f"{sum(pruned) / len(pruned):.2f}" if pruned else "-",
+                     str(len(runs)), spread([100 * r["top1"] for r in runs]), f"{sum(pruned) / len(pruned):.2f}" if pruned else "-",
                      f"{avg('sparsity'):.4f}", _si(avg("params_nonzero")), _si(avg("flops_effective")),
                      f"{avg('speedup'):.2f}x", *(c if kind != "dense" else "-" for c in cells), str(runs[0]["epochs"]),
                      f"{avg('time_total_s'):.1f}"))
