@@ -16,6 +16,14 @@ from nptm.pruning.masks import Masks, named_parameters, prunable_weights
 from nptm.pruning.semi_structured import n_m_mask, parse_pattern
 
 
+class LayerCollapse(ValueError):
+    """A pruning step would empty whole layers (``layers``) or push them past ``max_layer_sparsity``."""
+
+    def __init__(self, message: str, layers: list[str]):
+        super().__init__(message)
+        self.layers = layers
+
+
 def criterion_instance(criterion: str | Criterion) -> Criterion:
     """A registered criterion by name (one-line error listing the choices), or the instance itself."""
     return criterion if isinstance(criterion, Criterion) else CRITERIA[criterion]()
@@ -125,14 +133,14 @@ def _check_layers(names, old, new, floor, max_layer_sparsity) -> None:
     for i, (name, o, n) in enumerate(zip(names, old, new)):
         kept = int(n.count_nonzero())
         if floor is not None and kept < floor[i]:
-            raise ValueError(f"pruning this much leaves {name} {kept} of its {n.numel()} weights, under "
-                             f"max_layer_sparsity={max_layer_sparsity}: prune less")
+            raise LayerCollapse(f"pruning this much leaves {name} {kept} of its {n.numel()} weights, under "
+                                f"max_layer_sparsity={max_layer_sparsity}: prune less", [name])
         if floor is None and kept == 0 and bool(o.any()):
             emptied.append(name)
     if emptied:
-        raise ValueError(f"pruning would remove every weight of {', '.join(emptied)}; give max_layer_sparsity (e.g. "
-                         "0.99: every layer keeps 1% of its weights), spare_classifier=True, or max_layer_sparsity=1.0 "
-                         "to allow empty layers")
+        raise LayerCollapse(f"pruning would remove every weight of {', '.join(emptied)}; give max_layer_sparsity "
+                            "(e.g. 0.99: every layer keeps 1% of its weights), spare_classifier=True, or "
+                            "max_layer_sparsity=1.0 to allow empty layers", emptied)
 
 
 def iterative_amounts(sparsity: float, cycles: int) -> list[float]:

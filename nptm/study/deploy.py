@@ -27,11 +27,12 @@ def model_file(run: str) -> str:
     return f"models/{run.replace('/', '__')}.pt"
 
 
-def deploy_command(path: Path | str) -> str:
-    """The command that turns a model file into its two deployable forms (beside it)."""
+def deploy_command(path: Path | str, written: str = "none") -> str:
+    """The command that writes a model file's deployable forms beside it (those ``--deploy`` has not written)."""
     stem = str(path)[:-len(".pt")] if str(path).endswith(".pt") else str(path)
-    return (f"python -m nptm.export {shlex.quote(str(path))} --sparse {shlex.quote(stem + '.sparse.pt')} "
-            f"--onnx {shlex.quote(stem + '.onnx')}")
+    forms = [f"--{form} {shlex.quote(stem + suffix)}" for form, suffix in DEPLOY_FORMS.items()
+             if suffix is not None and form != written]
+    return f"python -m nptm.export {shlex.quote(str(path))} {' '.join(forms)}"
 
 
 def write_deployable(out: Path, run: str, model: nn.Module, masks: Mapping[str, Tensor] | None, info: dict[str, Any],
@@ -42,7 +43,7 @@ def write_deployable(out: Path, run: str, model: nn.Module, masks: Mapping[str, 
     path = out / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     save_pruned(model, path, masks, info=info)
-    fields: dict[str, Any] = {"model_file": rel, "deploy_command": deploy_command(rel)}  # run in the study folder
+    fields: dict[str, Any] = {"model_file": rel, "deploy_command": deploy_command(rel, deploy)}  # run in the study folder
     if DEPLOY_FORMS[deploy] is not None:
         target = rel[:-len(".pt")] + DEPLOY_FORMS[deploy]
         export_form(model, masks, info["input_shape"], deploy, out / target)

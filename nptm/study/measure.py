@@ -11,7 +11,9 @@ from torch import nn
 
 from nptm.models import build_model, count_flops, count_params
 from nptm.pruning import Masks, Pruner, prunable_weights
+from nptm.pruning.unstructured import LayerCollapse
 from nptm.schedules import norm_drop
+from nptm.utils.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,16 @@ def prune_step(model: nn.Module, masks: Masks | None, pruner: Pruner, amount, *,
         pruned, new_masks = pruner.prune(model, amount, generator=generator, loader=loader, round_to=round_to,
                                          ignore=tuple(ignore), example_input=example_input(model, input_shape))
     else:
-        pruned, new_masks = pruner.prune(model, amount, masks=masks, include_linear=include_linear,
-                                         generator=generator, loader=loader, spare_classifier=spare_classifier,
-                                         max_layer_sparsity=max_layer_sparsity)
+        try:
+            pruned, new_masks = pruner.prune(model, amount, masks=masks, include_linear=include_linear,
+                                             generator=generator, loader=loader, spare_classifier=spare_classifier,
+                                             max_layer_sparsity=max_layer_sparsity)
+        except LayerCollapse as e:
+            raise ConfigError(f"--pruner {pruner.name}: pruning would empty {', '.join(e.layers)}" + (
+                f" past --max-layer-sparsity {max_layer_sparsity:g}: prune less" if max_layer_sparsity is not None
+                else "; give --max-layer-sparsity (e.g. 0.99: every layer keeps 1% of its weights)"
+                + (", --spare-classifier" if include_linear and not spare_classifier else "")
+                + ", or --max-layer-sparsity 1 to allow empty layers")) from None
     after = list(prunable_weights(pruned, **chosen).values())
     if pruner.structured:
         fraction = 1.0 - sum(w.numel() for w in after) / sum(w.numel() for w in before)
