@@ -107,3 +107,19 @@ def test_records_flag_layers_at_density_zero():
     masks = Masks({n: m if n != last else torch.zeros_like(m) for n, m in masks.items()})
     assert measure(model, masks, base)["empty_layers"] == [last]
     assert measure(model, Masks.ones(prunable_weights(model, True)), base)["empty_layers"] == []
+
+
+def test_report_says_what_it_read_and_which_duplicates_it_left_out(study, tmp_path, capsys):
+    import shutil
+
+    from nptm.report.__main__ import main as report_main
+
+    copy = tmp_path / "copy"
+    shutil.copytree(study, copy)
+    assert report_main([str(study), str(copy), "--out", str(tmp_path / "rep")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    runs = len(json.loads((study / "results.json").read_text()))
+    assert lines[:2] == [f"read {study}: {runs} run(s)", f"read {copy}: {runs} run(s)"]
+    merged = f"merged copy: {runs} run(s) already read from out left out, e.g. s0/dense (the folder given first wins)"
+    assert merged in lines and any(line.startswith("plotting out + copy") for line in lines)
+    assert merged[len("merged "):] in (tmp_path / "rep" / "report.md").read_text()
