@@ -9,7 +9,7 @@ import torch
 
 from nptm.export.__main__ import main as export_main
 from nptm.models import build_model
-from nptm.pruning import Masks, load_pruned, prunable_weights
+from nptm.pruning import Masks, load_pruned, prunable_weights, prune_unstructured
 from nptm.sparse import load_sparse
 from nptm.study.cli import main
 from nptm.study.measure import DenseBaseline, measure
@@ -123,3 +123,19 @@ def test_report_says_what_it_read_and_which_duplicates_it_left_out(study, tmp_pa
     merged = f"merged copy: {runs} run(s) already read from out left out, e.g. s0/dense (the folder given first wins)"
     assert merged in lines and any(line.startswith("plotting out + copy") for line in lines)
     assert merged[len("merged "):] in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_deploy_onnx_writes_what_onnxruntime_runs(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from nptm.study.deploy import model_info, write_deployable
+
+    torch.manual_seed(0)
+    model = build_model("digits_net", 10, 1).eval()
+    masks = prune_unstructured(model, "magnitude", 0.5)
+    fields = write_deployable(tmp_path, "s0/magnitude-0.5/FT", model, masks.state_dict(),
+                              model_info("digits_net", 10, (1, 8, 8)), deploy="onnx")
+    assert fields["deployed_file"] == "models/s0__magnitude-0.5__FT.onnx" and "--onnx" not in fields["deploy_command"]
+    x = torch.randn(3, 1, 8, 8)
+    session = ort.InferenceSession(str(tmp_path / fields["deployed_file"]), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), model(x).detach(), rtol=1e-4, atol=1e-4)
