@@ -87,7 +87,7 @@ def pruned_model(name: str, sparsity: float, pointwise: bool = False) -> torch.n
     if pointwise:  # depthwise convs and the stem stay dense
         masks = Masks.ones({f"{n}.weight": m.weight for n, m in model.named_modules()
                             if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)}).bind(model)
-    prune_unstructured(model, "magnitude", sparsity, masks=masks).apply(model)
+    prune_unstructured(model, "magnitude", sparsity, masks=masks, max_layer_sparsity=1.0).apply(model)  # as measured
     return model
 
 
