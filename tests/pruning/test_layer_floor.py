@@ -60,3 +60,10 @@ def test_spare_classifier_leaves_the_output_layer_dense():
     assert list(masks) == ["0.weight", "2.weight"] and bool((m[5].weight != 0).all())
     pruned, pm = PRUNERS["magnitude"].prune(net(), 0.5, include_linear=True, spare_classifier=True)
     assert list(pm) == ["0.weight", "2.weight"] and torch.equal(pruned[5].weight, net()[5].weight)
+
+
+def test_the_floor_holds_through_the_emulated_cuda_kernel(monkeypatch):
+    """The floor is +inf scores: the CUDA kernel's code (run by the CPU emulator) keeps them too."""
+    monkeypatch.setattr(torch.ops.nptm, "global_magnitude_masks", torch.ops.nptm._emu_global_magnitude_masks)
+    masks = prune_unstructured(net(), "magnitude", 0.9, include_linear=True, max_layer_sparsity=0.98)
+    assert all(int(m.count_nonzero()) >= math.ceil(0.02 * m.numel()) for m in masks.values())
