@@ -113,7 +113,8 @@ def pruned_model(name: str, sparsity: float, pointwise: bool = False, how: str =
         masks = Masks.ones({f"{n}.weight": m.weight for n, m in model.named_modules()
                             if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)}).bind(model)
     criterion, per_layer, pattern = PRUNING[how]
-    prune_unstructured(model, criterion, sparsity, masks=masks, per_layer=per_layer, pattern=pattern).apply(model)
+    prune_unstructured(model, criterion, sparsity, masks=masks, per_layer=per_layer, pattern=pattern,
+                       max_layer_sparsity=1.0).apply(model)  # as measured before the layer floor
     return model
 
 

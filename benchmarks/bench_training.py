@@ -60,7 +60,8 @@ def build_train_step(spec: Spec, device: str) -> Case:
         prune.global_unstructured([(mod, "weight") for mod in W.prunable_modules(m)], prune.L1Unstructured, amount=SPARSITY)
 
     dense = model_and_opt()
-    masked = model_and_opt(lambda m: prune_unstructured(m, "magnitude", SPARSITY, include_linear=True))
+    masked = model_and_opt(lambda m: prune_unstructured(m, "magnitude", SPARSITY, include_linear=True,
+                                                        max_layer_sparsity=1.0))  # the masks torch.prune makes
     hooked = model_and_opt(hooks)
 
     def step(m, opt, masks=None):

@@ -1,7 +1,8 @@
 """The same inside Hugging Face Trainer: prune a torchvision model, then Trainer retrains it with ALLR.
 
-    pip install transformers accelerate   # not nptm dependencies
+    pip install transformers accelerate   # test dependencies of nptm, not needed to use it
     python examples/hf_trainer_allr.py --data DIR --model resnet18 --checkpoint resnet18.pth
+    python examples/hf_trainer_allr.py --tiny   # a tiny Hugging Face ResNet built from its config (no download)
 
 Trainer takes the optimizer and nptm's scheduler through ``optimizers=(opt, sched)`` and steps the
 scheduler after every optimizer step, as nptm's schedules expect; ``masks.attach(opt)`` keeps the pruned
@@ -30,6 +31,26 @@ class Classifier(nn.Module):
         return {"logits": logits, **({} if labels is None else {"loss": nn.functional.cross_entropy(logits, labels)})}
 
 
+class Logits(nn.Module):
+    """A Hugging Face image classifier seen as a plain network: images in, logits out."""
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, x):
+        return self.hf(pixel_values=x).logits
+
+
+def tiny_model(classes: int) -> nn.Module:
+    """A two-stage Hugging Face ResNet built from its config: random weights, nothing downloaded."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic",
+                          num_labels=classes)
+    return Logits(ResNetForImageClassification(config))
+
+
 def collate(batch):
     images, labels = zip(*batch)
     return {"pixel_values": torch.stack(images), "labels": torch.tensor(labels)}
@@ -38,7 +59,7 @@ def collate(batch):
 def main(argv=None):
     args = parse(argv, __doc__)
     train_set, val_set, classes = datasets(args)
-    model = Classifier(load_model(args, classes))
+    model = Classifier(tiny_model(classes) if args.tiny else load_model(args, classes))
     masks, d = prune(model, args.sparsity, args.epochs)
 
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)

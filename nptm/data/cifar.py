@@ -89,6 +89,9 @@ def build_cifar(cfg: DataConfig) -> DataSpec:
     if not cfg.data_dir:
         raise DataError(f"{cfg.name} needs --data-dir (a folder containing {folder}/ or {' and '.join(BETONS)})")
     root = Path(cfg.data_dir).expanduser()
+    if root.name == folder and not (root / folder).is_dir():
+        raise DataError(f"--data-dir {cfg.data_dir} is the {folder} folder itself; pass its parent, "
+                        f"--data-dir {root.parent}")
     if cfg.loader == "auto" and not (root / folder).is_dir() and not all((root / n).is_file() for n in BETONS):
         try:
             load_cifar(cfg.name, cfg.data_dir)  # raises: the files are not there

@@ -71,12 +71,14 @@ class Pruner:
     def prune(self, model: nn.Module, amount, *, masks: Masks | None = None, include_linear: bool = False,
               generator: torch.Generator | None = None, loader: Iterable | None = None,
               example_input: Tensor | None = None, round_to: int = 1,
-              ignore=(CLASSIFIER,), pattern: str | None = None) -> tuple[nn.Module, Masks | None]:
+              ignore=(CLASSIFIER,), pattern: str | None = None, spare_classifier: bool = False,
+              max_layer_sparsity: float | None = None) -> tuple[nn.Module, Masks | None]:
         """(pruned copy of ``model``, its masks; None for structured pruners). ``amount``: the fraction of the
         remaining weights (N:M pruners: the pattern, "2:4"); for structured pruners the ratios of ``prune_channels`` (one float for every channel
         group, layer -> ratio, or a preset), with its ``example_input``, ``round_to`` and ``ignore``.
         During-training pruners prune here as their last step does (GMP: global magnitude; SFP: removal).
-        ``pattern``: what unstructured pruners remove together ("4x1" blocks, ``nptm.pruning.patterns``)."""
+        ``pattern``: what unstructured pruners remove together ("4x1" blocks, ``nptm.pruning.patterns``).
+        ``spare_classifier``, ``max_layer_sparsity``: ``prune_unstructured``'s (masks only)."""
         if self.structured:
             return prune_channels(model, self.criterion, amount, example_input=example_input, round_to=round_to,
                                   ignore=ignore, loader=loader, generator=generator), None
@@ -85,7 +87,8 @@ class Pruner:
         pattern = amount if nm else pattern
         new = prune_unstructured(pruned, self.criterion, 0.0 if nm else amount, masks=masks,
                                  include_linear=include_linear, generator=generator, loader=loader,
-                                 per_layer=self.algorithm == "layer", pattern=pattern)
+                                 per_layer=self.algorithm == "layer", pattern=pattern,
+                                 spare_classifier=spare_classifier, max_layer_sparsity=max_layer_sparsity)
         return pruned, new
 
 

@@ -17,7 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = args.out or (args.run_dirs[0] if len(args.run_dirs) == 1 else Path("report"))
     try:
-        html_path, md_path = build_report(args.run_dirs, out)
+        html_path, md_path = build_report(args.run_dirs, out, log=lambda line: print(line, flush=True))
     except ReportError as e:
         print(f"nptm.report: error: {e}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import types
+import json
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,9 @@ from nptm.data.loaders import LOADERS
 from nptm.pruning.pruners import PRUNERS
 from nptm.schedules import SCHEDULES, schedule_kind
 from nptm.schedules.original import DECAYS
+from nptm.study.deploy import DEPLOY_FORMS
 from nptm.study.presets import PRESETS, preset_values
+from nptm.study.values import base_type, convert, field_types, repr_value
 from nptm.train.optim import OPTIMIZERS
 from nptm.train.precision import PRECISIONS
 from nptm.utils.errors import ConfigError
@@ -69,7 +72,8 @@ class DataOptions:
 
 @dataclass
 class ModelOptions:
-    model: str | None = opt(None, "architecture: an nptm model, any torchvision classification model by name, or "
+    model: str | None = opt(None, "architecture: an nptm model, any torchvision classification model by name, "
+                                  "timm/NAME (any timm model, when timm is installed), or "
                                   "package.module:factory (called as factory(num_classes=N)) (default: digits_net, "
                                   "resnet56 on CIFAR, resnet50 on image folders)")
     dense_checkpoint: str | None = opt(None, "start from this trained model (a state dict: torchvision .pth, a "
@@ -87,7 +91,12 @@ class PruningOptions:
     iterations: int = opt(1, "IMP cycles (prune 1-(1-s)^(1/n) of the remaining weights, retrain, repeat)")
     filter_config: str | None = opt(None, "a filter-pruning preset of the model (PFEC's A, B, ... where it has them) "
                                           "instead of --sparsity, for filter pruners")
-    include_linear: bool = opt(False, "prune linear layers too (default: convolutions only)")
+    include_linear: bool = opt(False, "prune linear layers too (default: convolutions only, as the 2021 paper's code)")
+    spare_classifier: bool = opt(False, "with --include-linear: keep the output layer dense (default: pruned with the "
+                                        "other linear layers, as the 2023 paper's code)")
+    max_layer_sparsity: float | None = opt(None, "every layer keeps at least 1 - this of its weights (unstructured "
+                                                 "pruners; default: a pruning step that would empty a layer stops "
+                                                 "the study, naming it; 1: allow empty layers)")
     round_to: int = opt(1, "filter pruners: channels kept per group rounded down to a multiple of this (8: tensor cores)")
     ignore: tuple[str, ...] = opt(("<classifier>",), "filter pruners: layer-name patterns (fnmatch or module prefix) "
                                                      "whose channels are kept; <classifier>: the output layer")
@@ -99,7 +108,7 @@ class PruningOptions:
     nm_pattern: str = opt("2:4", "--pruner nm: prune N of every M consecutive input weights of each layer (2:4: the "
                                  "format of GPUs' sparse tensor cores, torch.sparse.to_sparse_semi_structured)",
                           metavar="N:M")
-    save_models: bool = opt(True, "filter pruners: write each run's final model with nptm.save_pruned (models/)")
+    save_models: bool = opt(True, "write each pruned run's final model with nptm.save_pruned (models/<run>.pt)")
     bimp: bool = opt(False, "add BIMP runs (unstructured pruners): linear schedule for T - n*T_rt epochs, then IMP with ALLR")
     calibration_batches: int = opt(16, "training batches that data-aware criteria (taylor, hrank) score with")
     gmp_window: tuple[float, ...] = opt((0.1, 0.75), "GMP: prune from fraction START to END of --epochs, once per "
@@ -147,6 +156,9 @@ class OutputOptions:
     out: str | None = opt(None, "output folder (default: a fresh runs/<timestamp>); must be new or empty")
     resume: bool = opt(False, "continue the interrupted study in --out")
     quiet: bool = opt(False, "no progress bars")
+    deploy: str = opt("none", "also write each pruned run's model sparsified for CPU inference (sparse: "
+                              "models/<run>.sparse.pt, nptm.load_sparse reads it) or as ONNX (onnx: models/<run>.onnx)",
+                      choices=tuple(DEPLOY_FORMS))
     latency_batches: tuple[int, ...] | None = opt(
         None, "measure every run's CPU inference latency (as deployed: nptm.sparsify or shrunk) against the dense "
               "model at these batch sizes; 0: do not (default: digits and CIFAR 1,64, image folders 1,16)")
@@ -226,7 +238,7 @@ class StudyConfig:
                 k = k.replace("-", "_")
                 if section is None or k not in SECTIONS[section].__dataclass_fields__:
                     raise ConfigError(f"unknown config key {k!r}")
-                values[section][k] = _convert(SECTIONS[section], k, v)
+                values[section][k] = convert(SECTIONS[section], k, v)
         return StudyConfig(**{s: SECTIONS[s](**values[s]) for s in SECTIONS})
 
     def resolve(self) -> "StudyConfig":
@@ -263,73 +275,11 @@ class StudyConfig:
         return argv
 
 
-def repr_value(v) -> str:
-    return repr(v) if isinstance(v, float) else str(v)
-
-
 def _get(cfg: StudyConfig, name: str):
     for s in SECTIONS:
         if name in SECTIONS[s].__dataclass_fields__:
             return getattr(getattr(cfg, s), name)
     raise KeyError(name)
-
-
-def _field_types(sec) -> dict[str, Any]:
-    return typing.get_type_hints(sec)
-
-
-def _base_type(tp):
-    """(scalar type, is_tuple, optional) of an annotation like ``tuple[float, ...] | None``."""
-    optional = False
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        optional, tp = True, args[0]
-    if typing.get_origin(tp) is tuple:
-        return typing.get_args(tp)[0], True, optional
-    return tp, False, optional
-
-
-def _scalar(tp, text, name):
-    if tp is bool:
-        if isinstance(text, bool):
-            return text
-        if str(text).lower() in ("1", "true", "yes", "on"):
-            return True
-        if str(text).lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"not a boolean: {text!r}")
-    if tp is int and isinstance(text, float) and not text.is_integer():
-        raise ValueError(f"not an integer: {text!r}")
-    return tp(text)
-
-
-def _convert(sec, name: str, value):
-    """Validate/convert one value (from a file, a flag string or Python) to the field's type."""
-    f = sec.__dataclass_fields__[name]
-    tp, is_tuple, optional = _base_type(_field_types(sec)[name])
-    flag = "--" + name.replace("_", "-")
-    try:
-        if value is None:
-            if not optional:
-                raise ValueError("may not be empty")
-            return None
-        if "parse" in f.metadata and isinstance(value, (str, int)) and not isinstance(value, bool):
-            out = f.metadata["parse"](value)
-        elif is_tuple:
-            items = value.split(",") if isinstance(value, str) else (value if isinstance(value, (list, tuple)) else [value])
-            out = tuple(_scalar(tp, x.strip() if isinstance(x, str) else x, name) for x in items
-                        if not (isinstance(x, str) and not x.strip()))
-            if not out and f.default != ():
-                raise ValueError("needs at least one value")
-        else:
-            out = _scalar(tp, value, name)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{flag}: invalid value {value!r} ({e})") from None
-    choices = f.metadata.get("choices")
-    for x in out if is_tuple else (out,):
-        if choices and x is not None and x not in choices:
-            raise ConfigError(f"{flag}: unknown {name.rstrip('s')} {x!r}; choose from {', '.join(choices)}")
-    return out
 
 
 class _Parser(argparse.ArgumentParser):
@@ -351,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         group = p.add_argument_group(sec_name)
         for f in dataclasses.fields(sec):
             flag = "--" + f.name.replace("_", "-")
-            tp, is_tuple, _ = _base_type(_field_types(sec)[f.name])
+            tp, is_tuple, _ = base_type(field_types(sec)[f.name])
             default = ",".join(map(repr_value, f.default)) if isinstance(f.default, tuple) else f.default
             help_ = f"{f.metadata['help']} (default: {default})" if f.default is not None else f.metadata["help"]
             if tp is bool:

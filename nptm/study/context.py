@@ -91,7 +91,8 @@ class StudyContext:
     def baseline(self, data) -> DenseBaseline:
         if self._baseline is None:
             self._baseline = DenseBaseline.of(self.cfg.model.model, data.num_classes, data.in_channels,
-                                              data.image_size, self.cfg.pruning.include_linear)
+                                              data.image_size, self.cfg.pruning.include_linear,
+                                              self.cfg.pruning.spare_classifier)
         return self._baseline
 
     def model(self, data) -> nn.Module:
@@ -126,11 +127,11 @@ class StudyContext:
                                param_groups=param_groups)
 
     # -- outputs --------------------------------------------------------------------------------------
-    def save_model(self, unit: Unit, name: str, model: nn.Module, masks: Masks | None) -> Path:
+    def save_model(self, unit: Unit, name: str, model: nn.Module, masks: Masks | None, data) -> Path:
         """``model`` (and its masks) as ``<unit folder>/<name>.pt``, in ``nptm.save_pruned``'s format."""
         path = self.store.folder(unit.id) / f"{name}.pt"
         if self.rank == 0:
-            save_pruned(model, path, masks.state_dict() if masks is not None else None)
+            save_pruned(model, path, masks.state_dict() if masks is not None else None, info=self.info(data))
         return path
 
     def load_model(self, unit: Unit, name: str, data) -> tuple[nn.Module, Masks | None]:
@@ -155,17 +156,16 @@ class StudyContext:
         """A finished input unit's result, on every rank (rank 0 reads it: other nodes need not see --out)."""
         return distributed.from_rank0(lambda: self.store.result(unit.id))
 
-    def export_model(self, run: str, model: nn.Module, masks: Masks | None) -> None:
-        """``--save-models``: the run's final model as ``models/<run>.pt`` (``nptm.load_pruned`` reads it)."""
-        if self.rank == 0:
-            folder = self.out / "models"
-            folder.mkdir(parents=True, exist_ok=True)
-            save_pruned(model, folder / (run.replace("/", "__") + ".pt"),
-                        masks.state_dict() if masks is not None else None)
+    def info(self, data) -> dict[str, Any]:
+        """The architecture of the study's model files (``python -m nptm.export`` reads it)."""
+        from nptm.study.deploy import model_info
+
+        return model_info(self.cfg.model.model, data.num_classes, self.baseline(data).input_shape)
 
     def record(self, record: Record, model: nn.Module, masks: Masks | None, data) -> dict[str, Any]:
         """The JSON of a finished run, with the CPU inference latency of its final ``model`` against the dense
-        architecture (``--latency-batches``; rank 0 measures, the others receive it), printed as one line."""
+        architecture (``--latency-batches``; rank 0 measures, the others receive it), printed as one line. A pruned
+        run's model is written to ``models/<run>.pt`` (``--save-models``; and its ``--deploy`` form)."""
         batches = [b for b in self.cfg.output.latency_batches or () if b > 0]
         if batches:
             dense = None if record.kind == "dense" else self.model(data)
@@ -174,6 +174,13 @@ class StudyContext:
                 lambda: inference_latency(model, masks, self.baseline(data), batches, dense))
             record.latency["time_latency_s"] = time.perf_counter() - start
         rec = record.to_json(self.world_size, self.config_json)
+        if record.kind != "dense" and self.cfg.pruning.save_models:
+            from nptm.study.deploy import write_deployable
+
+            rec.update(distributed.from_rank0(lambda: write_deployable(
+                self.out, record.run, model, masks.state_dict() if masks is not None else None, self.info(data),
+                self.cfg.output.deploy)))
         if self.rank == 0 and not self.cfg.output.quiet:
-            print(f"{rec['run']:<40} top-1 {100 * rec['top1']:6.2f}%  sparsity {rec['sparsity']:.4f}", flush=True)
+            empty = f"  EMPTY LAYERS: {', '.join(rec['empty_layers'])}" if rec.get("empty_layers") else ""
+            print(f"{rec['run']:<40} top-1 {100 * rec['top1']:6.2f}%  sparsity {rec['sparsity']:.4f}{empty}", flush=True)
         return rec

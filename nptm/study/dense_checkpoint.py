@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from nptm.train.checkpoint import FORMAT, CheckpointError
+from nptm.utils.loading import load_tensors
 
 WRAPPERS = ("model", "state_dict", "model_state_dict")
 PREFIXES = ("module.", "_orig_mod.")
@@ -27,13 +28,7 @@ def _is_state_dict(d) -> bool:
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The state dict inside ``path``; CheckpointError (one line) for anything else."""
     where = f"--dense-checkpoint {path}"
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{where} does not exist") from None
-    except Exception as e:  # weights_only refuses code; truncated files fail in many ways
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{where}: unreadable ({first})") from None
+    data = load_tensors(path, "--dense-checkpoint")
     if isinstance(data, dict) and data.get("format") == FORMAT and not data.get("done"):
         raise CheckpointError(f"{where} is an unfinished nptm training phase; use the checkpoint of a finished one")
     state = data

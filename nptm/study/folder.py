@@ -51,6 +51,8 @@ def prepare(cfg: StudyConfig, given: set[str], world_size: int = 1) -> tuple[Stu
         if not o.out:
             raise ConfigError("--resume needs --out DIR (the study to continue)")
         out = Path(o.out)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file, not a study folder")
         cfg = _resume_config(cfg, given, out)
     elif joins:
         if not o.out:
@@ -62,7 +64,9 @@ def prepare(cfg: StudyConfig, given: set[str], world_size: int = 1) -> tuple[Stu
         if not o.out:
             while out.exists():
                 out = out.with_name(out.name + "+")
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file, not a folder; give a new or empty folder")
+        if out.exists() and any(out.iterdir()):
             raise ConfigError(f"--out {out} is not an empty folder; pass --resume to continue it or choose another")
     _check_writable(out)
     cfg = cfg.resolve()

@@ -11,7 +11,9 @@ from torch import nn
 
 from nptm.models import build_model, count_flops, count_params
 from nptm.pruning import Masks, Pruner, prunable_weights
+from nptm.pruning.unstructured import LayerCollapse
 from nptm.schedules import norm_drop
+from nptm.utils.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -22,30 +24,34 @@ class DenseBaseline:
     flops: int
     input_shape: tuple[int, int, int]
     include_linear: bool
+    spare_classifier: bool = False
 
     @classmethod
     def of(cls, model_name: str, num_classes: int, in_channels: int, image_size: int,
-           include_linear: bool) -> "DenseBaseline":
+           include_linear: bool, spare_classifier: bool = False) -> "DenseBaseline":
         model = build_model(model_name, num_classes, in_channels)
         shape = (in_channels, image_size, image_size)
-        numel = {n: w.numel() for n, w in prunable_weights(model, include_linear).items()}
-        return cls(numel, count_flops(model, shape), shape, include_linear)
+        numel = {n: w.numel() for n, w in prunable_weights(model, include_linear,
+                                                           spare_classifier=spare_classifier).items()}
+        return cls(numel, count_flops(model, shape), shape, include_linear, spare_classifier)
 
 
 def measure(model: nn.Module, masks: Masks | None, base: DenseBaseline) -> dict[str, Any]:
-    """Sparsity (global and per layer, relative to the dense model), params and FLOPs of ``model``."""
+    """Sparsity (global and per layer, relative to the dense model), params and FLOPs of ``model``, and the
+    ``empty_layers``: those at density 0 (a layer that passes nothing on)."""
     total, nonzero = count_params(model)
     flops = count_flops(model, base.input_shape)
     effective = count_flops(model, base.input_shape, effective=True)
     if masks is not None:
         sparsity, per_layer = masks.sparsity(), masks.per_layer_sparsity()
     else:  # dense or physically smaller (filter-pruned): count what is left against the dense sizes
-        weights = prunable_weights(model, base.include_linear)
+        weights = prunable_weights(model, base.include_linear, spare_classifier=base.spare_classifier)
         left = {n: int(weights[n].count_nonzero()) if n in weights else 0 for n in base.prunable_numel}
         per_layer = {n: 1.0 - left[n] / numel for n, numel in base.prunable_numel.items()}
         sparsity = 1.0 - sum(left.values()) / sum(base.prunable_numel.values())
     return {"sparsity": sparsity, "per_layer_sparsity": per_layer, "params_total": total, "params_nonzero": nonzero,
-            "flops_dense": flops, "flops_effective": effective, "speedup": base.flops / max(effective, 1)}
+            "flops_dense": flops, "flops_effective": effective, "speedup": base.flops / max(effective, 1),
+            "empty_layers": [n for n, s in per_layer.items() if s >= 1.0]}
 
 
 LATENCY_REPEATS = 10
@@ -88,20 +94,32 @@ def example_input(model: nn.Module, input_shape: Sequence[int] | None) -> torch.
 @torch.no_grad()
 def prune_step(model: nn.Module, masks: Masks | None, pruner: Pruner, amount, *, include_linear: bool,
                generator: torch.Generator, round_to: int = 1, ignore: Sequence[str] = ("<classifier>",),
-               input_shape: Sequence[int] | None = None, loader=None,
-               pattern: str | None = None) -> tuple[nn.Module, Masks | None, float]:
+               input_shape: Sequence[int] | None = None, loader=None, pattern: str | None = None,
+               spare_classifier: bool = False, max_layer_sparsity: float | None = None
+               ) -> tuple[nn.Module, Masks | None, float]:
     """(pruned copy of ``model``, its masks or None, ALLR's d1 for this step). ``amount``: the fraction of the
     remaining weights (filter pruners: the ratio of every channel group, or layer -> ratio, traced at
     ``input_shape`` with ``round_to`` and ``ignore``). ``loader``: calibration batches for data-aware criteria.
-    ``pattern``: what a masking pruner removes together ("4x1" blocks, ``nptm.pruning.patterns``)."""
-    before = [w.detach().clone() for w in prunable_weights(model, include_linear).values()]
+    ``pattern``: what a masking pruner removes together ("4x1" blocks, ``nptm.pruning.patterns``).
+    ``spare_classifier``, ``max_layer_sparsity``: ``prune_unstructured``'s (masks only)."""
+    chosen = dict(include_linear=include_linear, spare_classifier=spare_classifier)
+    before = [w.detach().clone() for w in prunable_weights(model, **chosen).values()]
     if pruner.structured:
         pruned, new_masks = pruner.prune(model, amount, generator=generator, loader=loader, round_to=round_to,
                                          ignore=tuple(ignore), example_input=example_input(model, input_shape))
     else:
-        pruned, new_masks = pruner.prune(model, amount, masks=masks, include_linear=include_linear,
-                                         generator=generator, loader=loader, pattern=pattern)
-    after = list(prunable_weights(pruned, include_linear).values())
+        try:
+            pruned, new_masks = pruner.prune(model, amount, masks=masks, include_linear=include_linear,
+                                             generator=generator, loader=loader, pattern=pattern,
+                                             spare_classifier=spare_classifier,
+                                             max_layer_sparsity=max_layer_sparsity)
+        except LayerCollapse as e:
+            raise ConfigError(f"--pruner {pruner.name}: pruning would empty {', '.join(e.layers)}" + (
+                f" past --max-layer-sparsity {max_layer_sparsity:g}: prune less" if max_layer_sparsity is not None
+                else "; give --max-layer-sparsity (e.g. 0.99: every layer keeps 1% of its weights)"
+                + (", --spare-classifier" if include_linear and not spare_classifier else "")
+                + ", or --max-layer-sparsity 1 to allow empty layers")) from None
+    after = list(prunable_weights(pruned, **chosen).values())
     if pruner.structured:
         fraction = 1.0 - sum(w.numel() for w in after) / sum(w.numel() for w in before)
     elif isinstance(amount, float):

@@ -27,6 +27,9 @@ from nptm.study.units import Target, Unit
 SET_FIELDS = {"pruning": ("pruner", "sparsity", "pattern", "filter_config", "bimp"), "schedule": ("schedules",),
               "training": ("seeds", "retrain_epochs", "scratch")}
 
+# fields added after studies were run, with the default that computes what those studies computed
+LATER_FIELDS = {("pruning", "spare_classifier"): False, ("pruning", "max_layer_sparsity"): None}
+
 
 def unit_digest(cfg: StudyConfig) -> str:
     """A digest of the config fields that shape the units' results (part of every unit's id)."""
@@ -34,6 +37,9 @@ def unit_digest(cfg: StudyConfig) -> str:
     d.pop("methods", None)
     for section, names in SET_FIELDS.items():
         for name in names:
+            d[section].pop(name, None)
+    for (section, name), default in LATER_FIELDS.items():  # at their default: the ids of studies made before them
+        if d[section].get(name, default) == default:
             d[section].pop(name, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -58,7 +64,7 @@ class DenseTraining(Unit):
         else:
             model, summary = ctx.train(self, None, ctx.fresh_model(self.seed, data), None, schedule,
                                        ctx.original.epochs, data)
-        ctx.save_model(self, "model", model, None)
+        ctx.save_model(self, "model", model, None, data)
         record = Record(self.run, "dense", self.seed, "-", 0.0, "original", ctx.original.epochs, iters_per_epoch,
                         measure(model, None, ctx.baseline(data)), summary, time_train_s=summary["time_train_s"],
                         time_eval_s=summary["time_eval_s"], lr_trace=subsample_trace(schedule.lrs()), details=details)

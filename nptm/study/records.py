@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from nptm.utils.files import atomic_write
 
-CSV_SKIP = ("per_layer_sparsity", "history", "lr_trace", "cycles", "config", "sparse_choices")
+CSV_SKIP = ("per_layer_sparsity", "history", "lr_trace", "cycles", "config", "sparse_choices", "empty_layers")
 TIME_KEYS = ("time_prune_s", "time_train_s", "time_eval_s", "time_total_s", "images_per_s", "time_latency_s")
 
 
@@ -103,6 +103,12 @@ def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0)
 
 
+def spread(xs: Sequence[float], digits: int = 2) -> str:
+    """``mean ± sample std`` over two or more values; one value alone, as it is."""
+    m, sd = mean_std(xs)
+    return f"{m:.{digits}f} ± {sd:.{digits}f}" if len(xs) > 1 else f"{m:.{digits}f}"
+
+
 def _si(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
@@ -150,22 +156,23 @@ def speedup_spread(records: Sequence[dict[str, Any]], batch: int) -> str:
 
 
 def summary_table(records: Sequence[dict[str, Any]]) -> str:
-    """One row per (pruner, sparsity, pattern, schedule): top-1 mean ± sample std over seeds, and costs (means); the
-    theoretical speedup (dense/effective FLOPs) beside the measured one (CPU, the deployed model, per batch size:
-    mean of the runs' median ratios, with the min-max of the round-by-round ratios in brackets)."""
+    """One row per (pruner, sparsity, pattern, schedule): top-1 mean ± sample std over seeds (the mean alone for one
+    seed), the top-1 right after pruning, before retraining, and costs (means); the theoretical speedup
+    (dense/effective FLOPs) beside the measured one (CPU, the deployed model, per batch size: mean of the runs'
+    median ratios, with the min-max of the round-by-round ratios in brackets)."""
     batches = sorted({b for r in records for b in measured_speedups(r)})
-    head = ("pruner", "target", "pattern", "schedule", "T_rt", "seeds", "top-1 %", "pruned %", "sparsity", "params",
-            "eff. FLOPs", "speedup", *(["measured " + "/".join(f"b{b}" for b in batches)] if batches else []), "epochs", "time s")
+    head = ("pruner", "target", "pattern", "schedule", "T_rt", "seeds", "top-1 %", "top-1 after pruning %", "sparsity",
+            "params", "eff. FLOPs", "speedup", *(["measured " + "/".join(f"b{b}" for b in batches)] if batches else []),
+            "epochs", "time s")
     rows = []
     for (kind, _, target, schedule, budget), runs in group_runs(records).items():
-        top1, std = mean_std([100 * r["top1"] for r in runs])
         pruned = [100 * r["pruned_top1"] for r in runs if "pruned_top1" in r]
         avg = lambda k: sum(r[k] for r in runs) / len(runs)  # noqa: E731
         measured = [speedup_spread(runs, b) if all(b in measured_speedups(r) for r in runs) else "-" for b in batches]
         cells = ["/".join(measured)] if batches else []
         rows.append((runs[0]["pruner"], target if kind != "dense" else "-", runs[0].get("pattern", "-"), schedule,
                      "-" if budget is None else str(budget),
-                     str(len(runs)), f"{top1:.2f} ± {std:.2f}", f"{sum(pruned) / len(pruned):.2f}" if pruned else "-",
+                     str(len(runs)), spread([100 * r["top1"] for r in runs]), f"{sum(pruned) / len(pruned):.2f}" if pruned else "-",
                      f"{avg('sparsity'):.4f}", _si(avg("params_nonzero")), _si(avg("flops_effective")),
                      f"{avg('speedup'):.2f}x", *(c if kind != "dense" else "-" for c in cells), str(runs[0]["epochs"]),
                      f"{avg('time_total_s'):.1f}"))

@@ -11,9 +11,9 @@ import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from nptm.study.records import fill_dense_top1, mean_std
+from nptm.study.records import fill_dense_top1, spread
 from nptm.study.store import PLAN_FILE, UnitStore
 from nptm.study.tables import report_tables
 from nptm.utils.errors import UserError
@@ -36,6 +36,7 @@ class StudyResults:
     folders: list[Path] = field(default_factory=list)
     finished: list[bool] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # planned runs not finished yet ("run (kind)")
+    duplicates: list[str] = field(default_factory=list)  # what merging dropped, in words
 
 
 def load_study(folder: Path) -> StudyResults:
@@ -84,16 +85,21 @@ def _identity(config: dict[str, Any]) -> str:
 
 
 def merge_studies(studies: list[StudyResults]) -> list[StudyResults]:
-    """Studies that differ only in seeds (or runtime settings) pooled into one; a run seen twice counts once."""
+    """Studies that differ only in seeds (or runtime settings) pooled into one; a run seen twice counts once: the
+    first folder's record is kept (``duplicates`` says which were dropped)."""
     merged: dict[str, StudyResults] = {}
     for s in studies:
         key = _identity(s.config)
         if key not in merged:
             merged[key] = StudyResults(s.name, s.config, [], [], [])
         m = merged[key]
+        seen = {r["run"] for r in m.records}
+        dropped = [r["run"] for r in s.records if r["run"] in seen]
+        if dropped:
+            m.duplicates.append(f"{s.name}: {len(dropped)} run(s) already read from {m.name} left out, e.g. "
+                                f"{dropped[0]} (the folder given first wins)")
         if m.folders:
             m.name += f" + {s.name}"
-        seen = {r["run"] for r in m.records}
         m.records += [r for r in s.records if r["run"] not in seen]
         m.folders += s.folders
         m.finished += s.finished
@@ -105,8 +111,7 @@ def _dense_line(records) -> str:
     dense = [100 * r["top1"] for r in records if r["kind"] == "dense"]
     if not dense:
         return "dense model: not finished"
-    m, s = mean_std(dense)
-    return f"dense model: {m:.2f} ± {s:.2f} top-1 % over {len(dense)} seed(s)"
+    return f"dense model: {spread(dense)} top-1 % over {len(dense)} seed(s)"
 
 
 def _status(study: StudyResults) -> str:
@@ -116,7 +121,17 @@ def _status(study: StudyResults) -> str:
                                                             f"{len(study.finished)} folder(s) unfinished)"
     missing = f"; {len(study.missing)} planned unit(s) missing: {', '.join(study.missing[:8])}" + \
         (", ..." if len(study.missing) > 8 else "") if study.missing else ""
-    return f"{runs} run(s) recorded, {state}{missing}"
+    merged = f"; merged: {'; '.join(study.duplicates)}" if study.duplicates else ""
+    return f"{runs} run(s) recorded, {state}{missing}{merged}"
+
+
+def _models(records) -> list[tuple[str, str, str, str]]:
+    """(run, top-1 %, model file, the command that deploys it) of every run that wrote a model file."""
+    return [(r["run"], f"{100 * r['top1']:.2f}", r["model_file"] + (f" (+ {r['deployed_file']})" if r.get(
+        "deployed_file") else ""), r.get("deploy_command", "")) for r in records if r.get("model_file")]
+
+
+MODELS_TITLE = "Deployable models (paths in the study folder: run the commands there)"
 
 
 def render_markdown(studies: list[StudyResults], figures: dict[str, list[Path]], out: Path) -> str:
@@ -131,6 +146,9 @@ def render_markdown(studies: list[StudyResults], figures: dict[str, list[Path]],
                 text = [f"**{c}**" if (i, j) in t.best else c for j, c in enumerate(cells)]
                 lines.append(f"| {label} | " + " | ".join(text) + " |")
             lines.append("")
+        if _models(s.records):
+            lines += [f"### {MODELS_TITLE}", "", "| run | top-1 % | model file | deploy with |", "|---|---|---|---|",
+                      *(f"| {r} | {t} | `{f}` | `{c}` |" for r, t, f, c in _models(s.records)), ""]
         lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures.get(s.name, [])]
         lines += ["", "<details><summary>config</summary>", "", "```json", json.dumps(s.config, indent=1), "```",
                   "", "</details>", ""]
@@ -156,6 +174,11 @@ def render_html(studies: list[StudyResults], figures: dict[str, list[Path]]) -> 
                 f"<td class='best'>{e(c)}</td>" if (i, j) in t.best else f"<td>{e(c)}</td>"
                 for j, c in enumerate(cells)) + "</tr>" for i, (label, cells) in enumerate(t.rows))
             parts.append(f"<h3>{e(t.title)}</h3><table><tr>{head}</tr>{body}</table>")
+        if _models(s.records):
+            rows = "".join(f"<tr><td>{e(r)}</td><td>{e(t)}</td><td><code>{e(f)}</code></td><td><code>{e(c)}</code></td>"
+                           "</tr>" for r, t, f, c in _models(s.records))
+            parts.append(f"<h3>{e(MODELS_TITLE)}</h3><table><tr><th>run</th><th>top-1 %</th><th>model file</th>"
+                         f"<th>deploy with</th></tr>{rows}</table>")
         for p in figures.get(s.name, []):
             data = base64.b64encode(p.read_bytes()).decode()
             parts.append(f"<img alt='{e(p.stem)}' src='data:image/png;base64,{data}'>")
@@ -164,12 +187,22 @@ def render_html(studies: list[StudyResults], figures: dict[str, list[Path]]) -> 
     return "".join(parts)
 
 
-def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
+def build_report(folders: list[Path], out: Path, log: Callable[[str], None] | None = None) -> tuple[Path, Path]:
     """Write ``out/report.html`` (self-contained) and ``out/report.md`` (figures under ``out/figures``, or beside
-    results.json when ``out`` is the one study folder reported)."""
+    results.json when ``out`` is the one study folder reported); ``log`` is told what was read, merged and drawn."""
     from nptm.study.plots import write_plots
 
-    studies = merge_studies([load_study(f) for f in folders])
+    log = log or (lambda line: None)
+    read = []
+    for f in folders:
+        read.append(load_study(f))
+        s = read[-1]
+        log(f"read {f}: {len(s.records)} run(s)" + (f", {len(s.missing)} planned unit(s) missing" if s.missing else "")
+            + ("" if all(s.finished) else ", unfinished"))
+    studies = merge_studies(read)
+    for s in studies:
+        for line in s.duplicates:
+            log(f"merged {line}")
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, list[Path]] = {}
     for i, s in enumerate(studies):
@@ -178,6 +211,7 @@ def build_report(folders: list[Path], out: Path) -> tuple[Path, Path]:
             folder = out if own else out / "figures" / (
                 f"{i + 1}-" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s.name))
             folder.mkdir(parents=True, exist_ok=True)
+            log(f"plotting {s.name} ({len(s.records)} run(s)) into {folder}")
             figures[s.name] = write_plots(folder, s.records)
     html_path, md_path = out / "report.html", out / "report.md"
     text = render_html(studies, figures).encode()

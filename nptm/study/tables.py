@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from nptm.study.records import group_runs, mean_std, measured_speedups, pruner_label, shown_pattern, speedup_spread
+from nptm.study.records import (group_runs, mean_std, measured_speedups, pruner_label, shown_pattern, speedup_spread,
+                                spread)
 
 WITHIN_BUDGET = ("bimp", "gmp", "sparse-training")  # record kinds that prune within the total budget T
 
@@ -49,12 +50,12 @@ def schedule_tables(records: Sequence[dict[str, Any]]) -> list[Table]:
         here = {k: v for k, v in groups.items() if k[2] == target}
         table = Table(f"target {target}", "pruner, T_rt", list(dict.fromkeys(k[3] for k in here)))
         rows = list(dict.fromkeys((k[1], k[4]) for k in here))
-        cells = {(rows.index((k[1], k[4])), table.columns.index(k[3])): _top1(v) for k, v in here.items()}
+        runs = {(rows.index((k[1], k[4])), table.columns.index(k[3])): v for k, v in here.items()}
         for i, (pruner, budget) in enumerate(rows):
             table.rows.append((pruner + (f", T_rt {budget}" if budget is not None else ""),
-                               [f"{cells[i, j][0]:.2f} ± {cells[i, j][1]:.2f}" if (i, j) in cells else "-"
+                               [spread([100 * r["top1"] for r in runs[i, j]]) if (i, j) in runs else "-"
                                 for j in range(len(table.columns))]))
-        _mark_best(table, {ij: m for ij, (m, _) in cells.items()})
+        _mark_best(table, {ij: _top1(v)[0] for ij, v in runs.items()})
         tables.append(table)
     return tables
 
@@ -84,10 +85,10 @@ def budget_table(records: Sequence[dict[str, Any]]) -> Table | None:
             if not here:
                 cells += ["-"] * 3
                 continue
-            m, s = _top1(here)
-            values[i, 3 * j] = m
+            values[i, 3 * j] = _top1(here)[0]
             reached = mean_std([r.get("reached_sparsity", r["sparsity"]) for r in here])[0]
-            cells += [f"{m:.2f} ± {s:.2f}", f"{mean_std([r['speedup'] for r in here])[0]:.2f}x", f"{reached:.4f}"]
+            cells += [spread([100 * r["top1"] for r in here]), f"{mean_std([r['speedup'] for r in here])[0]:.2f}x",
+                      f"{reached:.4f}"]
         speed = [r["images_per_s"] for r in mine if r.get("images_per_s")]
         cells.append(f"{mean_std(speed)[0]:.0f}" if speed else "-")
         if speed:

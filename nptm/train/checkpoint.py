@@ -10,6 +10,7 @@ import torch
 
 from nptm.utils.errors import CheckpointError
 from nptm.utils.files import atomic_write
+from nptm.utils.loading import load_tensors
 
 FORMAT = "nptm-train-checkpoint/1"
 __all__ = ["CheckpointError", "FORMAT", "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
@@ -21,13 +22,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load with ``weights_only=True``; a truncated, corrupt or foreign file raises CheckpointError."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except Exception as e:  # weights_only: a bad file fails in many ways (KeyError, EOFError, ...), never runs code
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"unreadable checkpoint {path} (truncated or corrupt?): {first}") from None
+    if not Path(path).exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    data = load_tensors(path, "unreadable checkpoint")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nptm.train checkpoint (expected format {FORMAT})")
     return data

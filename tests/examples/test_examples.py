@@ -38,12 +38,11 @@ def test_plain_loop_example(monkeypatch, capsys):
 
 
 def test_hf_trainer_example(monkeypatch):
-    pytest.importorskip("transformers", reason="the Trainer example needs transformers (not an nptm dependency)")
-    pytest.importorskip("accelerate", reason="transformers' Trainer needs accelerate (not an nptm dependency)")
+    # transformers and accelerate are test dependencies (scripts/requirements.txt, the test extra): never skipped
     ex = load("hf_trainer_allr", monkeypatch)
     torch.manual_seed(0)
-    model, masks = ex.main(["--tiny"])
+    model, masks = ex.main(["--tiny"])  # a tiny transformers ResNet from its config
+    assert type(model.net.hf).__module__.startswith("transformers.")
     torch.manual_seed(0)
-    plain = load("prune_retrain_allr", monkeypatch)
-    dense = {f"net.{k}": v for k, v in plain.load_model(plain.parse(["--tiny"]), 10).state_dict().items()}
+    dense = {f"net.{k}": v for k, v in ex.tiny_model(10).state_dict().items()}
     check_retrained(model, masks, dense)

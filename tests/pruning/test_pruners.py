@@ -43,8 +43,10 @@ def test_lamp_pruner_prunes_the_lowest_lamp_scores():
     assert masks["0.weight"].flatten().tolist() == [False, True, True, True]
     assert masks["1.weight"].flatten().tolist() == [False, True]
     assert pruned[0].weight.flatten().tolist() == [0.0, 2.0, 2.0, 2.0] and model[0].weight.flatten()[0] == 2.0
-    _, mag = PRUNERS["magnitude"].prune(model, 2)
+    _, mag = PRUNERS["magnitude"].prune(model, 2, max_layer_sparsity=1.0)  # magnitude empties conv 1 (allowed)
     assert mag["1.weight"].flatten().tolist() == [False, False]
+    with pytest.raises(ValueError, match=r"every weight of 1\.weight"):  # and is refused by default
+        PRUNERS["magnitude"].prune(model, 2)
     _, layer = PRUNERS["layer_magnitude"].prune(model, 0.5)  # half of each layer
     assert [int(m.sum()) for m in layer.values()] == [2, 1]
 

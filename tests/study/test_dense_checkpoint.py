@@ -56,7 +56,7 @@ def test_refusals_are_one_line(tmp_path):
             return (print, ("executed",))
 
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({"model": Evil()}))
-    with pytest.raises(CheckpointError, match="unreadable"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         read_state_dict(tmp_path / "evil.pt")  # weights_only: never runs code
     save_checkpoint(tmp_path / "unfinished.pt", {"done": False, "trainer": {"model": _state()}})
     with pytest.raises(CheckpointError, match="unfinished"):

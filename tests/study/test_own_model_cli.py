@@ -34,7 +34,8 @@ def test_trained_torchvision_model_on_an_image_folder(image_dir, tmp_path, capsy
     torch.save({"model": trained.state_dict(), "epoch": 90}, path)  # a training script's wrapper
     out = tmp_path / "out"
     assert main(["--dataset", "imagefolder", "--data-dir", str(image_dir), "--model", "mobilenet_v3_small",
-                 "--dense-checkpoint", str(path), *SMALL, "--out", str(out)]) == 0
+                 "--dense-checkpoint", str(path), *SMALL, "--out", str(out),
+                 "--max-layer-sparsity", "0.99"]) == 0  # global magnitude would empty two depthwise convs of its init
     records = json.loads((out / "results.json").read_text())
     dense = records[0]
     assert dense["kind"] == "dense" and dense["dense_checkpoint"] == str(path)
@@ -43,6 +44,7 @@ def test_trained_torchvision_model_on_an_image_folder(image_dir, tmp_path, capsy
     assert dense["top1"] == evaluate(trained, data.test)["top1"]  # the loaded model, evaluated as it is
     assert [r["schedule"] for r in records[1:]] == ["FT", "LLR"]
     assert all(r["sparsity"] == pytest.approx(0.5, abs=1e-3) and r["epochs"] == 1 for r in records[1:])
+    assert all(r["empty_layers"] == [] and max(r["per_layer_sparsity"].values()) <= 0.99 for r in records[1:])
     # the retraining schedules are defined against the original one: --epochs 4, lr 0.1, milestones 1/3, 2/3
     assert records[1]["lr_trace"]["lr"][0] == pytest.approx(0.1 * 0.1 * 0.1)
 

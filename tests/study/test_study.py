@@ -56,7 +56,7 @@ def test_default_study_outputs(small_study, capsys):
     assert max(allr["lr_trace"]["lr"]) <= allr["d"] * 0.1 + 1e-12
     assert records[1]["pruned_top1"] == records[2]["pruned_top1"]  # every schedule starts from the same pruned weights
     table = (out / "table.txt").read_text()
-    assert "ALLR" in table and "±" in table and "magnitude" in table
+    assert "ALLR" in table and "±" not in table and "magnitude" in table  # one seed: no spread to show
 
 
 class Kill(Callback):
@@ -189,6 +189,8 @@ def test_imp_filters_scratch_bimp_after_a_resume(tmp_path, capsys):
     filt = runs["s0/l1_filters-0.5/FT"]
     assert filt["params_total"] < dense["params_total"] and filt["flops_dense"] < dense["flops_dense"]
     assert filt["speedup"] == dense["flops_dense"] / filt["flops_effective"] and len(filt["cycles"]) == 2
-    saved = sorted(p.name for p in (out / "models").iterdir())  # --save-models: filter-pruned runs' final models
-    assert saved == [f"s0__l1_filters-0.5__{k}.pt" for k in ("FT", "scratch-b", "scratch-e")]
-    assert count_params(load_pruned(build_model("digits_net", 10, 1), out / "models" / saved[0]))[0] == filt["params_total"]
+    saved = sorted(p.name for p in (out / "models").iterdir())  # --save-models: every pruned run's final model
+    assert saved == sorted(r.replace("/", "__") + ".pt" for r in runs if r != "s0/dense")
+    assert all(runs[r]["model_file"] == f"models/{r.replace('/', '__')}.pt" for r in runs if r != "s0/dense")
+    filt_file = out / "models" / "s0__l1_filters-0.5__FT.pt"
+    assert count_params(load_pruned(build_model("digits_net", 10, 1), filt_file))[0] == filt["params_total"]

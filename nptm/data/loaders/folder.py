@@ -5,6 +5,9 @@ as in the FFCV GPU path, so host-to-device copies stay 1 byte per channel.
 """
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision import datasets
@@ -24,6 +27,52 @@ def open_image_folder(root) -> datasets.ImageFolder:
         raise DataError(f"image folder {root}: {e}") from None
 
 
+def _header_error(path: str) -> str | None:
+    """Why PIL cannot identify ``path`` as an image from its header (None: it can); reads a few kB."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.size  # noqa: B018
+    except Exception as e:  # noqa: BLE001  (PIL raises OSError, SyntaxError, ValueError, ...)
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return None
+
+
+@functools.cache
+def check_images(root: str, paths: tuple[str, ...]) -> None:
+    """Fail before training when a file of an image folder is no image PIL can open (its header is checked, in 16
+    threads: about a minute for ImageNet's 1.3M files on a local disk); an image whose data is damaged past its
+    header fails when it is loaded, naming the file."""
+    with ThreadPoolExecutor(16) as pool:
+        errors = list(pool.map(_header_error, paths, chunksize=256))
+    bad = [(p, e) for p, e in zip(paths, errors) if e is not None]
+    if bad:
+        raise DataError(f"image folder {root}: {len(bad)} unreadable image(s), e.g. {bad[0][0]} ({bad[0][1]}); "
+                        "remove or replace them (python -m nptm.data write lists them and leaves them out)")
+
+
+def _load(base, i: int):
+    try:
+        return base[i]
+    except Exception as e:  # noqa: BLE001  (a damaged image fails in PIL with many types)
+        path = _sample_path(base, i)
+        raise DataError(f"unreadable image {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; "
+                        "remove or replace it, then continue with --resume") from None
+
+
+def _sample_path(base, i: int) -> str:
+    while isinstance(base, Subset):
+        base, i = base.dataset, base.indices[i]
+    return base.samples[i][0] if hasattr(base, "samples") else f"sample {i}"
+
+
+def _one_line(e: DataError) -> DataError:
+    """A DataError re-raised by a DataLoader worker carries the worker's traceback: keep its own last line."""
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return DataError(lines[-1].split("DataError: ", 1)[-1] if len(lines) > 1 else str(e))
+
+
 class _Transformed(torch.utils.data.Dataset):
     def __init__(self, base, transform):
         self.base, self.transform = base, transform
@@ -32,7 +81,7 @@ class _Transformed(torch.utils.data.Dataset):
         return len(self.base)
 
     def __getitem__(self, i):
-        x, y = self.base[i]
+        x, y = _load(self.base, i)
         return self.transform(x), y
 
 
@@ -43,6 +92,7 @@ class ImageFolderLoader:
                  resize: ProgressiveResize | None = None, dtype: torch.dtype = torch.float32,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD):
         self.folder = open_image_folder(root)
+        check_images(str(root), tuple(p for p, _ in self.folder.samples))
         self.num_samples, self.num_classes = len(self.folder), len(self.folder.classes)
         self.cfg, self.train, self.resize = cfg, train, resize
         self.seed, self.stream, self.epoch = cfg.seed, 0, 0
@@ -83,8 +133,11 @@ class ImageFolderLoader:
         loader = DataLoader(self.data, batch_size=self.cfg.batch_size, sampler=self.sampler, shuffle=False,
                             num_workers=self.cfg.workers, pin_memory=on_gpu, drop_last=self.train,
                             generator=torch.Generator().manual_seed(mix_seed(self.seed, self.stream, self.epoch)))
-        for x, y in loader:
-            yield self.normalize(x), y.to(self.normalize.device, non_blocking=True)
+        try:
+            for x, y in loader:
+                yield self.normalize(x), y.to(self.normalize.device, non_blocking=True)
+        except DataError as e:
+            raise _one_line(e) from None
 
 
 def imagefolder_train_loader(root, cfg: DataConfig, *, resolution: int = 224, resize: ProgressiveResize | None = None,

@@ -10,12 +10,16 @@ from torch import Tensor, nn
 
 from nptm.pruning.structured.graph import trace_channels
 from nptm.pruning.structured.shrink import shrink_graph
+from nptm.utils.loading import load_tensors
 
 FORMAT = "nptm.pruned/1"
 
 
-def save_pruned(model: nn.Module, path: str | os.PathLike, masks: Mapping[str, Tensor] | None = None) -> None:
-    """Write ``{"format", "shapes": tensor -> shape, "state_dict", "masks"}`` (atomically) for ``load_pruned``."""
+def save_pruned(model: nn.Module, path: str | os.PathLike, masks: Mapping[str, Tensor] | None = None, *,
+                info: Mapping[str, object] | None = None) -> None:
+    """Write ``{"format", "shapes": tensor -> shape, "state_dict", "masks", "info"}`` (atomically) for
+    ``load_pruned``; ``info``: plain data about the model (a study stores its architecture name, classes and input
+    shape there, which ``python -m nptm.export`` reads)."""
     dense = model.state_dict()
     state = {k: v.detach().cpu() for k, v in dense.items()}
     payload = {
@@ -24,6 +28,7 @@ def save_pruned(model: nn.Module, path: str | os.PathLike, masks: Mapping[str, T
         "shapes": {k: list(v.shape) for k, v in state.items()},
         "state_dict": state,
         "masks": None if masks is None else {k: v.detach().cpu() for k, v in masks.items()},
+        "info": dict(info or {}),
     }
     tmp = f"{os.fspath(path)}.tmp"
     torch.save(payload, tmp)
@@ -31,14 +36,9 @@ def save_pruned(model: nn.Module, path: str | os.PathLike, masks: Mapping[str, T
 
 
 def read_pruned(path: str | os.PathLike) -> dict:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # noqa: BLE001  (truncated or foreign files raise many types)
-        cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{os.fspath(path)} cannot be read as a pruned-model file (truncated or corrupt?): {cause}") \
-            from None
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, "No such file or directory", os.fspath(path))
+    payload = load_tensors(path, "cannot read pruned-model file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{os.fspath(path)} is not a pruned-model file ({FORMAT})")
     return payload

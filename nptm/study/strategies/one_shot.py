@@ -28,7 +28,9 @@ def prune_and_evaluate(ctx, unit: Unit, data, model, masks: Masks | None, pruner
     (pruned, masks, d1), prune_s = timed(
         prune_step, model, masks, pruner, amount, include_linear=p.include_linear,
         generator=seeded_generator(unit.seed, key), round_to=p.round_to, ignore=p.ignore,
-        input_shape=ctx.baseline(data).input_shape, loader=loader, pattern=unit.target.pattern)
+        input_shape=ctx.baseline(data).input_shape, loader=loader, pattern=unit.target.pattern,
+        spare_classifier=p.spare_classifier,
+        max_layer_sparsity=p.max_layer_sparsity)
     # rank 0's pruned weights and masks everywhere (they agree unless a kernel broke a tie differently)
     distributed.broadcast_module(pruned)
     distributed.broadcast_masks(masks)
@@ -56,7 +58,7 @@ class Pruning(Unit):
         amount = self.target.amounts(ctx.cfg.pruning.iterations)[0]
         pruned, masks, info = prune_and_evaluate(ctx, self, data, model, None, PRUNERS[self.pruner], amount,
                                                  f"{self.run}/prune0", dense_loss)
-        ctx.save_model(self, "pruned", pruned, masks)
+        ctx.save_model(self, "pruned", pruned, masks, data)
         return {"info": info}
 
 
@@ -115,8 +117,6 @@ class Retraining(Unit):
         info = ctx.result(self.pruning)["info"]
         model, masks, fields = retrain_chain(ctx, self, data, model, masks, info, pruner, self.schedule, self.budget,
                                              self.pruning.run)
-        if ctx.cfg.pruning.save_models and pruner.structured:
-            ctx.export_model(self.run, model, masks)
         cycles = len(self.target.amounts(ctx.cfg.pruning.iterations))
         epochs = cycles * self.budget if schedule_kind(self.schedule).retrains else 0
         record = Record(self.run, "retrain", self.seed, self.pruner, self.target.value, self.schedule, epochs,

@@ -38,7 +38,9 @@ class Scratch(Unit):
                                            generator=seeded_generator(self.seed, f"{self.run}/prune"),
                                            round_to=p.round_to, ignore=p.ignore,
                                            input_shape=ctx.baseline(data).input_shape, loader=loader,
-                                           pattern=self.target.pattern)
+                                           pattern=self.target.pattern,
+                                           spare_classifier=p.spare_classifier,
+                                           max_layer_sparsity=p.max_layer_sparsity)
         if pruner.structured:
             torch.manual_seed(mix_seed(self.seed, stream_id(f"{self.run}/init")))
             model, masks = reinitialize(shape_of), None
@@ -60,8 +62,6 @@ class Scratch(Unit):
             epochs = max(1, round(epochs * base.flops / max(measure(model, masks, base)["flops_effective"], 1)))
         schedule = original_schedule(dataclasses.replace(ctx.original, epochs=epochs), len(data.train), self.variant)
         model, summary = ctx.train(self, None, model, masks, schedule, epochs, data)
-        if ctx.cfg.pruning.save_models and PRUNERS[self.pruner].structured:
-            ctx.export_model(self.run, model, masks)
         record = Record(self.run, self.variant, self.seed, self.pruner, self.target.value, self.variant, epochs,
                         len(data.train), measure(model, masks, base), summary, retrain_epochs=self.budget,
                         time_train_s=summary["time_train_s"], time_eval_s=summary["time_eval_s"],

@@ -50,8 +50,6 @@ class SoftFilterRun(Unit):
         clr = build_schedule(RETRAIN_SCHEDULE, ctx.original, self.budget, iters_per_epoch,
                              cycle_momentum=ctx.cfg.schedule.cycle_momentum)
         model, summary = ctx.train(self, RETRAIN_SCHEDULE, pruned, None, clr, self.budget, data)
-        if p.save_models:
-            ctx.export_model(self.run, model, None)
         record = Record(self.run, "sfp", self.seed, self.pruner, self.target.value, f"SFP+{RETRAIN_SCHEDULE}",
                         ctx.original.epochs, iters_per_epoch, measure(model, None, ctx.baseline(data)), summary,
                         retrain_epochs=self.budget, time_train_s=summary["time_train_s"] + pre["time_train_s"],
