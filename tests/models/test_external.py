@@ -25,7 +25,7 @@ def test_every_torchvision_classification_model_is_accepted():
 def test_torchvision_model_trains_pruned(name):
     torch.manual_seed(0)
     model = build_model(name, 5)
-X
+    # global magnitude on a fresh init empties zero-initialised classifiers and some
     # depthwise convs, even at 50%: every layer keeps 1% of its weights
     masks = prune_unstructured(model, "magnitude", 0.5, include_linear=True, max_layer_sparsity=0.99)
     assert masks.sparsity() == pytest.approx(0.5, abs=1e-6)
