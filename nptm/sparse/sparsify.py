@@ -14,6 +14,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from nptm.pruning.masks import Masks, unwrap
 from nptm.sparse.choose import LayerChoice, choose_layers
 from nptm.sparse.graph import fold_batchnorm, fuse_epilogues, set_module
+from nptm.sparse.pooling import channels_last_pooling
 
 DEFAULT_BATCH_SIZES = (1, 16)
 
@@ -67,7 +68,8 @@ def sparsify(
     without them the zeros already in the weights count. Each float32 conv/linear runs sparse where its
     sparse time beats its dense time on its own input at the example's batch size and at every size of
     ``batch_sizes`` (inputs made by repeating the example), with ``threads`` torch threads (default: the
-    current number); the others stay dense. ``measure=False`` makes every layer the sparse op can run
+    current number); the others stay dense. A weight whose nonzeros come in blocks of output channels runs
+    the register-blocked kernel; max-pooling runs through channels_last where that is measured faster. ``measure=False`` makes every layer the sparse op can run
     sparse, untimed. ``module.sparse_layers`` lists the choices (``LayerChoice``).
     Run the result under ``torch.inference_mode()`` or ``torch.no_grad()``.
     """
@@ -87,10 +89,12 @@ def sparsify(
                 fold_batchnorm(gm)
                 gm.recompile()
             target = gm if gm is not None else root
-            choices, chosen = choose_layers(target, {b: resize_batch(inputs, b) for b in sizes}, rounds, measure)
+            batches = {b: resize_batch(inputs, b) for b in sizes}
+            choices, chosen = choose_layers(target, batches, rounds, measure)
+            pools = channels_last_pooling(target, batches, rounds) if measure else {}
     finally:
         torch.set_num_threads(old_threads)
-    for name, module in chosen.items():
+    for name, module in {**chosen, **pools}.items():
         set_module(target, name, module)
     if gm is not None:
         fuse_epilogues(gm)
