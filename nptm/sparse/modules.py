@@ -17,9 +17,9 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
 
 
 # Relative time per stored value of the kernel by block (1: unstructured): a blocked form is picked where its
-# stored values (zeros of a kept block included) times this cost beat the other forms'. Measured on ResNet-50's
-# layers (benchmarks/bench_blocks.py; docs/sparse-inference.md).
-BLOCK_COST = {1: 1.0, 2: 0.6, 4: 0.4, 8: 0.35}
+# stored values (zeros of a kept block included) times this cost beat the other forms'. The rates on all of
+# ResNet-50's distinct convs at 90% (benchmarks/bench_blocks.py, AVX-512, 1 thread: 38, 47, 58, 72 GFLOP/s).
+BLOCK_COST = {1: 1.0, 2: 0.8, 4: 0.65, 8: 0.55}
 
 
 def best_block(weight: Tensor, groups: int = 1) -> int:
