@@ -19,8 +19,10 @@ namespace nptm::ops::sparse_conv {
 
 struct Job {
   const float* in;           // planes of image 0
+  const float* in_end;       // end of the readable input (whole-vector loads may run up to it)
   int64_t in_image;          // floats from one image's planes to the next
   int64_t in_group;          // floats from one group's planes to the next
+  int64_t in_channel;        // floats from one input channel's planes to the next
   const float* values;       // stored weights, grouped by row (row_ptr); block floats per entry
   const int32_t* offsets;    // their input offsets (see above), within the row's group
   const int64_t* row_ptr;    // [rows + 1]; rows = Cout (block 1) or groups * rows_per_group

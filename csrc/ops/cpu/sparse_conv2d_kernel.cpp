@@ -212,7 +212,7 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& input, const at::Tensor& values, 
   const int vectors = tile_vectors(lanes_of(isa), s.cin_g, s.kh, P, s.block), T = vectors * lanes_of(isa).lanes;
   const auto chunks = channel_chunks(row_ptr.const_data_ptr<int64_t>(), s.rows, s.n * ((P + T - 1) / T), threads);
   constexpr float inf = std::numeric_limits<float>::infinity();
-  const Job job{planes.data, planes.image, planes.group, vals.const_data_ptr<float>(), offsets.const_data_ptr<int32_t>(),
+  const Job job{planes.data, planes.data + s.n * planes.image, planes.image, planes.group, planes.group / s.cin_g, vals.const_data_ptr<float>(), offsets.const_data_ptr<int32_t>(),
                 row_ptr.const_data_ptr<int64_t>(), chunks.data(), int64_t(chunks.size()) - 1,
                 b.defined() ? b.const_data_ptr<float>() : nullptr, res.defined() ? res.const_data_ptr<float>() : nullptr,
                 out.data_ptr<float>(), clamp_min ? float(*clamp_min) : -inf, clamp_max ? float(*clamp_max) : inf,

@@ -74,8 +74,9 @@ inline void store_tile(const Job& j, const Epilogue& e, const typename I::V* acc
   write_grid(j, e, q0, (K - 1) * I::L + tail, tmp);
 }
 
-// One output channel over the K vectors at grid position q0 (the last vector holds `tail` positions).
-template <class I, int K, bool TAIL>
+// One output channel over the K vectors at grid position q0 (the last vector holds `tail` positions). MASKED:
+// the last vector's loads are masked too (else read whole: the extra lanes stay inside the input, are never stored).
+template <class I, int K, bool TAIL, bool MASKED = TAIL>
 inline void tile(const Job& j, const Epilogue& e, const float* __restrict in, const int32_t* __restrict off,
                  const float* __restrict val, int64_t nnz, int64_t q0, int tail) {
   typename I::V acc[K];
@@ -84,9 +85,16 @@ inline void tile(const Job& j, const Epilogue& e, const float* __restrict in, co
     const typename I::V w = I::set1(val[n]);
     const float* a = in + off[n];
     for (int k = 0; k < K; ++k)
-      acc[k] = I::fma(w, (TAIL && k == K - 1) ? I::load_n(a + k * I::L, tail) : I::load(a + k * I::L), acc[k]);
+      acc[k] = I::fma(w, (MASKED && k == K - 1) ? I::load_n(a + k * I::L, tail) : I::load(a + k * I::L), acc[k]);
   }
   store_tile<I, K, TAIL>(j, e, acc, q0, tail);
+}
+
+// Whole-vector loads of V vectors at every offset of a row stay inside the input: masked tail loads are slow.
+// A row's offsets are below the end of the input channel of its last entry (the offsets grow with the channel).
+inline bool whole_loads(const Job& j, const float* in, const int32_t* off, int64_t nnz, int64_t vectors_end) {
+  const int64_t bound = nnz ? (off[nnz - 1] / j.in_channel + 1) * j.in_channel : 0;
+  return in + bound + vectors_end <= j.in_end;
 }
 
 template <class I, int K>
@@ -94,6 +102,7 @@ inline void tile_k(const Job& j, const Epilogue& e, const float* in, const int32
                    int len) {
   const int tail = len - (K - 1) * I::L;
   if (tail == I::L) tile<I, K, false>(j, e, in, off, val, nnz, q0, tail);
+  else if (whole_loads(j, in, off, nnz, K * I::L)) tile<I, K, true, false>(j, e, in, off, val, nnz, q0, tail);
   else tile<I, K, true>(j, e, in, off, val, nnz, q0, tail);
 }
 
@@ -109,7 +118,7 @@ inline void tile_len(const Job& j, const Epilogue& e, const float* in, const int
 
 // Register-blocked: the B output channels of a row (`width` of them real) over V vectors at grid position q0.
 // Each stored entry's V activation vectors are loaded once and FMA'd with its B broadcast weights.
-template <class I, int B, int V, bool TAIL>
+template <class I, int B, int V, bool TAIL, bool MASKED = TAIL>
 inline void block_tile(const Job& j, const Epilogue* e, int width, const float* __restrict in, const int32_t* __restrict off,
                        const float* __restrict val, int64_t nnz, int64_t q0, int tail) {
   typename I::V acc[B][V];
@@ -122,7 +131,7 @@ inline void block_tile(const Job& j, const Epilogue* e, int width, const float* 
     const float* w = val + n * B;
     typename I::V x[V];
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) x[v] = (TAIL && v == V - 1) ? I::load_n(a + v * I::L, tail) : I::load(a + v * I::L);
+    for (int v = 0; v < V; ++v) x[v] = (MASKED && v == V - 1) ? I::load_n(a + v * I::L, tail) : I::load(a + v * I::L);
 #pragma GCC unroll 8
     for (int b = 0; b < B; ++b) {
       const typename I::V wb = I::set1(w[b]);
@@ -142,6 +151,7 @@ inline void block_len(const Job& j, const Epilogue* e, int width, const float* i
   }
   const int tail = len - (V - 1) * I::L;
   if (tail == I::L) block_tile<I, B, V, false>(j, e, width, in, off, val, nnz, q0, tail);
+  else if (whole_loads(j, in, off, nnz, V * I::L)) block_tile<I, B, V, true, false>(j, e, width, in, off, val, nnz, q0, tail);
   else block_tile<I, B, V, true>(j, e, width, in, off, val, nnz, q0, tail);
 }
 
