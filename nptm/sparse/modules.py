@@ -18,8 +18,8 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
 
 # Relative time per stored value of the kernel by block (1: unstructured): a blocked form is picked where its
 # stored values (zeros of a kept block included) times this cost beat the other forms'. The rates on all of
-# ResNet-50's distinct convs at 90% (benchmarks/bench_blocks.py, AVX-512, 1 thread: 38, 47, 58, 72 GFLOP/s).
-BLOCK_COST = {1: 1.0, 2: 0.8, 4: 0.65, 8: 0.55}
+# ResNet-50's distinct convs at 90% (benchmarks/bench_blocks.py, AVX-512, 1 thread: 47, 64, 85, 99 GFLOP/s).
+BLOCK_COST = {1: 1.0, 2: 0.73, 4: 0.55, 8: 0.47}
 
 
 def best_block(weight: Tensor, groups: int = 1) -> int:
