@@ -16,15 +16,17 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-# Relative time per stored value of the kernel by block (1: unstructured): a blocked form is picked where its
-# stored values (zeros of a kept block included) times this cost beat the other forms'. The rates on all of
-# ResNet-50's distinct convs at 90% (benchmarks/bench_blocks.py, AVX-512, 1 thread: 47, 64, 85, 99 GFLOP/s).
-BLOCK_COST = {1: 1.0, 2: 0.73, 4: 0.55, 8: 0.47}
+# Relative time per stored value of the kernel by ISA and block (1: unstructured): a blocked form is picked where
+# its stored values (zeros of a kept block included) times this cost beat the other forms'. From the rates on all
+# of ResNet-50's distinct convs at 90% (benchmarks/bench_blocks.py, 1 thread; AVX-512: 53, 74, 94, 103 GFLOP/s,
+# AVX2: 45, 61, 65, 59; docs/sparse-inference.md).
+BLOCK_COST = {"avx512": {1: 1.0, 2: 0.72, 4: 0.56, 8: 0.51}, "avx2": {1: 1.0, 2: 0.74, 4: 0.69, 8: 0.76}}
 
 
 def best_block(weight: Tensor, groups: int = 1) -> int:
-    """The block (1, 2, 4 or 8 output channels of a group) whose stored values cost the least by ``BLOCK_COST``;
-    blocks only where they divide the channels of a group."""
+    """The block (1, 2, 4 or 8 output channels of a group) whose stored values cost the least by ``BLOCK_COST``
+    of the kernel variant this CPU runs; blocks only where they divide the channels of a group."""
+    costs = BLOCK_COST.get(ops.sparse_conv2d_isa(), BLOCK_COST["avx2"])
     w = weight.detach().reshape(weight.shape[0], -1) != 0
     cpg, best = w.shape[0] // groups, 1
     cost = float(w.sum())
@@ -32,8 +34,8 @@ def best_block(weight: Tensor, groups: int = 1) -> int:
         if cpg % block:
             continue
         entries = int(w.view(w.shape[0] // block, block, w.shape[1]).any(1).sum())
-        if entries * block * BLOCK_COST[block] < cost:
-            best, cost = block, entries * block * BLOCK_COST[block]
+        if entries * block * costs[block] < cost:
+            best, cost = block, entries * block * costs[block]
     return best
 
 

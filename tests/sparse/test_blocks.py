@@ -24,17 +24,18 @@ def prune_blocks(model, sparsity, block, gen):
 
 def test_best_block_follows_the_structure():
     gen = torch.Generator().manual_seed(0)
-    for block in (1, 2, 4, 8):
+    for block in (1, 2, 4, 8):  # the cheapest block by the ISA's costs: 1 for unstructured, else one dividing the structure's
         conv = nn.Conv2d(32, 64, 3)
         prune_blocks(conv, 0.9, block, gen)
-        assert best_block(conv.weight) == block
-        assert to_sparse(conv).block == block
+        chosen = best_block(conv.weight)
+        assert chosen == 1 if block == 1 else chosen > 1 and block % chosen == 0
+        assert to_sparse(conv).block == chosen
     conv = nn.Conv2d(8, 12, 1, groups=4)  # 3 channels per group: no block divides them
     prune_blocks(conv, 0.5, 4, gen)
     assert best_block(conv.weight, 4) == 1
     lin = nn.Linear(40, 16)
     prune_blocks(lin, 0.8, 8, gen)
-    assert to_sparse(lin).block == 8 and to_sparse(lin, block=1).block == 1
+    assert to_sparse(lin).block in (4, 8) and to_sparse(lin, block=1).block == 1
 
 
 def test_block_layer_dense_weight_and_repr():
@@ -56,7 +57,7 @@ def test_block_pruned_resnet_same_function(block, tmp_path):
     prune_blocks(model, 0.8, block, gen)
     sparse = sparsify(model, batches(16)[0], measure=False)
     layers = [m for m in sparse.modules() if isinstance(m, (SparseConv2d, SparseLinear))]
-    assert len(layers) == 21 and all(m.block == block for m in layers)
+    assert len(layers) == 21 and all(m.block > 1 and block % m.block == 0 for m in layers)
     assert_same_function(model, sparse, [batches(16)[i] for i in (0, 3)])
     nptm.save_sparse(sparse, tmp_path / "m.pt")
     loaded = nptm.load_sparse(tmp_path / "m.pt")
