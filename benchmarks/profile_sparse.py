@@ -3,7 +3,7 @@
 (useful GFLOP/s), the totals of the sparse and of the dense layers, then the time by operator (no hooks).
 
     python benchmarks/profile_sparse.py [--model resnet50] [--sparsity 0.9] [--batch 1] [--runs 30] [--pointwise]
-                                        [--pruning lamp|uniform|4x1]
+                                        [--pruning lamp|uniform|4x1] [--block K]
 """
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import statistics
 import time
 
 import torch
+from bench_blocks import block_prune
 from bench_sparse import PRUNING, pruned_model  # the same masked models as the benchmark
 
+from nptm import ops
 from nptm.sparse import SparseConv2d, SparseLinear, sparsify
 
 
@@ -37,8 +39,13 @@ def main(argv=None) -> None:
     p.add_argument("--pointwise", action="store_true", help="prune the 1x1 convs only (as bench_sparse does MobileNetV2)")
     p.add_argument("--pruning", default="", choices=list(PRUNING), help="global magnitude (default), lamp, uniform "
                                                                          "per-layer magnitude, or 4x1 blocks")
+    p.add_argument("--block", type=int, default=0, help="prune whole blocks of K output channels by global block norm instead")
     args = p.parse_args(argv)
-    model = pruned_model(args.model, args.sparsity, args.pointwise, args.pruning)
+    if args.block:
+        model = pruned_model(args.model, 0.0)
+        block_prune(model, args.sparsity, args.block)
+    else:
+        model = pruned_model(args.model, args.sparsity, args.pointwise, args.pruning)
     x = torch.randn(args.batch, 3, args.size, args.size)
     fast = sparsify(model, x, batch_sizes=())
     layers = {n: m for n, m in fast.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, SparseConv2d, SparseLinear))}
@@ -73,8 +80,9 @@ def main(argv=None) -> None:
         kind = "sparse" if isinstance(m, (SparseConv2d, SparseLinear)) else "dense"
         useful = (nnz_macs if kind == "sparse" else dense_macs) * 2 / ms / 1e6
         rows.append((n, kind, nnz_macs / dense_macs, ms, dense_macs, nnz_macs, useful))
-    print(f"{args.model} s={args.sparsity} b{args.batch}, {torch.get_num_threads()} threads: {total:.2f} ms per forward "
-          f"(median of {args.runs})")
+    pattern = f"{args.block}x1 blocks" if args.block else "unstructured"
+    print(f"{args.model} s={args.sparsity} {pattern} b{args.batch}, {torch.get_num_threads()} threads, {ops.sparse_conv2d_isa()}: "
+          f"{total:.2f} ms per forward (median of {args.runs})")
     print(f"{'layer':34s} {'run':6s} {'density':>7s} {'ms':>7s} {'share':>6s} {'dense MMAC':>10s} {'GFLOP/s':>8s}")
     for n, kind, d, ms, dm, nm, g in rows:
         print(f"{n:34s} {kind:6s} {d:7.3f} {ms:7.3f} {ms / total:6.1%} {dm / 1e6:10.1f} {g:8.1f}")

@@ -27,6 +27,7 @@ std::vector<int64_t> check_gather_channels(at::TensorList tensors, at::IntArrayR
 // sparse_conv2d: the sizes of a checked call.
 struct SparseConvShape {
   int64_t n, cout, cin_g, kh, kw, groups, ho, wo;
+  int64_t block, rows;  // output channels per weight row (1: unstructured) and the rows
 };
 SparseConvShape check_sparse_conv2d(const at::Tensor& input, const at::Tensor& values, const at::Tensor& taps, const at::Tensor& row_ptr,
                                     at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias,

@@ -14,7 +14,7 @@ from nptm import _C  # noqa: E402,F401  (registers torch.ops.nptm.*)
 from nptm.ops import _fake  # noqa: E402,F401  (shapes for torch.compile)
 
 __all__ = ["has_cuda_kernels", "apply_masks_", "global_magnitude_masks", "gather_channels", "count_to_prune", "compress_weight",
-           "sparse_conv2d", "sparse_linear", "sparse_conv2d_isa"]
+           "stored_channels", "sparse_conv2d", "sparse_linear", "sparse_conv2d_isa"]
 
 
 def has_cuda_kernels() -> bool:
@@ -116,19 +116,47 @@ def _pair(v: int | Sequence[int]) -> list[int]:
 
 
 @torch.no_grad()
-def compress_weight(weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """A conv ``[out, in/groups, kh, kw]`` or linear ``[out, in]`` weight compressed per output channel for
-    ``sparse_conv2d`` / ``sparse_linear``: (values float32, taps int32, row_ptr int64 ``[out + 1]``). Output
-    channel ``oc`` owns ``values[row_ptr[oc]:row_ptr[oc + 1]]``; a tap is the nonzero's index within
-    ``weight[oc]`` flattened ((ic * kh + ky) * kw + kx). Zeros are dropped (NaN is kept)."""
-    w = weight.detach().cpu().reshape(weight.shape[0], -1)
+def compress_weight(weight: Tensor, block: int = 1, groups: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    """A conv ``[out, in/groups, kh, kw]`` or linear ``[out, in]`` weight compressed for ``sparse_conv2d`` /
+    ``sparse_linear``: (values float32, taps int32, row_ptr int64). ``block=1``: per output channel, row ``oc``
+    owns ``values[row_ptr[oc]:row_ptr[oc + 1]]``; a tap is the nonzero's index within ``weight[oc]`` flattened
+    ((ic * kh + ky) * kw + kx). Zeros are dropped (NaN is kept).
+
+    ``block`` = 2, 4 or 8: rows of ``block`` consecutive output channels within each of the ``groups`` groups
+    (a group's last row is narrower when ``out / groups`` is not a multiple), values ``[entries, block]``: every
+    tap where any channel of the row has a nonzero is stored whole, zeros included (the register-blocked kernel
+    loads each activation once for the row's channels)."""
+    if block not in (1, 2, 4, 8):
+        raise ValueError(f"compress_weight: block must be 1, 2, 4 or 8, got {block}")
+    if groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"compress_weight: groups={groups} must divide the {weight.shape[0]} output channels")
+    w = weight.detach().cpu().reshape(weight.shape[0], math.prod(weight.shape[1:]))
     if w.shape[1] >= 2**31:
         raise ValueError(f"compress_weight: {w.shape[1]} weights per output channel do not fit int32 taps")
-    kept = w != 0
-    rows, cols = kept.nonzero(as_tuple=True)  # row-major: by output channel, then tap
+    if block > 1:  # [groups, rows per group, block, taps], the channels past a group's end zero
+        cpg = w.shape[0] // groups
+        per_group = -(-cpg // block)
+        padded = w.new_zeros(groups, per_group * block, w.shape[1])
+        padded[:, :cpg] = w.view(groups, cpg, w.shape[1])
+        w = padded.view(groups * per_group, block, w.shape[1]).transpose(1, 2)  # [rows, taps, block]
+    kept = w != 0 if block == 1 else (w != 0).any(2)
+    rows, cols = kept.nonzero(as_tuple=True)  # row-major: by row, then tap
     row_ptr = torch.zeros(w.shape[0] + 1, dtype=torch.int64)
     torch.cumsum(kept.sum(1), 0, out=row_ptr[1:])
     return w[rows, cols].float().contiguous(), cols.int().contiguous(), row_ptr
+
+
+def stored_channels(row_ptr: Tensor, block: int, cout: int, groups: int = 1) -> Tensor:
+    """The output channel of each stored value of a compressed weight (``values`` flattened), -1 for the
+    padding of a group's last, narrower block row."""
+    rows = torch.repeat_interleave(torch.arange(row_ptr.numel() - 1), row_ptr.diff())
+    if block == 1:
+        return rows
+    cpg = cout // groups
+    per_group = -(-cpg // block)
+    first = (rows % per_group) * block
+    channel = first[:, None] + torch.arange(block)
+    return torch.where(channel < cpg, (rows // per_group)[:, None] * cpg + channel, -1).reshape(-1)
 
 
 def sparse_conv2d(
@@ -137,8 +165,9 @@ def sparse_conv2d(
     dilation: int | Sequence[int] = 1, groups: int = 1, clamp_min: float | None = None, clamp_max: float | None = None,
 ) -> Tensor:
     """``clamp(conv2d(input, W) + bias + residual, clamp_min, clamp_max)`` for the weight ``W`` of shape
-    ``weight_shape`` that ``compress_weight`` compressed (float32, CPU; zero padding). ReLU is
-    ``clamp_min=0``, ReLU6 adds ``clamp_max=6``. Only the stored weights form products: a NaN or Inf
+    ``weight_shape`` that ``compress_weight`` compressed (float32, CPU; zero padding), per output channel or
+    in blocks (``values`` 2-D; compressed with the same ``groups``). ReLU is ``clamp_min=0``, ReLU6 adds
+    ``clamp_max=6``. Only the stored weights (a stored block's zeros included) form products: a NaN or Inf
     activation reaches an output through a stored weight (as IEEE arithmetic has it) but not through a
     pruned one, where the dense convolution's 0 * Inf = NaN would. The output is contiguous."""
     return torch.ops.nptm.sparse_conv2d(input, values, taps, row_ptr, [int(x) for x in weight_shape], bias, residual, _pair(stride),

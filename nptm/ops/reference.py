@@ -64,14 +64,23 @@ def sparse_conv2d(input: Tensor, values: Tensor, taps: Tensor, row_ptr: Tensor, 
                   clamp_min: float | None = None, clamp_max: float | None = None) -> Tensor:
     """clamp(sum over each output channel's stored weights of weight * input tap + bias + residual), in float64
     from the unfolded input (the kernel sums in another order: compare with a tolerance). Only stored weights
-    form products: NaN/Inf activations propagate through them alone."""
+    (a stored block's zeros included) form products: NaN/Inf activations propagate through them alone."""
     cout, cin_g, kh, kw = (int(x) for x in weight_shape)
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     n, _, h, w = input.shape
     ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     cols = F.unfold(input.double(), (kh, kw), dilation=dilation, padding=padding, stride=stride)  # [N, C*kh*kw, L], c-major
-    oc = torch.repeat_interleave(torch.arange(cout), row_ptr.diff())
+    if values.dim() == 2:  # blocked: entry j of row r holds values[j, b] for channel g * cpg + (r % R) * B + b, b < B
+        cpg, block = cout // groups, values.shape[1]
+        per_group = -(-cpg // block)
+        row = torch.repeat_interleave(torch.arange(row_ptr.numel() - 1), row_ptr.diff())
+        first = (row % per_group) * block
+        oc = ((row // per_group) * cpg + first)[:, None] + torch.arange(block)
+        keep = (first[:, None] + torch.arange(block) < cpg).reshape(-1)  # not past the group's end
+        oc, taps, values = oc.reshape(-1)[keep], taps.repeat_interleave(block)[keep], values.reshape(-1)[keep]
+    else:
+        oc = torch.repeat_interleave(torch.arange(cout), row_ptr.diff())
     rows = (oc // (cout // groups)) * (cin_g * kh * kw) + taps.long()
     products = cols[:, rows, :] * values.double()[None, :, None]
     out = torch.zeros(n, cout, cols.shape[-1], dtype=torch.float64).index_add_(1, oc, products).view(n, cout, ho, wo)

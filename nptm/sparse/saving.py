@@ -18,14 +18,14 @@ from torch import Tensor, fx, nn
 
 from nptm.sparse.choose import LayerChoice
 from nptm.sparse import modules as sparse_modules
-from nptm.sparse.modules import SparseConv2d, SparseLinear
+from nptm.sparse.modules import ChannelsLastMaxPool2d, SparseConv2d, SparseLinear
 from nptm.sparse.program import SparseProgram, check, encode, function_name, is_identifier, is_path, tensor_owner
 
 FORMAT = "nptm.sparse/2"
 MAX_DIM = 1 << 24  # any one dimension of a compressed weight
 MAX_WEIGHT = 1 << 36  # elements of a compressed weight's dense form
 # Output channels per stored entry the kernel runs: 1, and the register-blocked forms where the modules have them.
-_BLOCKS = tuple(getattr(sparse_modules, "BLOCK_COST", (1,)))
+_BLOCKS = tuple(sparse_modules.BLOCK_COST["avx2"])
 
 
 class SparseFileError(ValueError):
@@ -170,7 +170,7 @@ MODULE_CLASSES: dict[str, tuple[type, tuple]] = {c.__name__: (c, how) for c, how
     (nn.AdaptiveAvgPool1d, _LAYER), (nn.AdaptiveAvgPool2d, _LAYER), (nn.AdaptiveMaxPool2d, _LAYER),
     (nn.Dropout, _LAYER), (nn.Dropout2d, _LAYER), (nn.Flatten, _LAYER), (nn.Unflatten, _LAYER), (nn.Identity, _LAYER),
     (nn.Upsample, _LAYER), (nn.ZeroPad2d, _LAYER), (nn.MultiheadAttention, _layer(bias="in_proj_bias", add_bias_kv="bias_k")),
-    (SparseConv2d, _COMPRESSED), (SparseLinear, _COMPRESSED),
+    (ChannelsLastMaxPool2d, _LAYER), (SparseConv2d, _COMPRESSED), (SparseLinear, _COMPRESSED),
 )}
 _PROTECTED = tuple(c for c, how in MODULE_CLASSES.values() if how is _COMPRESSED)
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from nptm.pruning.masks import Masks, unwrap
 from nptm.sparse.choose import CANNOT, MARGIN, LayerChoice, choose_layers, replay_choices
 from nptm.sparse.graph import fold_batchnorm, fuse_epilogues, keep_attribute_reads, set_module
+from nptm.sparse.pooling import channels_last_pooling
 from nptm.sparse.tracing import read_outside, trace
 
 DEFAULT_BATCH_SIZES = (1, 16)
@@ -92,7 +93,9 @@ def sparsify(
     afresh and keeps nothing.
     ``measure=False`` makes every layer the sparse op can run sparse, untimed. ``choices`` replays a saved
     decision (a ``sparse_layers`` list, or layer name -> sparse), untimed: a layer it does not name stays
-    dense, a name the model lacks is refused. ``module.sparse_layers`` lists the choices (``LayerChoice``).
+    dense, a name the model lacks is refused. A weight whose nonzeros come in blocks of output channels runs
+    the register-blocked kernel; max-pooling runs through channels_last where that is measured faster (not
+    when replaying).  ``module.sparse_layers`` lists the choices (``LayerChoice``).
     Run the result under ``torch.inference_mode()`` or ``torch.no_grad()``.
     """
     inputs = as_inputs(example_input)
@@ -116,7 +119,8 @@ def sparsify(
                 fold_batchnorm(gm)
                 gm.recompile()
             target = gm if gm is not None else root
-            made, chosen = choose_layers(target, {b: resize_batch(inputs, b) for b in sizes}, rounds, measure, replay,
+            batches = {b: resize_batch(inputs, b) for b in sizes}
+            made, chosen = choose_layers(target, batches, rounds, measure, replay,
                                          timing, cache)
             if gm is None:  # the per-layer path: a layer whose weights the model reads elsewhere stays dense
                 outside = read_outside(root, inputs, list(chosen)) if chosen else set()
@@ -124,9 +128,10 @@ def sparsify(
                     if c.name in outside:
                         c.sparse, c.reason = False, "its parameters are read outside its forward"
                         del chosen[c.name]
+            pools = channels_last_pooling(target, batches, rounds) if measure and replay is None else {}
     finally:
         torch.set_num_threads(old_threads)
-    for name, module in chosen.items():
+    for name, module in {**chosen, **pools}.items():
         set_module(target, name, module)
     if gm is not None:
         fuse_epilogues(gm)

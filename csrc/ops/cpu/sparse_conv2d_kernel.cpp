@@ -34,25 +34,30 @@ Isa pick_isa() {
 }
 
 struct Lanes {
-  int lanes, max_vectors;
+  int lanes, max_vectors, regs;
 };
 
 Lanes lanes_of(Isa isa) {
-  if (isa == Isa::avx512) return {sparse_conv::kAvx512Lanes, sparse_conv::kAvx512MaxVectors};
-  if (isa == Isa::avx2) return {sparse_conv::kAvx2Lanes, sparse_conv::kAvx2MaxVectors};
-  return {sparse_conv::kPortableLanes, sparse_conv::kPortableMaxVectors};
+  if (isa == Isa::avx512) return {sparse_conv::kAvx512Lanes, sparse_conv::kAvx512MaxVectors, sparse_conv::kAvx512Regs};
+  if (isa == Isa::avx2) return {sparse_conv::kAvx2Lanes, sparse_conv::kAvx2MaxVectors, sparse_conv::kAvx2Regs};
+  return {sparse_conv::kPortableLanes, sparse_conv::kPortableMaxVectors, sparse_conv::kPortableRegs};
 }
 
 // Vectors per tile: the tile's input rows (in/groups channels x kernel rows) should stay in L2. Wide tiles pay
 // the weight's load and broadcast once per 8 FMAs; an L1-sized budget (24 KiB) gave 1 vector to the 512-2048
 // channel 1x1 convs of ResNet-50 and ran them 1.3-2x slower (2-core EPYC, 1 MiB L2 per core).
-int tile_vectors(Lanes l, int64_t cin_g, int64_t kh, int64_t P) {
+// Blocked rows: a multiple of the register tile's vectors (the tile is walked in register tiles).
+int tile_vectors(Lanes l, int64_t cin_g, int64_t kh, int64_t P, int64_t block) {
   static const int64_t set = std::getenv("NPTM_SPARSE_CACHE") ? std::atoll(std::getenv("NPTM_SPARSE_CACHE")) : 0;
   static const int64_t budget = set > 0 ? set : 1 << 20;
   static const int64_t fixed = std::getenv("NPTM_SPARSE_VECTORS") ? std::atoll(std::getenv("NPTM_SPARSE_VECTORS")) : 0;
   int64_t k = fixed ? fixed : budget / (4 * cin_g * kh * l.lanes);
-  k = std::min<int64_t>(k, (P + l.lanes - 1) / l.lanes);
-  return int(std::clamp<int64_t>(k, 1, l.max_vectors));
+  k = std::clamp<int64_t>(k, 1, l.max_vectors);
+  if (block > 1) {
+    const int64_t v = sparse_conv::block_vectors(l.regs, l.max_vectors, int(block));
+    k = std::max<int64_t>(k / v, 1) * v;
+  }
+  return int(std::clamp<int64_t>(k, 1, (P + l.lanes - 1) / l.lanes));
 }
 
 struct Planes {
@@ -157,7 +162,7 @@ at::Tensor tap_offsets(const at::Tensor& taps, const Planes& pl, const Conv& c, 
   return out;
 }
 
-// Output channel ranges of about equal work (nonzeros + a per-channel constant), enough for the threads.
+// Row (output channel or block) ranges of about equal work (entries + a per-row constant), enough for the threads.
 std::vector<int64_t> channel_chunks(const int64_t* row_ptr, int64_t cout, int64_t other_items, int threads) {
   constexpr int64_t kChannelCost = 8;
   const int64_t want = std::clamp<int64_t>((4 * threads + other_items - 1) / other_items, 1, std::max<int64_t>(cout, 1));
@@ -173,7 +178,7 @@ void check_row_ptr(const at::Tensor& row_ptr, int64_t nnz) {
   const int64_t* r = row_ptr.const_data_ptr<int64_t>();
   bool ok = r[0] == 0 && r[row_ptr.numel() - 1] == nnz;
   for (int64_t i = 1; i < row_ptr.numel() && ok; ++i) ok = r[i] >= r[i - 1];
-  TORCH_CHECK_VALUE(ok, "sparse_conv2d: row_ptr must rise from 0 to the ", nnz, " nonzeros");
+  TORCH_CHECK_VALUE(ok, "sparse_conv2d: row_ptr must rise from 0 to the ", nnz, " stored entries");
 }
 
 at::Tensor sparse_conv2d_cpu(const at::Tensor& input, const at::Tensor& values, const at::Tensor& taps_in, const at::Tensor& row_ptr_in,
@@ -184,7 +189,7 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& input, const at::Tensor& values, 
   auto out = at::empty({s.n, s.cout, s.ho, s.wo}, input.options());
   if (out.numel() == 0) return out;
   const auto vals = values.contiguous(), taps = taps_in.contiguous(), row_ptr = row_ptr_in.contiguous();
-  check_row_ptr(row_ptr, vals.numel());
+  check_row_ptr(row_ptr, vals.size(0));
   if (vals.numel() == 0) {  // nothing stored: the input is never read (no planes), out = clamp(bias + residual)
     if (bias) out.copy_(bias->view({1, -1, 1, 1}).expand_as(out));
     else out.zero_();
@@ -204,14 +209,14 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& input, const at::Tensor& values, 
   const Isa isa = pick_isa();
   const int threads = at::get_num_threads();
   const int64_t P = (s.ho - 1) * planes.Wq + s.wo;
-  const int vectors = tile_vectors(lanes_of(isa), s.cin_g, s.kh, P), T = vectors * lanes_of(isa).lanes;
-  const auto chunks = channel_chunks(row_ptr.const_data_ptr<int64_t>(), s.cout, s.n * ((P + T - 1) / T), threads);
+  const int vectors = tile_vectors(lanes_of(isa), s.cin_g, s.kh, P, s.block), T = vectors * lanes_of(isa).lanes;
+  const auto chunks = channel_chunks(row_ptr.const_data_ptr<int64_t>(), s.rows, s.n * ((P + T - 1) / T), threads);
   constexpr float inf = std::numeric_limits<float>::infinity();
-  const Job job{planes.data, planes.image, planes.group, vals.const_data_ptr<float>(), offsets.const_data_ptr<int32_t>(),
+  const Job job{planes.data, planes.data + s.n * planes.image, planes.image, planes.group, planes.group / s.cin_g, vals.const_data_ptr<float>(), offsets.const_data_ptr<int32_t>(),
                 row_ptr.const_data_ptr<int64_t>(), chunks.data(), int64_t(chunks.size()) - 1,
                 b.defined() ? b.const_data_ptr<float>() : nullptr, res.defined() ? res.const_data_ptr<float>() : nullptr,
                 out.data_ptr<float>(), clamp_min ? float(*clamp_min) : -inf, clamp_max ? float(*clamp_max) : inf,
-                s.n, s.cout, s.cout / groups, s.ho, s.wo, planes.Wq, vectors, threads};
+                s.n, s.cout, s.cout / groups, s.ho, s.wo, planes.Wq, int(s.block), s.rows / groups, vectors, threads};
   switch (isa) {
     case Isa::avx512: sparse_conv::run_avx512(job); break;
     case Isa::avx2: sparse_conv::run_avx2(job); break;

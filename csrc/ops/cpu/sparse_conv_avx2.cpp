@@ -11,7 +11,7 @@ namespace nptm::ops::sparse_conv {
 namespace {
 
 struct Avx2 {
-  static constexpr int L = kAvx2Lanes, KMAX = kAvx2MaxVectors;
+  static constexpr int L = kAvx2Lanes, KMAX = kAvx2MaxVectors, REGS = kAvx2Regs;
   using V = __m256;
   static V zero() { return _mm256_setzero_ps(); }
   static V set1(float x) { return _mm256_set1_ps(x); }

@@ -11,7 +11,7 @@ namespace nptm::ops::sparse_conv {
 namespace {
 
 struct Avx512 {
-  static constexpr int L = kAvx512Lanes, KMAX = kAvx512MaxVectors;
+  static constexpr int L = kAvx512Lanes, KMAX = kAvx512MaxVectors, REGS = kAvx512Regs;
   using V = __m512;
   static V zero() { return _mm512_setzero_ps(); }
   static V set1(float x) { return _mm512_set1_ps(x); }

@@ -6,7 +6,7 @@ namespace nptm::ops::sparse_conv {
 namespace {
 
 struct Portable {
-  static constexpr int L = kPortableLanes, KMAX = kPortableMaxVectors;
+  static constexpr int L = kPortableLanes, KMAX = kPortableMaxVectors, REGS = kPortableRegs;
   struct V {
     float v[L];
   };

@@ -8,6 +8,7 @@
 // with the K input vectors at its offset (the loads are the FMAs' memory operands), so one weight load
 // serves the whole tile. Bias, residual and clamp are applied in registers and stored straight to the
 // output when the grid has no padding columns (Wq == Wo); otherwise through a buffer that drops them.
+// Blocked rows (job.block > 1, run_blocks) keep B output channels x V vectors in registers instead.
 
 struct Epilogue {
   float* out;         // the output channel's plane
@@ -55,18 +56,10 @@ inline void write_grid(const Job& j, const Epilogue& e, int64_t q0, int64_t len,
   }
 }
 
-// One output channel over the K vectors at grid position q0 (the last vector holds `tail` positions).
+// Bias, residual and clamp on K accumulator vectors at grid position q0 (the last holds `tail` positions), then
+// the store: straight to the output when the grid has no padding columns, else through a buffer.
 template <class I, int K, bool TAIL>
-inline void tile(const Job& j, const Epilogue& e, const float* __restrict in, const int32_t* __restrict off,
-                 const float* __restrict val, int64_t nnz, int64_t q0, int tail) {
-  typename I::V acc[K];
-  for (int k = 0; k < K; ++k) acc[k] = I::zero();
-  for (int64_t n = 0; n < nnz; ++n) {
-    const typename I::V w = I::set1(val[n]);
-    const float* a = in + off[n];
-    for (int k = 0; k < K; ++k)
-      acc[k] = I::fma(w, (TAIL && k == K - 1) ? I::load_n(a + k * I::L, tail) : I::load(a + k * I::L), acc[k]);
-  }
+inline void store_tile(const Job& j, const Epilogue& e, const typename I::V* acc, int64_t q0, int tail) {
   if (j.Wq == j.Wo) {  // grid = output: the tile is one contiguous run
     float* o = e.out + q0;
     const float* r = e.res ? e.res + q0 : nullptr;
@@ -81,11 +74,35 @@ inline void tile(const Job& j, const Epilogue& e, const float* __restrict in, co
   write_grid(j, e, q0, (K - 1) * I::L + tail, tmp);
 }
 
+// One output channel over the K vectors at grid position q0 (the last vector holds `tail` positions). MASKED:
+// the last vector's loads are masked too (else read whole: the extra lanes stay inside the input, are never stored).
+template <class I, int K, bool TAIL, bool MASKED = TAIL>
+inline void tile(const Job& j, const Epilogue& e, const float* __restrict in, const int32_t* __restrict off,
+                 const float* __restrict val, int64_t nnz, int64_t q0, int tail) {
+  typename I::V acc[K];
+  for (int k = 0; k < K; ++k) acc[k] = I::zero();
+  for (int64_t n = 0; n < nnz; ++n) {
+    const typename I::V w = I::set1(val[n]);
+    const float* a = in + off[n];
+    for (int k = 0; k < K; ++k)
+      acc[k] = I::fma(w, (MASKED && k == K - 1) ? I::load_n(a + k * I::L, tail) : I::load(a + k * I::L), acc[k]);
+  }
+  store_tile<I, K, TAIL>(j, e, acc, q0, tail);
+}
+
+// Whole-vector loads of V vectors at every offset of a row stay inside the input: masked tail loads are slow.
+// A row's offsets are below the end of the input channel of its last entry (the offsets grow with the channel).
+inline bool whole_loads(const Job& j, const float* in, const int32_t* off, int64_t nnz, int64_t vectors_end) {
+  const int64_t bound = nnz ? (off[nnz - 1] / j.in_channel + 1) * j.in_channel : 0;
+  return in + bound + vectors_end <= j.in_end;
+}
+
 template <class I, int K>
 inline void tile_k(const Job& j, const Epilogue& e, const float* in, const int32_t* off, const float* val, int64_t nnz, int64_t q0,
                    int len) {
   const int tail = len - (K - 1) * I::L;
   if (tail == I::L) tile<I, K, false>(j, e, in, off, val, nnz, q0, tail);
+  else if (whole_loads(j, in, off, nnz, K * I::L)) tile<I, K, true, false>(j, e, in, off, val, nnz, q0, tail);
   else tile<I, K, true>(j, e, in, off, val, nnz, q0, tail);
 }
 
@@ -99,8 +116,76 @@ inline void tile_len(const Job& j, const Epilogue& e, const float* in, const int
   tile_k<I, K>(j, e, in, off, val, nnz, q0, len);
 }
 
+// Register-blocked: the B output channels of a row (`width` of them real) over V vectors at grid position q0.
+// Each stored entry's V activation vectors are loaded once and FMA'd with its B broadcast weights.
+template <class I, int B, int V, bool TAIL, bool MASKED = TAIL>
+inline void block_tile(const Job& j, const Epilogue* e, int width, const float* __restrict in, const int32_t* __restrict off,
+                       const float* __restrict val, int64_t nnz, int64_t q0, int tail) {
+  typename I::V acc[B][V];
+#pragma GCC unroll 8
+  for (int b = 0; b < B; ++b)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[b][v] = I::zero();
+  for (int64_t n = 0; n < nnz; ++n) {
+    const float* a = in + off[n];
+    const float* w = val + n * B;
+    typename I::V x[V];
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) x[v] = (MASKED && v == V - 1) ? I::load_n(a + v * I::L, tail) : I::load(a + v * I::L);
+#pragma GCC unroll 8
+    for (int b = 0; b < B; ++b) {
+      const typename I::V wb = I::set1(w[b]);
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[b][v] = I::fma(wb, x[v], acc[b][v]);
+    }
+  }
+  for (int b = 0; b < width; ++b) store_tile<I, V, TAIL>(j, e[b], acc[b], q0, tail);
+}
+
+// len grid positions from q0 in register tiles of V vectors (the last one narrower).
+template <class I, int B, int V>
+inline void block_len(const Job& j, const Epilogue* e, int width, const float* in, const int32_t* off, const float* val, int64_t nnz,
+                      int64_t q0, int len) {
+  if constexpr (V > 1) {
+    if (len <= (V - 1) * I::L) return block_len<I, B, V - 1>(j, e, width, in, off, val, nnz, q0, len);
+  }
+  const int tail = len - (V - 1) * I::L;
+  if (tail == I::L) block_tile<I, B, V, false>(j, e, width, in, off, val, nnz, q0, tail);
+  else if (whole_loads(j, in, off, nnz, V * I::L)) block_tile<I, B, V, true, false>(j, e, width, in, off, val, nnz, q0, tail);
+  else block_tile<I, B, V, true>(j, e, width, in, off, val, nnz, q0, tail);
+}
+
+template <class I, int B>
+void run_blocks(const Job& j) {
+  constexpr int V = block_vectors(I::REGS, I::KMAX, B), R = V * I::L;
+  const int T = j.vectors * I::L;
+  const int64_t P = grid_positions(j), tiles = (P + T - 1) / T, items = j.N * tiles * j.n_chunks, plane = j.Ho * j.Wo;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(j.threads) if (items > 1)
+  for (int64_t it = 0; it < items; ++it) {
+    const int64_t c = it % j.n_chunks, t = (it / j.n_chunks) % tiles, n = it / (j.n_chunks * tiles);
+    const int64_t q0 = t * T, end = P - q0 < T ? P : q0 + T;
+    const float* image = j.in + n * j.in_image;
+    for (int64_t row = j.chunks[c]; row < j.chunks[c + 1]; ++row) {
+      const int64_t g = row / j.rows_per_group, first = (row - g * j.rows_per_group) * B, oc0 = g * j.cout_per_group + first;
+      const int width = j.cout_per_group - first < B ? int(j.cout_per_group - first) : B;
+      Epilogue e[B];
+      for (int b = 0; b < width; ++b) {
+        const int64_t at = (n * j.Cout + oc0 + b) * plane;
+        e[b] = Epilogue{j.out + at, j.residual ? j.residual + at : nullptr, j.bias ? j.bias[oc0 + b] : 0.0f, j.lo, j.hi};
+      }
+      const int64_t s = j.row_ptr[row], nnz = j.row_ptr[row + 1] - s;
+      const float* in = image + g * j.in_group;
+      for (int64_t q = q0; q < end; q += R)
+        block_len<I, B, V>(j, e, width, in + q, j.offsets + s, j.values + s * B, nnz, q, end - q < R ? int(end - q) : R);
+    }
+  }
+}
+
 template <class I>
 void run_tiles(const Job& j) {
+  if (j.block == 2) return run_blocks<I, 2>(j);
+  if (j.block == 4) return run_blocks<I, 4>(j);
+  if (j.block == 8) return run_blocks<I, 8>(j);
   const int T = j.vectors * I::L;
   const int64_t P = grid_positions(j), tiles = (P + T - 1) / T, items = j.N * tiles * j.n_chunks, plane = j.Ho * j.Wo;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(j.threads) if (items > 1)
