@@ -1,21 +1,22 @@
 """Every torchvision classification model (``torchvision.models.list_models(module=torchvision.models)``) through
 the study as a user runs it: ``--pruner l1_filters --sparsity 0.3``, one dense epoch and one FT retraining epoch on
 a tiny generated image folder (2 classes, 4 training images each), at a small input size (``--resolution``; a model
-that cannot run a forward pass at that size gets 224). One subprocess per model.
+that cannot run a forward pass at that size gets 224). The studies run one after another in this process.
 
     nice -n 10 python benchmarks/torchvision_studies.py [--resolution 32] [--max-params 150e6] [--json FILE]
 
 Each model ends as: ``ran`` (exit 0, a pruned run in results.json), ``refused`` (exit 2 with one line saying why),
-``failed`` (anything else: a traceback, another status, the timeout), or ``skipped`` (more parameters than
+``failed`` (anything else: a traceback, another status), or ``skipped`` (more parameters than
 ``--max-params``, too big for the machine's memory with three copies for SGD). Counts and each model's line are
 printed; nothing is asserted.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,34 +44,34 @@ def _probe(name: str, resolution: int, max_params: float) -> tuple[int, int | No
     return params, None
 
 
-def run_model(name: str, data: Path, out: Path, size: int, timeout: float) -> tuple[str, str, float]:
-    """(outcome, what it said, seconds) of one model's study at input ``size``."""
+def run_model(name: str, data: Path, out: Path, size: int) -> tuple[str, str, float]:
+    """(outcome, what it said, seconds) of one model's study at input ``size``, run in this process."""
+    from nptm.study.cli import main
+
     args = ["--dataset", "imagefolder", "--data-dir", str(data), "--model", name, "--pruner", "l1_filters",
             "--sparsity", "0.3", "--epochs", "1", "--retrain-epochs", "1", "--schedules", "FT", "--seeds", "0,",
             "--train-resolution", str(size), "--val-resolution", str(size), "--batch-size", "4", "--workers", "0",
             "--threads", "1", "--quiet", "--out", str(out)]
-    start = time.perf_counter()
+    err, start = io.StringIO(), time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-m", "nptm.train", *args], capture_output=True, text=True, cwd=ROOT,
-                              timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    except subprocess.TimeoutExpired:
-        return "failed", f"timeout after {timeout:.0f} s", time.perf_counter() - start
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            status = main(args)
+    except Exception as e:  # noqa: BLE001  (a traceback: the study failed)
+        return "failed", f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}", time.perf_counter() - start
     seconds = time.perf_counter() - start
-    err = proc.stderr.strip().splitlines()
-    if proc.returncode == 0:
+    said = [line for line in err.getvalue().splitlines() if line.startswith("nptm.train: error")]
+    if status == 0:
         runs = json.loads((out / "results.json").read_text())
-        ok = any(r["kind"] != "dense" for r in runs)
-        return ("ran" if ok else "failed"), f"input {size}, {len(runs)} runs", seconds
-    if proc.returncode == 2 and len(err) == 1:
-        return "refused", err[0], seconds
-    return "failed", f"status {proc.returncode}: {err[-1] if err else ''}", seconds
+        return ("ran" if any(r["kind"] != "dense" for r in runs) else "failed"), f"input {size}", seconds
+    if status == 2 and len(said) == 1:
+        return "refused", said[0], seconds
+    return "failed", f"status {status}: {(err.getvalue().strip().splitlines() or [''])[-1]}", seconds
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--max-params", type=float, default=150e6)
-    p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--models", help="comma-separated names (default: every classification model)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
             if params > args.max_params:
                 outcome, said, seconds = "skipped", f"{params / 1e6:.0f}M parameters", 0.0
             else:
-                outcome, said, seconds = run_model(name, data, Path(tmp) / name, size or args.resolution, args.timeout)
+                outcome, said, seconds = run_model(name, data, Path(tmp) / name, size or args.resolution)
             found[name] = {"outcome": outcome, "said": said, "seconds": round(seconds, 1), "params": params}
             print(f"{name:28s} {outcome:8s} {seconds:6.1f} s  {said}", flush=True)
     counts = {k: sum(v["outcome"] == k for v in found.values()) for k in ("ran", "refused", "failed", "skipped")}
