@@ -27,10 +27,14 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) 
     proc = Process()
 
     def body():
-        from nptm.study.run import run
-
         proc.rank, _, proc.world = distributed.env_world()
         cfg, given = parse_args(list(argv) if argv is not None else None)
+        if cfg.execution.jobs > 1 and not cfg.execution.submit and proc.world == 1:
+            from nptm.study.jobs import start_workers_server
+
+            start_workers_server()  # it imports torch and nptm while this process checks the study
+        from nptm.study.run import run
+
         if not cfg.output.resume:  # before any process waits for the others
             check_world_size(cfg.resolve(), proc.world)
         session = distributed.start(cfg.training.device, cfg.training.dist_timeout)

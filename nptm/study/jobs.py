@@ -14,16 +14,14 @@ from pathlib import Path
 
 from nptm.study.config import StudyConfig
 from nptm.study.exits import Process, WorkerFailed, exit_status, interruptible
-from nptm.study.part import run_part
-from nptm.study.plan import plan_study
-from nptm.train.distributed import resolve_device
 
-PRELOAD = [__name__]  # this module imports torch and what a worker runs
+PRELOAD = [__name__, "nptm.study.part", "nptm.study.plan"]  # what a worker runs: torch and most of nptm
 _context = multiprocessing.get_context("forkserver")
 
 
 def start_workers_server() -> None:
-    """Start the server that forks the workers, if it is not running; it imports ``PRELOAD`` meanwhile."""
+    """Start the server that forks the workers, if it is not running; it imports ``PRELOAD`` meanwhile (this module
+    is light, so the caller can start it before its own imports)."""
     from multiprocessing import forkserver
 
     _context.set_forkserver_preload(PRELOAD)
@@ -31,6 +29,10 @@ def start_workers_server() -> None:
 
 
 def _worker(config: dict, out: str, index: int) -> None:
+    from nptm.study.part import run_part
+    from nptm.study.plan import plan_study
+    from nptm.train.distributed import resolve_device
+
     cfg = StudyConfig.from_dict(config)
     body = lambda: run_part(cfg, Path(out), plan_study(cfg), resolve_device(cfg.training.device), worker=index)  # noqa: E731
     with interruptible():

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 from nptm.study.config import StudyConfig
 from nptm.study.context import StudyContext
 from nptm.study.folder import CONFIG_FILE, create
-from nptm.study.jobs import run_jobs, start_workers_server
+from nptm.study.jobs import run_jobs
 from nptm.study.outputs import collect, publish
 from nptm.study.part import claimant, run_part, torch_threads
 from nptm.study.plan import plan_study
@@ -30,8 +30,6 @@ def run(cfg: StudyConfig, out: Path, callbacks: Sequence[Callback] = (), session
     except ValueError as e:
         raise ConfigError(f"--{e}") from None
     jobs = cfg.execution.jobs > 1
-    if jobs:
-        start_workers_server()  # its imports overlap with the checks below
     plan = plan_study(cfg)
     store = UnitStore(out, who=claimant(cfg))
     with torch_threads(cfg.training.threads):
