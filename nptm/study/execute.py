@@ -73,7 +73,8 @@ def slurm_shard(env: dict[str, str]) -> Shard:
     if step < 1 or (task - first) % step or last - first != step * (count - 1) or not first <= task <= last:
         raise UserError(f"--shard auto: Slurm array task {task} is one of {count} with ids {first} to {last}, not a "
                         f"range (a list such as --array=1,5,9?), so it cannot tell its position; submit a range "
-                        f"(--array=0-{count - 1}, or stepped as 0-{2 * (count - 1)}:2), or give each task --shard I/{count}")
+                        f"(--array=0-{count - 1}, or stepped as 0-{2 * (count - 1)}:2), or give each task "
+                        f"--shard I/{count}")
     return Shard((task - first) // step, count)
 
 

@@ -138,6 +138,17 @@ def test_shard_auto_in_stepped_and_listed_arrays(slurm, tmp_path):
         assert [(s.index, s.count) for s in shards] == [(i, len(ids)) for i in range(len(ids))], (name, ids)
 
 
+def _claim(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # released meanwhile, or being written
+        return None
+
+
+def _running(owner):
+    return os.path.exists(f"/proc/{owner['pid']}")
+
+
 def test_four_shard_array_with_a_task_killed_and_requeued(reference, slurm, tmp_path):
     """Done when: a 4-task array (stepped ids, ``--shard auto``) on the real Slurm, one task killed mid-unit and
     requeued by ``scontrol requeue``, ends with the one-process study's results, complete and identical."""
@@ -148,15 +159,15 @@ def test_four_shard_array_with_a_task_killed_and_requeued(reference, slurm, tmp_
     subprocess.run(["sbatch", "-Q", "--array=0-6:2", "--cpus-per-task=1", "--open-mode=append", "-o",
                     str(logs / "%a.log"), "--chdir", str(ROOT), "--wrap", command], check=True, env=env)
     deadline = time.monotonic() + 120
-    while True:  # a task inside a unit: its claim names its Slurm job
-        owners = [json.loads(text) for p in out.glob("units/*/claim") if (text := p.read_text())]
-        if owners and os.path.exists(f"/proc/{owners[0]['pid']}"):
-            break
-        assert time.monotonic() < deadline, "no task claimed a unit"
+    while not (owners := [o for p in out.glob("units/*/claim") if (o := _claim(p)) and _running(o)]):
+        assert time.monotonic() < deadline, "no task claimed a unit"  # wait for a task inside a unit
         time.sleep(0.1)
-    job = owners[0]["who"].split("slurm job ")[1]
+    job = owners[0]["who"].split("slurm job ")[1]  # its claim names its Slurm job
     subprocess.run(["scontrol", "requeue", job], check=True, env=slurm)  # kills it, then pending with a begin time
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, env=slurm)  # rather than 2 min
+    while subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm,  # not in 2 minutes
+                         capture_output=True).returncode:
+        assert time.monotonic() < deadline + 60, "the requeued task did not become pending"
+        time.sleep(0.5)
     _wait_for_empty_queue(slurm, 300, "the array")
     starts = {p.stem: p.read_text().count("start") for p in logs.glob("*.log")}
     assert sorted(starts) == ["0", "2", "4", "6"] and sorted(starts.values()) == [1, 1, 1, 2], starts  # one rerun
