@@ -1,5 +1,6 @@
 """--submit: the study as job arrays through submitit, on its local executor and on a real one-node Slurm
-(munge and slurmctld/slurmd started here on private ports and paths, stopped after)."""
+(munge and slurmctld/slurmd started here on private ports and paths, stopped after); --shard auto in Slurm's
+array forms, and a sbatch array of shards with one task killed and requeued."""
 import json
 import os
 import socket
