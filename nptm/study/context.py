@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import OrderedDict
 from itertools import islice
 from pathlib import Path
 from typing import Any, Sequence
@@ -142,7 +143,9 @@ class StudyContext:
             payload = torch.load(path, map_location="cpu", weights_only=True)
             if all(tuple(model.state_dict()[k].shape) == tuple(s) for k, s in payload["shapes"].items()
                    if k in model.state_dict()) and payload["shapes"].keys() == model.state_dict().keys():
-                model.load_state_dict(payload["state_dict"])
+                state = OrderedDict(payload["state_dict"])
+                state._metadata = OrderedDict(payload.get("metadata") or {})  # type: ignore[attr-defined]  # versions
+                model.load_state_dict(state)
                 masks = payload["masks"]
             else:  # filter-pruned: shrink a fresh instance to the file's shapes
                 shape = (data.in_channels, data.image_size, data.image_size)

@@ -8,19 +8,18 @@ every process then merges what is finished into results.json, the table and the 
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from nptm.study.records import fill_dense_top1, summary_table, write_results
+from nptm.study.outputs import publish
 from nptm.study.store import PLAN_FILE, UnitStore
 from nptm.study.units import Unit
 from nptm.train import distributed
 from nptm.utils.errors import UserError
-from nptm.utils.files import atomic_write, atomic_write_json
+from nptm.utils.files import atomic_write_json
 
 
 class StudyIncomplete(RuntimeError):
@@ -34,14 +33,12 @@ class Shard:
 
     @classmethod
     def parse(cls, text: str, env: dict[str, str] | None = None) -> "Shard":
-        """``I/N`` (0 <= I < N), or ``auto``: Slurm's array task (SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT,
-        counted from SLURM_ARRAY_TASK_MIN) or a Kubernetes indexed Job (JOB_COMPLETION_INDEX of NPTM_SHARDS)."""
+        """``I/N`` (0 <= I < N), or ``auto``: a Slurm array task (``slurm_shard``) or a Kubernetes indexed Job
+        (JOB_COMPLETION_INDEX of NPTM_SHARDS)."""
         env = os.environ if env is None else env
         if text == "auto":
             if "SLURM_ARRAY_TASK_ID" in env:
-                first = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-                count = env.get("SLURM_ARRAY_TASK_COUNT") or str(int(env["SLURM_ARRAY_TASK_MAX"]) - first + 1)
-                text = f"{int(env['SLURM_ARRAY_TASK_ID']) - first}/{count}"
+                return slurm_shard(env)
             elif "JOB_COMPLETION_INDEX" in env:
                 if "NPTM_SHARDS" not in env:
                     raise UserError("--shard auto: JOB_COMPLETION_INDEX is set but NPTM_SHARDS (the Job's completions) "
@@ -60,6 +57,25 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+def slurm_shard(env: dict[str, str]) -> Shard:
+    """This Slurm array task's shard: its position in the array, of SLURM_ARRAY_TASK_COUNT. Slurm sets the ids'
+    SLURM_ARRAY_TASK_MIN, _MAX and _STEP for a range (``--array=0-9``) or a stepped one (``--array=0-6:2``); for a
+    list (``--array=1,5,9``) _STEP is 1 whatever the ids, which does not tell a task its position: refused."""
+    try:
+        task = int(env["SLURM_ARRAY_TASK_ID"])
+        first, step = int(env.get("SLURM_ARRAY_TASK_MIN", 0)), int(env.get("SLURM_ARRAY_TASK_STEP", 1))
+        last = int(env.get("SLURM_ARRAY_TASK_MAX", task))
+        count = int(env["SLURM_ARRAY_TASK_COUNT"]) if env.get("SLURM_ARRAY_TASK_COUNT") else (last - first) // step + 1
+    except (KeyError, ValueError) as e:
+        raise UserError(f"--shard auto: unreadable Slurm array variables ({e}); give --shard I/N") from None
+    if step < 1 or (task - first) % step or last - first != step * (count - 1) or not first <= task <= last:
+        raise UserError(f"--shard auto: Slurm array task {task} is one of {count} with ids {first} to {last}, not a "
+                        f"range (a list such as --array=1,5,9?), so it cannot tell its position; submit a range "
+                        f"(--array=0-{count - 1}, or stepped as 0-{2 * (count - 1)}:2), or give each task "
+                        f"--shard I/{count}")
+    return Shard((task - first) // step, count)
 
 
 def describe_plan(plan: Sequence[Unit]) -> list[dict[str, Any]]:
@@ -123,7 +139,7 @@ class Executor:
                 ctx.store.finish(unit.id, {"position": self.position[unit.id], "wall_s": time.perf_counter() - start,
                                            **result})
                 if result.get("record") is not None:  # results.json follows the study as it runs
-                    write_results(ctx.out, collect(ctx.out, self.plan, ctx.store)[0])
+                    publish(ctx.out, self.plan, ctx.store, report=False)
             self.executed.append(unit.id)
         finally:
             if claim is not None:
@@ -141,35 +157,6 @@ class Executor:
         return (f"{'shard ' + str(self.shard) if self.shard else 'this process'} waited {waited:.0f} s for "
                 f"{len(blockers)} unit(s) that others are making, e.g. {unit.run} ({unit.kind}), {held}; run the "
                 f"shards that make them, then this one again (finished units are kept)")
-
-
-def collect(out: Path, plan: Sequence[Unit], store: UnitStore) -> tuple[list[dict[str, Any]], list[Unit]]:
-    """The records of the finished units in plan order (each run's dense_top1 filled in), and the missing units."""
-    records, missing = [], []
-    for unit in plan:
-        result = store.result(unit.id) if store.done(unit.id) else None
-        if result is None:
-            missing.append(unit)
-        elif result.get("record") is not None:
-            records.append(result["record"])
-    return fill_dense_top1(records), missing
-
-
-def write_outputs(out: Path, records: list[dict[str, Any]], missing: Sequence[Unit], report: bool = True) -> str:
-    """results.json/.csv, table.txt, and (``report``) figures and report.html/.md; returns the table."""
-    from nptm.study.report import build_report
-
-    table = summary_table(records)
-    if missing:
-        table += f"\n({len(missing)} unit(s) not finished yet, e.g. {missing[0].run} ({missing[0].kind}))"
-    unchanged = (out / "results.json").is_file() and json.loads((out / "results.json").read_text()) == \
-        json.loads(json.dumps(records)) and (out / "report.html").is_file() and not missing
-    if not unchanged:
-        write_results(out, records)
-        atomic_write(out / "table.txt", lambda f: f.write((table + "\n").encode()))
-        if report:
-            build_report([out], out)  # figures beside results.json, report.html, report.md
-    return table
 
 
 def write_plan(out: Path, plan: Sequence[Unit]) -> None:

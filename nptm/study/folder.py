@@ -104,10 +104,23 @@ def _check_model(cfg: StudyConfig) -> None:
         try:
             model = build_model(cfg.model.model, 10)
             ratios = filter_preset(cfg.model.model, p.filter_config)(model) if p.filter_config else p.sparsity[0]
-            prune_channels(model, "l1_filters", ratios, round_to=p.round_to, ignore=p.ignore)
+            prune_channels(model, "l1_filters", ratios, round_to=p.round_to, ignore=p.ignore,
+                           example_input=_example_input(cfg))
         except ValueError as e:
             flag = "--filter-config" if p.filter_config and "config" in str(e) else f"--pruner {structured[0]}"
             raise ConfigError(f"{flag}: {e}") from None
+
+
+def _example_input(cfg: StudyConfig):
+    """A batch of one at the evaluation size of an image-folder dataset; None (the tracer's 32x32) otherwise."""
+    import torch
+    from nptm.data import DATASETS
+    from nptm.data.constants import DEFAULT_RESOLUTION
+
+    if not DATASETS[cfg.data.dataset].resolutions:
+        return None
+    size = cfg.data.val_resolution or DEFAULT_RESOLUTION
+    return torch.zeros(1, 3, size, size)
 
 
 def create(cfg: StudyConfig, out: Path, plan: list[Unit]) -> None:

@@ -1,8 +1,10 @@
 """``--jobs N``: N local processes run a study's independent units side by side (a workstation, one big node).
 
-Each worker is a fresh process (spawned: no CUDA or OpenMP state inherited) that claims units from the shared
-output folder like any shard; the parent waits for them, stops them all when one fails or it is interrupted,
-and merges the results. A worker's error is printed once, as one line, and becomes the parent's exit status.
+Each worker is forked from a server process that imported torch and nptm once (``multiprocessing``'s forkserver,
+started before the parent touches torch's threads or CUDA): it inherits no CUDA or OpenMP state and pays no imports.
+It claims units from the shared output folder like any shard; the parent waits for the workers, stops them all
+when one fails or it is interrupted, and merges the results. A worker's error is printed once, as one line, and
+becomes the parent's exit status.
 """
 from __future__ import annotations
 
@@ -11,23 +13,36 @@ import sys
 from pathlib import Path
 
 from nptm.study.config import StudyConfig
+from nptm.study.exits import Process, WorkerFailed, exit_status, interruptible
+
+PRELOAD = [__name__, "nptm.study.part", "nptm.study.plan"]  # what a worker runs: torch and most of nptm
+_context = multiprocessing.get_context("forkserver")
+
+
+def start_workers_server() -> None:
+    """Start the server that forks the workers, if it is not running; it imports ``PRELOAD`` meanwhile (this module
+    is light, so the caller can start it before its own imports)."""
+    from multiprocessing import forkserver
+
+    _context.set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()
 
 
 def _worker(config: dict, out: str, index: int) -> None:
-    from nptm.study.cli import Process, exit_status, interruptible
-    from nptm.study.run import run
+    from nptm.study.part import run_part
+    from nptm.study.plan import plan_study
+    from nptm.train.distributed import resolve_device
 
     cfg = StudyConfig.from_dict(config)
+    body = lambda: run_part(cfg, Path(out), plan_study(cfg), resolve_device(cfg.training.device), worker=index)  # noqa: E731
     with interruptible():
-        code = exit_status(lambda: run(cfg, Path(out), worker=index), Process(worker=True))
+        code = exit_status(body, Process(worker=True))
     sys.exit(code)
 
 
 def run_jobs(cfg: StudyConfig, out: Path) -> None:
-    from nptm.study.cli import WorkerFailed
-
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(cfg.to_dict(), str(out), i), name=f"nptm-worker-{i}")
+    start_workers_server()
+    workers = [_context.Process(target=_worker, args=(cfg.to_dict(), str(out), i), name=f"nptm-worker-{i}")
                for i in range(cfg.execution.jobs)]
     for w in workers:
         w.start()

@@ -7,8 +7,6 @@ training (GMP, SFP, GSM, ...) within the total budget T. A PFEC-style preset is 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,31 +15,11 @@ from nptm.pruning import PRUNERS, Pruner
 from nptm.pruning.patterns import UNSTRUCTURED
 from nptm.study.config import StudyConfig
 from nptm.study.measure import measure
+from nptm.study.planner import Planner
 from nptm.study.records import Record
 from nptm.study.strategies import STRATEGIES
 from nptm.study.training import original_schedule, subsample_trace
 from nptm.study.units import Target, Unit
-
-# fields that decide which units a study has, not what any unit computes; the options of pruning-stable methods
-# are part of the units that use them
-SET_FIELDS = {"pruning": ("pruner", "sparsity", "pattern", "filter_config", "bimp"), "schedule": ("schedules",),
-              "training": ("seeds", "retrain_epochs", "scratch")}
-
-# fields added after studies were run, with the default that computes what those studies computed
-LATER_FIELDS = {("pruning", "spare_classifier"): False, ("pruning", "max_layer_sparsity"): None}
-
-
-def unit_digest(cfg: StudyConfig) -> str:
-    """A digest of the config fields that shape the units' results (part of every unit's id)."""
-    d = cfg.study_dict()
-    d.pop("methods", None)
-    for section, names in SET_FIELDS.items():
-        for name in names:
-            d[section].pop(name, None)
-    for (section, name), default in LATER_FIELDS.items():  # at their default: the ids of studies made before them
-        if d[section].get(name, default) == default:
-            d[section].pop(name, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -75,33 +53,20 @@ def fmt_target(s: float | str) -> str:
     return s if isinstance(s, str) else f"{s:g}"
 
 
-class Planner:
-    """What strategies plan with: the config, its unit digest, run names and each seed's dense unit."""
-
-    def __init__(self, cfg: StudyConfig):
-        self.cfg, self.digest = cfg, unit_digest(cfg)
-        self.budgets = tuple(cfg.training.retrain_epochs)
-        self.dense: dict[int, DenseTraining] = {}
-
-    def run_name(self, seed: int, pruner: Pruner, target: Target, name: str, budget: int | None = None) -> str:
-        """A run's name: ``s<seed>/<pruner>-<target>/<name>``, with ``-rt<budget>`` when the study has several."""
-        several = budget is not None and len(self.budgets) > 1
-        return f"s{seed}/{pruner.name}-{target.label}/{name}" + (f"-rt{budget}" if several else "")
-
-    def targets(self, pruner: Pruner) -> list[Target]:
-        """The pruner's targets: its strategy's own, or a filter preset, or each --sparsity (masking pruners: in
-        each --pattern, its label suffixed with the pattern unless that is single weights)."""
-        own = STRATEGIES[pruner.algorithm].targets(self.cfg, pruner)
-        if own is not None:
-            return own
-        p = self.cfg.pruning
-        if pruner.structured and p.filter_config:
-            ratios = filter_preset(self.cfg.model.model, p.filter_config)(build_model(self.cfg.model.model, 10))
-            return [Target(p.filter_config, p.filter_config, tuple(sorted(ratios.items())))]
-        if pruner.structured:
-            return [Target(fmt_target(s), s) for s in p.sparsity]
-        return [Target(fmt_target(s) + ("" if pat == UNSTRUCTURED else f"-{pat}"), s, pattern=pat)
-                for pat in p.pattern for s in p.sparsity]
+def targets(planner: Planner, pruner: Pruner) -> list[Target]:
+    """The pruner's targets: its strategy's own, or a filter preset, or each --sparsity (masking pruners: in
+    each --pattern, its label suffixed with the pattern unless that is single weights)."""
+    own = STRATEGIES[pruner.algorithm].targets(planner.cfg, pruner)
+    if own is not None:
+        return own
+    p = planner.cfg.pruning
+    if pruner.structured and p.filter_config:
+        ratios = filter_preset(planner.cfg.model.model, p.filter_config)(build_model(planner.cfg.model.model, 10))
+        return [Target(p.filter_config, p.filter_config, tuple(sorted(ratios.items())))]
+    if pruner.structured:
+        return [Target(fmt_target(s), s) for s in p.sparsity]
+    return [Target(fmt_target(s) + ("" if pat == UNSTRUCTURED else f"-{pat}"), s, pattern=pat)
+            for pat in p.pattern for s in p.sparsity]
 
 
 BIMP_PRUNER = "magnitude"  # BIMP's pruner when the study lists no unstructured one-shot pruner
@@ -118,10 +83,10 @@ def plan_study(cfg: StudyConfig) -> list[Unit]:
         units.append(planner.dense[seed])
         for pruner in pruners:
             strategy = STRATEGIES[pruner.algorithm]
-            for target in planner.targets(pruner):
+            for target in targets(planner, pruner):
                 units += strategy.units(planner, seed, pruner, target)
         if own_bimp:
             bimp = PRUNERS[BIMP_PRUNER]
-            for target in planner.targets(bimp):
+            for target in targets(planner, bimp):
                 units += STRATEGIES[bimp.algorithm].bimp_units(planner, seed, bimp, target)
     return list(dict.fromkeys(units))

@@ -24,6 +24,7 @@ from typing import Any
 from nptm.utils.files import atomic_write_json
 
 HEARTBEAT_S = 20.0
+RETRY_S = 1.0  # a failed heartbeat is retried this soon
 LEASE_S = float(os.environ.get("NPTM_CLAIM_LEASE_S", 180))
 RESULT, CLAIM, UNIT, PLAN_FILE = "result.json", "claim", "unit.json", "plan.json"
 
@@ -59,11 +60,15 @@ class Claim:
         self._thread.start()
 
     def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        """Touch the claim every ``HEARTBEAT_S`` seconds until released; a failed touch (a file server's hiccup,
+        another process renaming the claim for a moment in ``_take_over``) is retried each second, never given up."""
+        wait = HEARTBEAT_S
+        while not self._stop.wait(wait):
             try:
                 os.utime(self.path)
+                wait = HEARTBEAT_S
             except OSError:
-                return
+                wait = min(HEARTBEAT_S, RETRY_S)
 
     def release(self) -> None:
         self._stop.set()

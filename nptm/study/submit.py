@@ -18,8 +18,12 @@ from typing import Any
 
 from nptm.study.config import StudyConfig
 from nptm.study.execute import StudyIncomplete
+from nptm.study.exits import Process, exit_status, interruptible
 from nptm.study.folder import create
+from nptm.study.outputs import publish
+from nptm.study.part import run_part
 from nptm.study.plan import plan_study
+from nptm.train.distributed import resolve_device
 from nptm.utils.errors import ConfigError
 
 STAGES = ("first", "rest")  # units without inputs; the others
@@ -31,22 +35,12 @@ def _stage(plan, stage: str):
 
 def run_shard(config: dict[str, Any], out: str, shard: str, stage: str) -> int:
     """One array task: shard ``shard`` of the ``stage`` units of the study (what submitit runs)."""
-    from nptm.study.cli import Process, exit_status, interruptible
-    from nptm.study.context import StudyContext
-    from nptm.study.execute import Executor, Shard, collect, write_outputs
-    from nptm.study.run import claimant, torch_threads
-    from nptm.study.store import UnitStore
-    from nptm.train.distributed import resolve_device
-
     cfg = StudyConfig.from_dict(config).updated({"shard": shard})
     plan = plan_study(cfg)
 
     def body():
-        store = UnitStore(Path(out), who=claimant(cfg))
-        with torch_threads(cfg.training.threads):
-            ctx = StudyContext(cfg, Path(out), resolve_device(cfg.training.device), store)
-            Executor(ctx, _stage(plan, stage), Shard.parse(shard), wait_timeout=cfg.execution.wait_timeout).run()
-        write_outputs(Path(out), *collect(Path(out), plan, store))
+        store = run_part(cfg, Path(out), _stage(plan, stage), resolve_device(cfg.training.device))
+        publish(Path(out), plan, store)
 
     with interruptible():
         status = exit_status(body, Process(out=Path(out)))

@@ -8,10 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:
-    from nptm.study.context import StudyContext
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,7 @@ class Unit:
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:12]
         return f"{self.run.replace('/', '__')}.{self.kind}.{digest}"
 
-    def execute(self, ctx: "StudyContext") -> dict[str, Any]:
-        """Run the unit; returns its result (``{"record": ...}`` for units that finish a run; what later units
+    def execute(self, ctx) -> dict[str, Any]:
+        """Run the unit with ``ctx``, the process's ``nptm.study.context.StudyContext``; returns its result (``{"record": ...}`` for units that finish a run; what later units
         read otherwise), which the executor stores as the unit's ``result.json``."""
         raise NotImplementedError

@@ -48,3 +48,51 @@ def test_imports_flow_one_way(path):
     assert package in ALLOWED, f"{rel}: a new top-level package: say where it sits in ALLOWED"
     wrong = {q for q in _imports(path) if q != package and q not in ALLOWED[package]}
     assert not wrong, f"{rel} ({package or 'nptm'}) imports {sorted(wrong)} against the direction of the layers"
+
+
+def _module_imports(path: Path, package: str) -> set[str]:
+    """The modules of ``nptm.<package>`` that a module imports (dotted names), at any depth of the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        found |= {n for n in names if n.startswith(f"nptm.{package}.") and _module_path(n) is not None}
+    return found
+
+
+def _module_path(name: str) -> Path | None:
+    path = NPTM.parent / name.replace(".", "/")
+    return next((p for p in (path.with_suffix(".py"), path / "__init__.py") if p.is_file()), None)
+
+
+def _cycles(package: str) -> list[list[str]]:
+    """The import circles between the modules of ``nptm.<package>`` (a package's ``__init__`` is a module too)."""
+    modules = {".".join(p.relative_to(NPTM.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in (NPTM / package).rglob("*.py") if p.name != "__main__.py"}
+    graph = {m: {n for n in _module_imports(p, package) if n in modules and n != m} for m, p in modules.items()}
+    circles, state = [], {}
+
+    def visit(m, stack):
+        state[m] = "open"
+        for n in sorted(graph[m]):
+            if state.get(n) == "open":
+                circles.append(stack[stack.index(n):] + [n])
+            elif n not in state:
+                visit(n, stack + [n])
+        state[m] = "closed"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    return circles
+
+
+@pytest.mark.parametrize("package", sorted(p.name for p in NPTM.iterdir() if (p / "__init__.py").is_file()))
+def test_no_import_circles_inside_a_package(package):
+    """The package reads top-down: no module imports, even lazily, one that imports it back."""
+    circles = _cycles(package)
+    assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles)

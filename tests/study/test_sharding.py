@@ -119,6 +119,36 @@ def test_a_live_claim_is_waited_for_with_a_clear_message(tmp_path, capsys):
     assert main([*args, "--shard", "0/1"]) == 0  # released: the shard runs it
 
 
+def test_a_heartbeat_survives_file_system_errors(tmp_path, monkeypatch):
+    """A failed touch of the claim (e.g. while another process renames it in a take-over) is retried, not the
+    end of the heartbeat: the claim keeps being touched after a run of errors."""
+    import nptm.study.store as store_module
+
+    monkeypatch.setattr(store_module, "HEARTBEAT_S", 0.02)
+    monkeypatch.setattr(store_module, "RETRY_S", 0.01)
+    real, calls = os.utime, []
+
+    def flaky(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) <= 5:
+            raise (FileNotFoundError if len(calls) % 2 else OSError)(5, "Input/output error", str(path))
+        return real(path, *args, **kwargs)
+
+    claim = UnitStore(tmp_path).claim("u1")
+    monkeypatch.setattr(store_module.os, "utime", flaky)
+    path = tmp_path / "units" / "u1" / "claim"
+    old = time.time() - 3600
+    real(path, (old, old))
+    deadline = time.monotonic() + 10
+    while path.stat().st_mtime < old + 1800:  # touched again after five failures
+        assert time.monotonic() < deadline and claim._thread.is_alive(), f"{len(calls)} touches"
+        time.sleep(0.01)
+    assert len(calls) > 5 and claim._thread.is_alive()
+    claim.release()
+    claim._thread.join(1)
+    assert not claim._thread.is_alive() and not path.exists()
+
+
 def test_claims(tmp_path):
     store, other = UnitStore(tmp_path), UnitStore(tmp_path, lease_s=3600)
     claim = store.claim("u1")
@@ -150,6 +180,14 @@ def test_claims(tmp_path):
     ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "5"}, "auto", (4, 5)),
     ({"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_MAX": "8"}, "auto", (2, 4)),
     ({"JOB_COMPLETION_INDEX": "2", "NPTM_SHARDS": "3"}, "auto", (2, 3)),
+    *[({"SLURM_ARRAY_TASK_ID": str(t), "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "6",  # --array=0-6:2
+        "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "4"}, "auto", (t // 2, 4)) for t in (0, 2, 4, 6)],
+    *[({"SLURM_ARRAY_TASK_ID": str(t), "SLURM_ARRAY_TASK_MIN": "3", "SLURM_ARRAY_TASK_MAX": "5",  # --array=3-5
+        "SLURM_ARRAY_TASK_STEP": "1", "SLURM_ARRAY_TASK_COUNT": "3"}, "auto", (t - 3, 3)) for t in (3, 4, 5)],
+    ({"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "3", "SLURM_ARRAY_TASK_MAX": "11",  # no COUNT: from the step
+      "SLURM_ARRAY_TASK_STEP": "4"}, "auto", (1, 3)),
+    ({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_MAX": "5",  # --array=5
+      "SLURM_ARRAY_TASK_STEP": "1", "SLURM_ARRAY_TASK_COUNT": "1"}, "auto", (0, 1)),
 ])
 def test_shard_from_flags_and_schedulers(env, text, expected):
     s = Shard.parse(text, env)
@@ -159,6 +197,12 @@ def test_shard_from_flags_and_schedulers(env, text, expected):
 @pytest.mark.parametrize("env, text, message", [
     ({}, "3/3", "need 0 <= I < N"), ({}, "x", "expected I/N or auto"), ({}, "auto", "neither SLURM_ARRAY_TASK_ID"),
     ({"JOB_COMPLETION_INDEX": "1"}, "auto", "NPTM_SHARDS"),
+    *[({"SLURM_ARRAY_TASK_ID": t, "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "9",  # --array=1,5,9 (Slurm's
+        "SLURM_ARRAY_TASK_STEP": "1", "SLURM_ARRAY_TASK_COUNT": "3"}, "auto", "not a range.*--array=0-2.*I/3")  # step)
+      for t in ("1", "5")],
+    ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "6",
+      "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "4"}, "auto", "cannot tell its position"),
+    ({"SLURM_ARRAY_TASK_ID": "x"}, "auto", "unreadable Slurm array variables"),
 ])
 def test_bad_shards(env, text, message):
     with pytest.raises(UserError, match=message):

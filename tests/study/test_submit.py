@@ -1,5 +1,6 @@
 """--submit: the study as job arrays through submitit, on its local executor and on a real one-node Slurm
-(munge and slurmctld/slurmd started here on private ports and paths, stopped after)."""
+(munge and slurmctld/slurmd started here on private ports and paths, stopped after); --shard auto in Slurm's
+array forms, and a sbatch array of shards with one task killed and requeued."""
 import json
 import os
 import socket
@@ -103,3 +104,74 @@ def test_submit_slurm_submits_arrays_with_dependencies_and_returns(reference, sl
         time.sleep(1)
     logs = "\n".join(p.read_text()[-500:] for p in (out / "jobs").glob("*.err"))
     assert (out / "results.json").is_file() and _runs(out) == reference, logs
+
+
+def _wait_for_empty_queue(env, seconds, what):
+    deadline = time.monotonic() + seconds
+    while subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=env).stdout.strip():
+        assert time.monotonic() < deadline, f"{what} did not finish in {seconds} s"
+        time.sleep(0.5)
+
+
+def test_shard_auto_in_stepped_and_listed_arrays(slurm, tmp_path):
+    """Each array form's tasks, as Slurm sets their variables: every task of a range or a stepped range gets its
+    own position, 0..N-1; a list (Slurm's step is 1 whatever its ids) is refused with one line."""
+    from nptm.study.execute import Shard
+    from nptm.utils.errors import UserError
+
+    forms = {"stepped": ("0-6:2", [0, 2, 4, 6]), "range": ("3-5", [3, 4, 5]), "listed": ("1,5,9", [1, 5, 9])}
+    for name, (spec, _) in forms.items():
+        (tmp_path / name).mkdir()
+        subprocess.run(["sbatch", "-Q", f"--array={spec}", "-o", "/dev/null", "--chdir", str(tmp_path / name),
+                        "--wrap", "env > env.$SLURM_ARRAY_TASK_ID"], check=True, env=slurm)
+    _wait_for_empty_queue(slurm, 120, "the arrays")
+    for name, (spec, expected) in forms.items():
+        envs = {int(p.suffix[1:]): dict(line.split("=", 1) for line in p.read_text().splitlines() if "=" in line)
+                for p in (tmp_path / name).glob("env.*")}
+        ids = sorted(envs)
+        assert ids == expected, name
+        if name == "listed":
+            for i in ids:
+                with pytest.raises(UserError, match="not a range"):
+                    Shard.parse("auto", envs[i])
+            continue
+        shards = [Shard.parse("auto", envs[i]) for i in ids]
+        assert [(s.index, s.count) for s in shards] == [(i, len(ids)) for i in range(len(ids))], (name, ids)
+
+
+def _claim(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # released meanwhile, or being written
+        return None
+
+
+def _running(owner):
+    return os.path.exists(f"/proc/{owner['pid']}")
+
+
+def test_four_shard_array_with_a_task_killed_and_requeued(reference, slurm, tmp_path):
+    """Done when: a 4-task array (stepped ids, ``--shard auto``) on the real Slurm, one task killed mid-unit and
+    requeued by ``scontrol requeue``, ends with the one-process study's results, complete and identical."""
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    logs.mkdir()
+    env = {**slurm, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = f"echo start; exec {sys.executable} -m nptm.train --out {out} --shard auto {' '.join(SMALL)}"
+    subprocess.run(["sbatch", "-Q", "--array=0-6:2", "--cpus-per-task=1", "--open-mode=append", "-o",
+                    str(logs / "%a.log"), "--chdir", str(ROOT), "--wrap", command], check=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (owners := [o for p in out.glob("units/*/claim") if (o := _claim(p)) and _running(o)]):
+        assert time.monotonic() < deadline, "no task claimed a unit"  # wait for a task inside a unit
+        time.sleep(0.1)
+    job = owners[0]["who"].split("slurm job ")[1]  # its claim names its Slurm job
+    subprocess.run(["scontrol", "requeue", job], check=True, env=slurm)  # kills it, then pending with a begin time
+    while subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm,  # not in 2 minutes
+                         capture_output=True).returncode:
+        assert time.monotonic() < deadline + 60, "the requeued task did not become pending"
+        time.sleep(0.5)
+    _wait_for_empty_queue(slurm, 300, "the array")
+    starts = {p.stem: p.read_text().count("start") for p in logs.glob("*.log")}
+    assert sorted(starts) == ["0", "2", "4", "6"] and sorted(starts.values()) == [1, 1, 1, 2], starts  # one rerun
+    errors = "\n".join(p.read_text()[-800:] for p in logs.glob("*.log"))
+    assert _runs(out) == reference, errors
+    assert "not finished" not in (out / "table.txt").read_text() and (out / "report.html").is_file()

@@ -9,7 +9,7 @@ from nptm.utils.registry import Registry
 if TYPE_CHECKING:
     from nptm.pruning import Pruner
     from nptm.study.config import StudyConfig
-    from nptm.study.plan import Planner
+    from nptm.study.planner import Planner
     from nptm.study.units import Target, Unit
 
 

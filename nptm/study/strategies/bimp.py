@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 from nptm.pruning import PRUNERS
 from nptm.schedules import build_schedule
+from nptm.study.imp import prune_and_evaluate, retrain_chain
 from nptm.study.records import Record
-from nptm.study.strategies.one_shot import prune_and_evaluate, retrain_chain
 from nptm.study.units import Target, Unit
 
 
