@@ -98,12 +98,12 @@ def _initial(name: str, module: nn.Module) -> tuple[LayerChoice, nn.Module | Non
 
 
 def _groups(names: list[str], mods: dict[str, nn.Module], choices: dict[str, LayerChoice],
-            shapes: dict[str, dict[int, tuple]]) -> list[list[str]]:
-    """The layers that decide together: same geometry, densities within ``DENSITY_TOL`` of the group's first
-    (sparsest) member. Deterministic: the densities are."""
+            shapes: dict[str, dict[int, tuple]], blocks: dict[str, int]) -> list[list[str]]:
+    """The layers that decide together: same geometry and sparse block, densities within ``DENSITY_TOL`` of the
+    group's first (sparsest) member. Deterministic: the densities are."""
     by_geometry: dict[tuple, list[str]] = {}
     for n in names:
-        geometry = tuple(layer_key(mods[n], 0.0, shapes[n][b]) for b in sorted(shapes[n]))
+        geometry = tuple(layer_key(mods[n], 0.0, shapes[n][b], blocks[n]) for b in sorted(shapes[n]))
         by_geometry.setdefault(geometry, []).append(n)
     groups = []
     for members in by_geometry.values():
@@ -182,7 +182,7 @@ def choose_layers(model: nn.Module, batches: dict[int, tuple], rounds: int = 7, 
             if b is None or b in samples.setdefault(name, {}):
                 return
             shapes.setdefault(name, {})[b] = tuple(tuple(a.shape) for a in args if isinstance(a, Tensor))
-            key = layer_key(mod, choices[name].density, shapes[name][b])
+            key = layer_key(mod, choices[name].density, shapes[name][b], getattr(forms[name], "block", 1))
             hit = kept.get(key)
             if hit is not None:
                 samples[name][b] = ([hit[0]], [hit[1]])
@@ -208,7 +208,7 @@ def choose_layers(model: nn.Module, batches: dict[int, tuple], rounds: int = 7, 
     for n in choices:
         if not choices[n].reason and n not in timed:
             choices[n].reason = "not reached by the example"
-    for group in _groups(timed, mods, choices, shapes):
+    for group in _groups(timed, mods, choices, shapes, {n: getattr(forms[n], "block", 1) for n in timed}):
         _decide(group, choices, samples)
         if cached & set(group):
             for n in group:

@@ -39,10 +39,12 @@ def machine(timing: str) -> str:
     return f"{cpu} x{os.cpu_count()} torch {torch.__version__} {ops.sparse_conv2d_isa()} {timing}{threads}"
 
 
-def layer_key(module: nn.Module, density: float, input_shapes: tuple) -> str:
+def layer_key(module: nn.Module, density: float, input_shapes: tuple, block: int = 1) -> str:
+    """A layer's geometry, input shapes, density and the sparse form's block (unstructured and blocked weights of
+    one density time differently)."""
     conv = [getattr(module, k, None) for k in ("stride", "padding", "dilation", "groups", "padding_mode")]
     return json.dumps([type(module).__name__, list(module.weight.shape), module.bias is not None, *map(str, conv),
-                       [list(s) for s in input_shapes], round(density, 2)])
+                       [list(s) for s in input_shapes], round(density, 2)] + ([block] if block != 1 else []))
 
 
 class Timings:
