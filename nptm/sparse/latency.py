@@ -2,7 +2,6 @@
 (``deploy``: sparsified only where that is faster at every batch size measured)."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import statistics
 import time
@@ -15,19 +14,9 @@ from torch import Tensor, nn
 from nptm.pruning.masks import Masks, unwrap
 from nptm.sparse.choose import LayerChoice
 from nptm.sparse.sparsify import as_inputs, resize_batch, sparsify
+from nptm.utils.threads import torch_threads
 
 MIN_SAMPLE_S = 1e-3  # fast models are called repeatedly so that one sample lasts at least this
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @dataclass(frozen=True)

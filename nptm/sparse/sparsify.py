@@ -19,6 +19,7 @@ from nptm.sparse.choose import CANNOT, MARGIN, LayerChoice, choose_layers, repla
 from nptm.sparse.graph import fold_batchnorm, fuse_epilogues, keep_attribute_reads, set_module
 from nptm.sparse.pooling import channels_last_pooling
 from nptm.sparse.tracing import read_outside, trace
+from nptm.utils.threads import torch_threads
 
 DEFAULT_BATCH_SIZES = (1, 16)
 
@@ -107,30 +108,23 @@ def sparsify(
     with torch.no_grad():
         _check_runs(root, inputs)
     sizes = sorted({inputs[0].shape[0], *(batch_sizes or ())})
-    old_threads = torch.get_num_threads()
-    try:
-        if threads:
-            torch.set_num_threads(threads)
-        with torch.no_grad():
-            with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints a traceback before raising
-                gm = trace(root, inputs, resize_batch(inputs, inputs[0].shape[0] + 1))
-            if gm is not None:
-                keep_attribute_reads(gm)
-                fold_batchnorm(gm)
-                gm.recompile()
-            target = gm if gm is not None else root
-            batches = {b: resize_batch(inputs, b) for b in sizes}
-            made, chosen = choose_layers(target, batches, rounds, measure, replay,
-                                         timing, cache)
-            if gm is None:  # the per-layer path: a layer whose weights the model reads elsewhere stays dense
-                outside = read_outside(root, inputs, list(chosen)) if chosen else set()
-                for c in made:
-                    if c.name in outside:
-                        c.sparse, c.reason = False, "its parameters are read outside its forward"
-                        del chosen[c.name]
-            pools = channels_last_pooling(target, batches, rounds) if measure and replay is None else {}
-    finally:
-        torch.set_num_threads(old_threads)
+    with torch_threads(threads), torch.no_grad():
+        with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints a traceback before raising
+            gm = trace(root, inputs, resize_batch(inputs, inputs[0].shape[0] + 1))
+        if gm is not None:
+            keep_attribute_reads(gm)
+            fold_batchnorm(gm)
+            gm.recompile()
+        target = gm if gm is not None else root
+        batches = {b: resize_batch(inputs, b) for b in sizes}
+        made, chosen = choose_layers(target, batches, rounds, measure, replay, timing, cache)
+        if gm is None:  # the per-layer path: a layer whose weights the model reads elsewhere stays dense
+            outside = read_outside(root, inputs, list(chosen)) if chosen else set()
+            for c in made:
+                if c.name in outside:
+                    c.sparse, c.reason = False, "its parameters are read outside its forward"
+                    del chosen[c.name]
+        pools = channels_last_pooling(target, batches, rounds) if measure and replay is None else {}
     for name, module in {**chosen, **pools}.items():
         set_module(target, name, module)
     if gm is not None:

@@ -2,7 +2,6 @@
 task's) with its own ``StudyContext``, sharing the output folder with every other process of the study."""
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -15,17 +14,7 @@ from nptm.study.execute import Executor, Shard
 from nptm.study.store import UnitStore
 from nptm.study.units import Unit
 from nptm.train.loop import Callback
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+from nptm.utils.threads import torch_threads
 
 
 def claimant(cfg: StudyConfig, worker: int | None = None) -> str:

@@ -9,7 +9,8 @@ from nptm.study.context import StudyContext
 from nptm.study.folder import CONFIG_FILE, create
 from nptm.study.jobs import run_jobs
 from nptm.study.outputs import collect, publish
-from nptm.study.part import claimant, run_part, torch_threads
+from nptm.study.part import claimant, run_part
+from nptm.utils.threads import torch_threads
 from nptm.study.plan import plan_study
 from nptm.study.store import UnitStore
 from nptm.train import distributed
