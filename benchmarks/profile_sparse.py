@@ -98,10 +98,10 @@ def main(argv=None) -> None:
     with torch.inference_mode(), torch.profiler.profile() as prof:  # no hooks: time by operator
         for _ in range(args.runs):
             fast(x)
-    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    whole = sum(e.self_cpu_time_total for e in ops)
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    whole = sum(e.self_cpu_time_total for e in events)
     print("time by operator (torch.profiler, self time): " + ", ".join(
-        f"{e.key} {e.self_cpu_time_total / whole:.1%}" for e in ops[:6]))
+        f"{e.key} {e.self_cpu_time_total / whole:.1%}" for e in events[:6]))
 
 
 if __name__ == "__main__":
