@@ -1,0 +1,96 @@
+"""The dense form of a conv that stays dense: ``DenseConv2d`` calls oneDNN's convolution directly
+(``torch.ops.mkldnn._convolution_pointwise``) with the bias and a residual add in the same call, then the clamp in
+place on its output; the result has the input's memory format, as ``nn.Conv2d``'s does.
+
+Measured per layer (``benchmarks/bench_dense.py``, CPU time, interleaved): on an NCHW input this runs ResNet-50's
+dense 1x1 convs 1.4-1.7x faster than ``nn.Conv2d`` (torch's NCHW 1x1 path is not oneDNN's); depthwise convs run
+through the same oneDNN kernel as ``nn.Conv2d`` (it reorders NCHW to its blocked layout and back), so they gain
+nothing here, and ``sparsify`` keeps ``nn.Conv2d`` wherever it is not measured faster. A weight prepacked for oneDNN
+makes torch's op compute in channels_last: it is used for channels_last inputs only (repacked on first use and after
+any in-place change of the weight, never saved). The clamp is not fused into oneDNN's epilogue because oneDNN's
+ReLU/clip turn NaN into a number, while ``torch.clamp`` and the sparse kernel keep NaN."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class DenseConv2d(nn.Module):
+    """``clamp(conv2d(x, W, bias) + residual)`` with zero padding; oneDNN for float32 CPU inputs in NCHW or
+    channels_last, ``F.conv2d`` otherwise (other dtypes and devices, inputs that need a gradient, no oneDNN)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1, groups: int = 1):
+        super().__init__()
+        self.register_buffer("weight", weight.detach().contiguous())
+        self.register_buffer("bias", None if bias is None else bias.detach().contiguous())
+        self.stride, self.padding, self.dilation, self.groups = _pair(stride), _pair(padding), _pair(dilation), int(groups)
+        self.clamp_min: float | None = None
+        self.clamp_max: float | None = None
+        self._packed: tuple | None = None  # (weight version, prepacked weight) for channels_last inputs
+
+    def _fits(self, x: Tensor, residual: Tensor | None) -> bool:
+        w = self.weight
+        ok = (x.dim() == 4 and x.dtype == w.dtype == torch.float32 and x.device.type == "cpu"
+              and w.device.type == "cpu" and not x.requires_grad and onednn_available()
+              and (self.bias is None or self.bias.dtype == torch.float32))
+        return ok and (residual is None or (residual.dtype == torch.float32 and residual.device.type == "cpu"))
+
+    def _weight_for(self, x: Tensor) -> Tensor:
+        if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+            return self.weight
+        version = self.weight._version
+        if self._packed is None or self._packed[0] != version:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(self.weight, list(self.padding), list(self.stride),
+                                                                   list(self.dilation), self.groups, list(x.shape))
+            self._packed = (version, packed)
+        return self._packed[1]
+
+    def output_shape(self, x: Tensor) -> tuple[int, ...]:
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        kh, kw = self.weight.shape[2:]
+        return (x.shape[0], self.weight.shape[0], (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1,
+                (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        if residual is not None and tuple(residual.shape) != self.output_shape(x):
+            raise ValueError(f"DenseConv2d: residual of shape {tuple(residual.shape)} for an output of shape "
+                             f"{self.output_shape(x)}")
+        if self._fits(x, residual):
+            args = (self._weight_for(x), self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups)
+            if residual is None:
+                y = torch.ops.mkldnn._convolution_pointwise(x, *args, "none", [], None)
+            else:
+                y = torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None, None, [], None)
+        else:
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            if residual is not None:
+                y = y + residual
+        if self.clamp_min is not None or self.clamp_max is not None:
+            y = y.clamp_(self.clamp_min, self.clamp_max)
+        return y
+
+    def extra_repr(self) -> str:
+        o, i, kh, kw = self.weight.shape
+        clamp = f", clamp=({self.clamp_min}, {self.clamp_max})" if self.clamp_min is not None or self.clamp_max is not None else ""
+        return (f"{i * self.groups}, {o}, kernel_size=({kh}, {kw}), stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, groups={self.groups}{clamp}")
+
+
+def to_dense(conv: nn.Module, padding: tuple[int, int] | None) -> DenseConv2d | None:
+    """The ``DenseConv2d`` of an exact ``nn.Conv2d`` (float32 on CPU, zero ``padding`` as two ints), else None."""
+    if type(conv) is not nn.Conv2d or padding is None or conv.weight.dtype != torch.float32 or conv.weight.device.type != "cpu":
+        return None
+    if conv.bias is not None and conv.bias.dtype != torch.float32:
+        return None
+    return DenseConv2d(conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
