@@ -11,7 +11,8 @@ computes (up to the rounding of the sparse kernel's sums) under the conditions i
   output's only user; no node between the two writes to anything (the statistics are now read at the layer's
   place). The layer's own parameters may be tied elsewhere: the fold writes a copy.
 - ``fuse_epilogues``: ``clamp(conv(x) + r)`` (either part may be absent; a residual only for convs) becomes one
-  sparse call placed where the last fused op was, when: the sparse layer is called once, with ``x`` alone;
+  call of the sparse layer or ``DenseConv2d`` placed where the last fused op was, when: the layer is called once,
+  with ``x`` alone;
   each fused op is the only user of the one before; the add is ``+``, ``torch.add`` or ``Tensor.add`` without
   ``alpha``/``out``, or in place on the conv's output (``y += r``, ``y.add_(r)``: not ``r += y``, which writes
   ``r``); ``r`` is float32 with exactly the conv output's shape at two batch sizes (the example's and one
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from nptm.sparse.dense import DenseConv2d
 from nptm.sparse.modules import SparseConv2d, SparseLinear
 from nptm.sparse.tracing import writes_between
 
@@ -162,15 +164,16 @@ def _sole_user(node: fx.Node) -> fx.Node | None:
 
 
 def fuse_epilogues(gm: fx.GraphModule) -> int:
-    """Fuse each sparse layer's residual add and clamp into it where exact (module docstring); returns the fused ops."""
+    """Fuse each sparse layer's or DenseConv2d's residual add and clamp into it where exact (module docstring);
+    returns the fused ops."""
     modules, calls, fused = dict(gm.named_modules()), module_calls(gm.graph), 0
     for node in list(gm.graph.nodes):
         layer = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(layer, (SparseConv2d, SparseLinear)) or calls[node.target] != 1 or len(node.args) != 1 or node.kwargs:
+        if not isinstance(layer, (SparseConv2d, SparseLinear, DenseConv2d)) or calls[node.target] != 1 or len(node.args) != 1 or node.kwargs:
             continue
         chain, residual, bounds = [node], None, None
         user = _sole_user(node)
-        if user is not None and isinstance(layer, SparseConv2d):
+        if user is not None and isinstance(layer, (SparseConv2d, DenseConv2d)):
             residual = residual_of(user, node)
             if residual is not None and not writes_between(node, user, modules):
                 chain.append(user)

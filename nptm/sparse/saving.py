@@ -18,6 +18,7 @@ from torch import Tensor, fx, nn
 
 from nptm.sparse.choose import LayerChoice
 from nptm.sparse import modules as sparse_modules
+from nptm.sparse.dense import DenseConv2d
 from nptm.sparse.modules import ChannelsLastMaxPool2d, SparseConv2d, SparseLinear
 from nptm.sparse.program import SparseProgram, check, encode, function_name, is_identifier, is_path, tensor_owner
 
@@ -153,6 +154,33 @@ def _build_compressed(cls: type, args: dict, tensors: dict) -> nn.Module:
     return m
 
 
+# --- DenseConv2d: the plain weight (oneDNN's packed copy is made again at run time), checked as a conv's ---------
+_DENSE_ATTRS = {k: v for k, v in _COMPRESSED_ATTRS[SparseConv2d].items() if k != "weight_shape"}
+
+
+def _dense_args(m: DenseConv2d) -> dict:
+    return {k: getattr(m, k) for k in _DENSE_ATTRS}
+
+
+def _build_dense(cls: type, args: dict, tensors: dict) -> nn.Module:
+    check(set(args) == set(_DENSE_ATTRS), f"DenseConv2d attributes {sorted(args)[:10]}, expected {sorted(_DENSE_ATTRS)}")
+    for k, (want, ok) in _DENSE_ATTRS.items():
+        check(ok(args[k]), f"DenseConv2d {k} must be {want}")
+    check("weight" in tensors and set(tensors) <= {"weight", "bias"}, f"DenseConv2d holds tensors {sorted(tensors)[:8]}, "
+          "expected weight and an optional bias")
+    weight = _check_tensor(tensors["weight"], "DenseConv2d weight", (torch.float32,))
+    check(weight.dim() == 4 and all(1 <= d < MAX_DIM for d in weight.shape), "DenseConv2d weight must be 4-D, not empty")
+    check(weight.shape[0] % args["groups"] == 0, f"DenseConv2d groups must divide the {weight.shape[0]} output channels")
+    bias = tensors.get("bias")
+    if bias is not None:
+        bias = _check_tensor(bias, "DenseConv2d bias", (torch.float32,))
+        check(bias.shape == weight.shape[:1], f"DenseConv2d bias must have {weight.shape[0]} values")
+    m = cls(weight.clone(), None if bias is None else bias.clone(), args["stride"], args["padding"], args["dilation"],
+            args["groups"])
+    m.clamp_min, m.clamp_max = args["clamp_min"], args["clamp_max"]
+    return m
+
+
 def _layer(**flags: str) -> tuple:
     return (lambda m: _ctor_args(m, flags), _layer_tensors, _build_layer)
 
@@ -160,6 +188,7 @@ def _layer(**flags: str) -> tuple:
 # Class name -> (class, (its record's arguments, its tensors, its builder)). Adding a class is one line.
 _LAYER = _layer()
 _COMPRESSED = (_compressed_args, _compressed_tensors, _build_compressed)
+_DENSE = (_dense_args, _compressed_tensors, _build_dense)
 MODULE_CLASSES: dict[str, tuple[type, tuple]] = {c.__name__: (c, how) for c, how in (
     (nn.Conv1d, _LAYER), (nn.Conv2d, _LAYER), (nn.ConvTranspose2d, _LAYER), (nn.Linear, _LAYER), (nn.Bilinear, _LAYER),
     (nn.BatchNorm1d, _LAYER), (nn.BatchNorm2d, _LAYER), (nn.LayerNorm, _LAYER), (nn.GroupNorm, _LAYER), (nn.Embedding, _LAYER),
@@ -170,9 +199,10 @@ MODULE_CLASSES: dict[str, tuple[type, tuple]] = {c.__name__: (c, how) for c, how
     (nn.AdaptiveAvgPool1d, _LAYER), (nn.AdaptiveAvgPool2d, _LAYER), (nn.AdaptiveMaxPool2d, _LAYER),
     (nn.Dropout, _LAYER), (nn.Dropout2d, _LAYER), (nn.Flatten, _LAYER), (nn.Unflatten, _LAYER), (nn.Identity, _LAYER),
     (nn.Upsample, _LAYER), (nn.ZeroPad2d, _LAYER), (nn.MultiheadAttention, _layer(bias="in_proj_bias", add_bias_kv="bias_k")),
-    (ChannelsLastMaxPool2d, _LAYER), (SparseConv2d, _COMPRESSED), (SparseLinear, _COMPRESSED),
+    (ChannelsLastMaxPool2d, _LAYER), (SparseConv2d, _COMPRESSED), (SparseLinear, _COMPRESSED), (DenseConv2d, _DENSE),
 )}
-_PROTECTED = tuple(c for c, how in MODULE_CLASSES.values() if how is _COMPRESSED)
+# Layers whose tensors the program may not read (their checked buffers, and the packed copy of a dense weight).
+_PROTECTED = tuple(c for c, how in MODULE_CLASSES.values() if how in (_COMPRESSED, _DENSE))
 
 
 def _record(m: nn.Module, path: str) -> dict:

@@ -122,7 +122,9 @@ def sparsify(
             outside = read_outside(root, inputs, list(chosen)) if chosen else set()
             for c in made:
                 if c.name in outside:
-                    c.sparse, c.reason = False, "its parameters are read outside its forward"
+                    if c.sparse:
+                        c.sparse, c.reason = False, "its parameters are read outside its forward"
+                    c.dense_engine = "torch"
                     del chosen[c.name]
         pools = channels_last_pooling(target, batches, rounds) if measure and replay is None else {}
     for name, module in {**chosen, **pools}.items():
@@ -148,11 +150,12 @@ def summary(choices: Sequence[LayerChoice] | nn.Module) -> str:
         return "no Conv2d or Linear layer: nothing to sparsify"
     width = max(24, *(len(c.name) for c in choices))
     lines = [f"{sum(c.sparse for c in choices)} of {len(choices)} conv/linear layers sparse (sparse where >= {MARGIN}x "
-             "faster than dense at every batch size timed)",
+             "faster than dense at every batch size timed; the others run onednn, oneDNN called directly, or dense, "
+             "the torch layer)",
              f"{'layer':{width}s} {'kind':6s} {'density':>7s} {'run':6s} {'dense/sparse ms per batch':30s} why"]
     for c in choices:
         times = " ".join(f"b{b}: {c.dense_ms[b]:.3f}/{c.sparse_ms[b]:.3f}" for b in c.dense_ms) or "-"
         why = c.reason + (f" (decided with {c.group})" if c.group and c.group != c.name else "")
-        run = "sparse" if c.sparse else "dense"
+        run = "sparse" if c.sparse else "onednn" if c.dense_engine == "onednn" else "dense"
         lines.append(f"{c.name:{width}s} {c.kind:6s} {c.density:7.3f} {run:6s} {times:30s} {why}")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from nptm import ops
+from nptm.sparse.dense import onednn_available
 from nptm.utils.files import atomic_write_json
 
 FILE = "sparse-timings.json"
@@ -36,7 +37,8 @@ def machine(timing: str) -> str:
     except OSError:
         pass
     threads = "" if timing == "cpu" else f" {torch.get_num_threads()} threads"
-    return f"{cpu} x{os.cpu_count()} torch {torch.__version__} {ops.sparse_conv2d_isa()} {timing}{threads}"
+    dense = " dense:onednn" if onednn_available() else ""  # a conv's dense time is the faster of torch's and oneDNN's
+    return f"{cpu} x{os.cpu_count()} torch {torch.__version__} {ops.sparse_conv2d_isa()} {timing}{threads}{dense}"
 
 
 def layer_key(module: nn.Module, density: float, input_shapes: tuple, block: int = 1) -> str:

@@ -15,6 +15,7 @@ from torch import nn
 from nptm.pruning import prune_unstructured
 from nptm.sparse import MARGIN, Latency, SparseConv2d, SparseLinear, deploy, measure_latency, sparsify, summary
 from nptm.sparse import latency as latency_module
+from nptm.sparse.dense import onednn_available
 from nptm.sparse.timings import machine
 
 TOL = 1e-4
@@ -53,10 +54,13 @@ def test_replay_a_saved_decision():
     saved = {"0": True, "2": False, "6": True}  # "4" and the head unnamed: dense
     replayed = sparsify(model, x, choices=saved)
     kinds = {c.name: type(replayed.get_submodule(c.name)).__name__ for c in replayed.sparse_layers}
-    assert kinds == {"0": "SparseConv2d", "2": "Conv2d", "4": "Conv2d", "6": "SparseConv2d", "9": "Linear"}
+    dense = "DenseConv2d" if onednn_available() else "Conv2d"  # untimed: the default dense engine of a conv
+    assert kinds == {"0": "SparseConv2d", "2": dense, "4": dense, "6": "SparseConv2d", "9": "Linear"}
     assert all(not c.dense_ms for c in replayed.sparse_layers)  # nothing timed
-    again = sparsify(model, x, choices=replayed.sparse_layers)  # a sparse_layers list replays too
-    assert [c.sparse for c in again.sparse_layers] == [c.sparse for c in replayed.sparse_layers]
+    replayed.sparse_layers[1].dense_engine = "torch"  # a sparse_layers list replays the dense engine too
+    again = sparsify(model, x, choices=replayed.sparse_layers)
+    assert [(c.sparse, c.dense_engine) for c in again.sparse_layers] == [(c.sparse, c.dense_engine) for c in replayed.sparse_layers]
+    assert type(again.get_submodule("2")) is nn.Conv2d and type(again.get_submodule("4")).__name__ == dense
     with torch.inference_mode():
         assert (again(x) - model(x)).abs().max() <= TOL * model(x).abs().max()
     with pytest.raises(ValueError, match="no Conv2d/Linear for: 1, layer9"):
