@@ -1,5 +1,5 @@
 """The oracle of the sparsify fuzzer: a generated model (sparse_graph_gen.py) sparsified with ``measure=False``
-from its batch-1 example equals the masked dense model within ``TOL`` of its largest output at batch 1, 3 and 8,
+(every third seed: every other layer dense through ``DenseConv2d``, replayed) from its batch-1 example equals the masked dense model within ``TOL`` of its largest output at batch 1, 3 and 8,
 contiguous and channels_last, or is refused with one line; a traced one is saved with ``save_sparse`` (with the
 inputs and the dense outputs beside it) and ``python sparse_fuzz_oracle.py DIR`` loads every file of DIR in
 a fresh process (nothing but nptm imported) and compares again, one JSON line per file."""
@@ -42,12 +42,29 @@ def run(model, x):
         return model(x.clone(memory_format=torch.preserve_format))  # models write to their inputs
 
 
+def mixed_choices(model, seed: int) -> list:
+    """Every other conv/linear sparse (where the op can run it), the rest dense through oneDNN (``DenseConv2d``)."""
+    from torch import nn
+
+    from nptm.sparse import LayerChoice
+    from nptm.sparse.modules import sparse_padding
+
+    out = []
+    for i, (name, m) in enumerate((n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))):
+        can = type(m) in (nn.Conv2d, nn.Linear) and m.weight.dtype == torch.float32 and (
+            type(m) is nn.Linear or sparse_padding(m) is not None)
+        sparse = can and (i + seed) % 2 == 0
+        out.append(LayerChoice(name, "", tuple(m.weight.shape), 0.0, sparse=sparse, dense_engine="" if sparse else "onednn"))
+    return out
+
+
 def check(seed: int, save_dir: str | None = None) -> tuple[str, dict]:
     """('sparsified' | 'per-layer' | 'refused', facts); AssertionError on a mismatch (other exceptions: crashes).
     With ``save_dir``, a traced model is saved as SEED.pt with SEED.ref.pt (inputs and dense outputs)."""
     from sparse_graph_gen import random_net
 
-    from nptm.sparse import SparseConv2d, SparseLinear, save_sparse, sparsify
+    from nptm.sparse import DenseConv2d, SparseConv2d, SparseLinear, save_sparse, sparsify
+    from nptm.pruning.masks import unwrap
 
     model, x, masks = random_net(seed)
     dense = copy.deepcopy(model)
@@ -56,12 +73,14 @@ def check(seed: int, save_dir: str | None = None) -> tuple[str, dict]:
             if name in masks:
                 p.mul_(masks[name])
     try:
-        sparse = sparsify(model, x, masks, batch_sizes=(), measure=False)
+        choices = mixed_choices(unwrap(model), seed) if seed % 3 == 2 else None
+        sparse = sparsify(model, x, masks, batch_sizes=(), measure=False, choices=choices)
     except ValueError as e:
         assert str(e) and "\n" not in str(e), f"seed {seed}: refusal is not one line: {e!r}"
         return "refused", {"reason": str(e)}
-    layers = [m for m in sparse.modules() if isinstance(m, (SparseConv2d, SparseLinear))]
-    facts = {"sparse layers": len(layers), "fused": sum(m.clamp_min is not None or m.clamp_max is not None for m in layers)}
+    layers = [m for m in sparse.modules() if isinstance(m, (SparseConv2d, SparseLinear, DenseConv2d))]
+    facts = {"sparse layers": sum(not isinstance(m, DenseConv2d) for m in layers), "fused": sum(
+        m.clamp_min is not None or m.clamp_max is not None for m in layers), "onednn layers": sum(isinstance(m, DenseConv2d) for m in layers)}
     xs, wants = inputs_of(x, seed), []
     for i, inp in enumerate(xs):
         want = run(dense, inp)
@@ -132,6 +151,7 @@ def fuzz(seeds, per_process: int = 500, log=None) -> tuple[Counter, list[str]]:
                     seen[outcome] += 1
                     seen["sparse layers"] += facts.get("sparse layers", 0)
                     seen["fused"] += facts.get("fused", 0)
+                    seen["onednn layers"] += facts.get("onednn layers", 0)
                     seen["residuals"] += facts.get("residuals", 0)
                     if "reason" in facts:
                         seen[f"{outcome}: {facts['reason'][:80]}"] += 1

@@ -257,3 +257,53 @@ def test_memory_shared_with_compressed_buffers_cannot_change_them(payload, tmp_p
         want, model = nptm.load_sparse(good)(x), nptm.load_sparse(path)
         for _ in range(2):
             assert torch.equal(model(x), want)
+
+
+def test_crafted_dense_layers_are_refused(tmp_path):
+    """A DenseConv2d record (the plain weight; oneDNN's packed copy is made at run time) is checked like a conv's."""
+    torch.manual_seed(0)
+    model = Net().eval()
+    made = sparsify(model, torch.randn(1, 3, 8, 8), choices={"conv": False}).sparse_layers
+    made[0].dense_engine = "onednn"
+    path = tmp_path / "dense.pt"
+    nptm.save_sparse(sparsify(model, torch.randn(1, 3, 8, 8), choices=made), path)
+    payload = torch.load(path, weights_only=True)
+    rec = payload["modules"]["conv"]
+    assert rec["class"] == "DenseConv2d" and set(rec["tensors"]) == {"weight", "bias"}  # no packed weight saved
+    sentinel, x = tmp_path / "SENTINEL", torch.randn(2, 3, 8, 8)
+    edits = {
+        "attribute extra": lambda r: r["args"].update(cmd=f"touch {sentinel}"),
+        "attribute missing": lambda r: r["args"].pop("groups"),
+        "zero stride": lambda r: r["args"].update(stride=(0, 1)),
+        "negative padding": lambda r: r["args"].update(padding=(-1, 1)),
+        "huge dilation": lambda r: r["args"].update(dilation=(1 << 40, 1)),
+        "groups not dividing": lambda r: r["args"].update(groups=3),
+        "clamp a string": lambda r: r["args"].update(clamp_min="0"),
+        "weight missing": lambda r: r["tensors"].pop("weight"),
+        "weight float64": lambda r: r["tensors"].update(weight=r["tensors"]["weight"].double()),
+        "weight 3-D": lambda r: r["tensors"].update(weight=r["tensors"]["weight"][0].clone()),
+        "weight empty": lambda r: r["tensors"].update(weight=torch.zeros(8, 0, 3, 3)),
+        "weight a huge stride-0 view": lambda r: r["tensors"].update(weight=torch.zeros(1).expand(1 << 20, 1 << 10, 3, 3)),
+        "packed weight": lambda r: r["tensors"].update(packed=r["tensors"]["weight"].clone()),
+        "bias wrong length": lambda r: r["tensors"].update(bias=torch.zeros(3)),
+    }
+    failures = []
+    for name, edit in edits.items():
+        p = copy.deepcopy(payload)
+        edit(p["modules"]["conv"])
+        crafted = tmp_path / f"dense {len(failures)}.pt"
+        torch.save(p, crafted)
+        try:
+            err = attempt(crafted, sentinel, x)
+        except BaseException as e:  # collect every failing case, then fail once
+            failures.append(f"{name}: {type(e).__name__}: {e}")
+            continue
+        if str(crafted) not in str(err) or "\n" in str(err):
+            failures.append(f"{name}: message {err!r}")
+    assert not failures, "\n".join(failures)
+    p = copy.deepcopy(payload)
+    with_steps(p, step("get_attr", "w", "conv.weight"))  # the program may not reach the layer's tensors
+    torch.save(p, tmp_path / "reach.pt")
+    attempt(tmp_path / "reach.pt", sentinel, x)
+    with torch.inference_mode():
+        assert torch.allclose(nptm.load_sparse(path)(x), model(x), atol=1e-5)

@@ -12,6 +12,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from sparse_fuzz_oracle import check, fuzz  # noqa: E402
 
+from nptm.sparse.dense import onednn_available  # noqa: E402
+
 MODELS = 300
 
 
@@ -27,6 +29,7 @@ def test_generated_models_sparsify_exactly_and_load_in_a_fresh_process():
     assert not bad, bad[:5]
     assert seen["generated"] == MODELS and seen["loaded"] == seen["sparsified"] > MODELS * 0.8, seen
     assert seen["per-layer"] > 0 and seen["residuals"] > MODELS // 4 and seen["fused"] > MODELS // 4, seen  # every path taken
+    assert seen["onednn layers"] > MODELS // 4 or not onednn_available(), seen
 
 
 @pytest.mark.parametrize("seed", [4, 10, 11, 20, 31, 34, 39, 61])
