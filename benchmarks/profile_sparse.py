@@ -17,7 +17,7 @@ from bench_blocks import block_prune
 from bench_sparse import PRUNING, pruned_model  # the same masked models as the benchmark
 
 from nptm import ops
-from nptm.sparse import SparseConv2d, SparseLinear, sparsify
+from nptm.sparse import DenseConv2d, SparseConv2d, SparseLinear, sparsify
 
 
 def macs(module: torch.nn.Module, out: torch.Tensor) -> tuple[float, float]:
@@ -48,7 +48,8 @@ def main(argv=None) -> None:
         model = pruned_model(args.model, args.sparsity, args.pointwise, args.pruning)
     x = torch.randn(args.batch, 3, args.size, args.size)
     fast = sparsify(model, x, batch_sizes=())
-    layers = {n: m for n, m in fast.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, SparseConv2d, SparseLinear))}
+    layers = {n: m for n, m in fast.named_modules()
+              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, SparseConv2d, SparseLinear, DenseConv2d))}
     samples: dict[str, list[float]] = {n: [] for n in layers}
     work: dict[str, tuple[float, float]] = {}
     start: dict[str, float] = {}
@@ -77,7 +78,7 @@ def main(argv=None) -> None:
     for n, m in layers.items():
         ms = statistics.median(samples[n]) * 1e3
         dense_macs, nnz_macs = work[n]
-        kind = "sparse" if isinstance(m, (SparseConv2d, SparseLinear)) else "dense"
+        kind = "sparse" if isinstance(m, (SparseConv2d, SparseLinear)) else "onednn" if isinstance(m, DenseConv2d) else "dense"
         useful = (nnz_macs if kind == "sparse" else dense_macs) * 2 / ms / 1e6
         rows.append((n, kind, nnz_macs / dense_macs, ms, dense_macs, nnz_macs, useful))
     pattern = f"{args.block}x1 blocks" if args.block else "unstructured"
@@ -86,7 +87,7 @@ def main(argv=None) -> None:
     print(f"{'layer':34s} {'run':6s} {'density':>7s} {'ms':>7s} {'share':>6s} {'dense MMAC':>10s} {'GFLOP/s':>8s}")
     for n, kind, d, ms, dm, nm, g in rows:
         print(f"{n:34s} {kind:6s} {d:7.3f} {ms:7.3f} {ms / total:6.1%} {dm / 1e6:10.1f} {g:8.1f}")
-    for kind in ("sparse", "dense"):
+    for kind in ("sparse", "onednn", "dense"):
         sel = [r for r in rows if r[1] == kind]
         if sel:
             ms, dm, nm = sum(r[3] for r in sel), sum(r[4] for r in sel), sum(r[5] for r in sel)

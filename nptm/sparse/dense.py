@@ -32,7 +32,11 @@ class DenseConv2d(nn.Module):
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1, groups: int = 1):
         super().__init__()
-        self.register_buffer("weight", weight.detach().contiguous())
+        weight = weight.detach().contiguous()
+        if weight.is_inference():  # made under inference_mode: a normal copy, whose in-place changes are counted
+            with torch.inference_mode(False):
+                weight = weight.clone()
+        self.register_buffer("weight", weight)
         self.register_buffer("bias", None if bias is None else bias.detach().contiguous())
         self.stride, self.padding, self.dilation, self.groups = _pair(stride), _pair(padding), _pair(dilation), int(groups)
         self.clamp_min: float | None = None
