@@ -11,6 +11,7 @@ any in-place change of the weight, never saved). The clamp is not fused into one
 ReLU/clip turn NaN into a number, while ``torch.clamp`` and the sparse kernel keep NaN."""
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -22,7 +23,9 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+@functools.cache
 def onednn_available() -> bool:
+    """Whether this torch runs oneDNN on the CPU and has the op ``DenseConv2d`` calls."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 

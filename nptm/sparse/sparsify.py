@@ -95,8 +95,10 @@ def sparsify(
     ``measure=False`` makes every layer the sparse op can run sparse, untimed. ``choices`` replays a saved
     decision (a ``sparse_layers`` list, or layer name -> sparse), untimed: a layer it does not name stays
     dense, a name the model lacks is refused. A weight whose nonzeros come in blocks of output channels runs
-    the register-blocked kernel; max-pooling runs through channels_last where that is measured faster (not
-    when replaying).  ``module.sparse_layers`` lists the choices (``LayerChoice``).
+    the register-blocked kernel. A conv that stays dense runs as ``DenseConv2d`` (oneDNN called directly, the
+    epilogue fused) where that is measured faster than torch's layer (``LayerChoice.dense_engine``; untimed:
+    ``choose.default_engine``). Max-pooling runs through channels_last where that is measured faster (not when
+    replaying). ``module.sparse_layers`` lists the choices (``LayerChoice``).
     Run the result under ``torch.inference_mode()`` or ``torch.no_grad()``.
     """
     inputs = as_inputs(example_input)
