@@ -3,7 +3,7 @@
 place on its output; the result has the input's memory format, as ``nn.Conv2d``'s does.
 
 Measured per layer (``benchmarks/bench_dense.py``, CPU time, interleaved): on an NCHW input this runs ResNet-50's
-dense 1x1 convs 1.4-1.7x faster than ``nn.Conv2d`` (torch's NCHW 1x1 path is not oneDNN's); depthwise convs run
+dense 1x1 convs 1.3-1.5x faster than ``nn.Conv2d`` (torch's NCHW 1x1 path is not oneDNN's); depthwise convs run
 through the same oneDNN kernel as ``nn.Conv2d`` (it reorders NCHW to its blocked layout and back), so they gain
 nothing here, and ``sparsify`` keeps ``nn.Conv2d`` wherever it is not measured faster. A weight prepacked for oneDNN
 makes torch's op compute in channels_last: it is used for channels_last inputs only (repacked on first use and after
