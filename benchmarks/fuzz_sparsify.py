@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     for k in reasons:
         print(f"  {k}: {total[k]}")
     print(f"{total['generated']} models (seeds {args.start}..{args.start + args.models - 1}) in {time.monotonic() - t0:.0f} s: "
-          + ", ".join(f"{k} {total[k]}" for k in KEYS) + f"; {total['sparse layers']} sparse layers, {total['fused']} with a fused clamp, {total['residuals']} with a fused residual")
+          + ", ".join(f"{k} {total[k]}" for k in KEYS) + f"; {total['sparse layers']} sparse layers and {total['onednn layers']} "
+          f"DenseConv2d, {total['fused']} of them with a fused clamp, {total['residuals']} with a fused residual")
     return 1 if bad else 0
 
 
