@@ -70,7 +70,7 @@ class DenseConv2d(nn.Module):
                 (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        if residual is not None and tuple(residual.shape) != self.output_shape(x):
+        if residual is not None and x.dim() == 4 and tuple(residual.shape) != self.output_shape(x):
             raise ValueError(f"DenseConv2d: residual of shape {tuple(residual.shape)} for an output of shape "
                              f"{self.output_shape(x)}")
         if self._fits(x, residual):
