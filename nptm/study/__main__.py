@@ -1,7 +1,6 @@
 """``python -m nptm.study``: the same as ``python -m nptm.train``."""
-import sys
-
 from nptm.study.cli import main
+from nptm.study.exits import end
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end(main())

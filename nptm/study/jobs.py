@@ -1,7 +1,9 @@
 """``--jobs N``: N local processes run a study's independent units side by side (a workstation, one big node).
 
 Each worker is forked from a server process that imported torch and nptm once (``multiprocessing``'s forkserver,
-started before the parent touches torch's threads or CUDA): it inherits no CUDA or OpenMP state and pays no imports.
+started before the parent touches torch's threads or CUDA): it inherits no CUDA or OpenMP state and pays no imports,
+not even those a first unit makes lazily (torch's optimizers import ``torch._dynamo``; the dataset's own, e.g.
+scikit-learn for the digits), which the server makes while the parent checks the study.
 It claims units from the shared output folder like any shard; the parent waits for the workers, stops them all
 when one fails or it is interrupted, and merges the results. A worker's error is printed once, as one line, and
 becomes the parent's exit status.
@@ -15,16 +17,20 @@ from pathlib import Path
 from nptm.study.config import StudyConfig
 from nptm.study.exits import Process, WorkerFailed, exit_status, interruptible
 
-PRELOAD = [__name__, "nptm.study.part", "nptm.study.plan"]  # what a worker runs: torch and most of nptm
+PRELOAD = [__name__, "nptm.study.part", "nptm.study.plan",  # what a worker runs: torch and most of nptm
+           "torch._dynamo",  # imported by torch.optim's first optimizer: 1-2 s of every worker's first unit
+           "nptm.sparse"]  # each run's latency, of its deployed form
 _context = multiprocessing.get_context("forkserver")
 
 
-def start_workers_server() -> None:
-    """Start the server that forks the workers, if it is not running; it imports ``PRELOAD`` meanwhile (this module
-    is light, so the caller can start it before its own imports)."""
+def start_workers_server(dataset: str | None = None) -> None:
+    """Start the server that forks the workers, if it is not running; it imports ``PRELOAD`` and what ``dataset``
+    imports when first built (``Dataset.imports``) while the caller goes on."""
     from multiprocessing import forkserver
 
-    _context.set_forkserver_preload(PRELOAD)
+    from nptm.data import DATASETS
+
+    _context.set_forkserver_preload(PRELOAD + list(DATASETS[dataset].imports if dataset in DATASETS else ()))
     forkserver.ensure_running()
 
 
@@ -41,7 +47,7 @@ def _worker(config: dict, out: str, index: int) -> None:
 
 
 def run_jobs(cfg: StudyConfig, out: Path) -> None:
-    start_workers_server()
+    start_workers_server(cfg.data.dataset)
     workers = [_context.Process(target=_worker, args=(cfg.to_dict(), str(out), i), name=f"nptm-worker-{i}")
                for i in range(cfg.execution.jobs)]
     for w in workers:
