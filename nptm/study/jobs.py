@@ -63,6 +63,8 @@ def _worker(config: dict, out: str, index: int) -> None:
 
 def run_jobs(cfg, out: Path) -> None:
     """Run the study ``cfg`` (a ``StudyConfig``) into ``out`` in ``cfg.execution.jobs`` workers."""
+    from multiprocessing.connection import wait
+
     from nptm.study.exits import WorkerFailed
 
     start_workers_server(cfg.data.dataset)
@@ -72,8 +74,8 @@ def run_jobs(cfg, out: Path) -> None:
         w.start()
     try:
         while workers:
+            wait([w.sentinel for w in workers], timeout=1.0)  # wakes as soon as one ends
             for w in list(workers):
-                w.join(0.2)
                 if w.exitcode is None:
                     continue
                 workers.remove(w)
