@@ -37,7 +37,7 @@ def digits_source(name: str, path, split: str, workers: int = 1):
 
 @register_dataset("digits", defaults=dict(model="digits_net", epochs=30, retrain_epochs=10, batch_size=64, lr=0.1,
                                            milestones=(0.5, 0.75), threads=1, latency_batches=(1, 64)),
-                  source=digits_source)
+                  source=digits_source, imports=("sklearn.datasets", "sklearn.model_selection"))
 def build_digits(cfg: DataConfig) -> DataSpec:
     x_tr, y_tr = _split("train")
     x_te, y_te = _split("test")

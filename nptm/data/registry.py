@@ -61,23 +61,26 @@ class Dataset:
     batch_size, lr, milestones, ... for the fields a study leaves unset), whether ``--loader`` applies
     (files in several formats), whether the resolution options apply (images of any size), and how to read it
     for ``python -m nptm.data write`` (``source(name, path, split, workers) -> (nptm.data.sources.Source,
-    [(path, error) of unreadable images]); None: it cannot be written)."""
+    [(path, error) of unreadable images]); None: it cannot be written). ``imports``: the modules its builder imports
+    on first use, which the server that forks ``--jobs`` workers imports once for all of them."""
 
     build: Callable[[DataConfig], DataSpec]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     loaders: bool = False
     resolutions: bool = False
     source: Callable[..., tuple[Any, list]] | None = None  # (name, path, split, workers) -> what .beton files hold
+    imports: tuple[str, ...] = ()
 
 
 DATASETS: Registry[Dataset] = Registry("dataset", "nptm.datasets", package="nptm.data")
 
 
 def register_dataset(name: str, *, defaults: Mapping[str, Any] | None = None, loaders: bool = False,
-                     resolutions: bool = False, source: Callable[..., tuple[Any, list]] | None = None):
+                     resolutions: bool = False, source: Callable[..., tuple[Any, list]] | None = None,
+                     imports: tuple[str, ...] = ()):
     """``@register_dataset("name", defaults={...})`` above a ``DataConfig -> DataSpec`` builder."""
     def wrap(fn: Callable[[DataConfig], DataSpec]):
-        DATASETS.register(name, Dataset(fn, dict(defaults or {}), loaders, resolutions, source))
+        DATASETS.register(name, Dataset(fn, dict(defaults or {}), loaders, resolutions, source, tuple(imports)))
         return fn
 
     return wrap

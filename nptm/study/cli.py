@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[Callback] = ()) 
         if cfg.execution.jobs > 1 and not cfg.execution.submit and proc.world == 1:
             from nptm.study.jobs import start_workers_server
 
-            start_workers_server()  # it imports torch and nptm while this process checks the study
+            start_workers_server(None if cfg.output.resume else cfg.data.dataset)  # it imports torch, nptm and
+            # the data's libraries while this process checks the study (a resumed study's data is in its folder)
         from nptm.study.run import run
 
         if not cfg.output.resume:  # before any process waits for the others

@@ -3,6 +3,7 @@ writes 2, a diverging loss 1, a lost torchrun peer 3, waiting too long for other
 after saying how to resume), and SIGTERM turned into an exception so the run ends with that message."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -10,7 +11,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 from nptm.study.execute import StudyIncomplete
 from nptm.study.folder import CONFIG_FILE
@@ -108,6 +109,15 @@ def exit_status(body: Callable[[], object], proc: Process) -> int:
         _say(f"{distributed.comm_failure(e)}{resume()}", e, proc.rank)
         return leave(3, proc.world)
     return 0
+
+
+def end(status: int) -> NoReturn:
+    """End the command with ``status`` without tearing the interpreter down module by module (0.5-2 s once torch,
+    scikit-learn and matplotlib are loaded); the at-exit handlers run and the output is flushed first."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def leave(status: int, world: int) -> int:

@@ -55,6 +55,15 @@ def _made_from(out: Path) -> set[str]:
         return set()
 
 
+def prepare_report() -> None:
+    """Import what the report is drawn with (matplotlib): ``--jobs``' parent does it while the workers' server starts,
+    rather than after the last unit."""
+    from nptm.study.plots import pyplot
+    from nptm.study.report import build_report  # noqa: F401
+
+    pyplot()
+
+
 def publish(out: Path, plan: Sequence[Unit], store: UnitStore, report: bool = True) -> str | None:
     """Write the outputs from every unit finished now (``report``: also table.txt, figures and report.html/.md;
     without it results.json/.csv, skipped when another process is writing); returns the table (None if skipped)."""

@@ -16,6 +16,8 @@ from nptm.study.units import Unit
 from nptm.train.loop import Callback
 from nptm.utils.threads import torch_threads
 
+WORKER_POLL_S = 0.2  # a --jobs worker waiting for another's unit looks this often (the parent reports once all end)
+
 
 def claimant(cfg: StudyConfig, worker: int | None = None) -> str:
     """How this process names itself in its claims."""
@@ -33,5 +35,6 @@ def run_part(cfg: StudyConfig, out: Path, units: Sequence[Unit], device: torch.d
     with torch_threads(cfg.training.threads):
         ctx = ctx or StudyContext(cfg, out, device, store, callbacks)
         shard = Shard.parse(cfg.execution.shard) if cfg.execution.shard else None
-        Executor(ctx, units, shard, wait_timeout=cfg.execution.wait_timeout).run()
+        poll = {} if worker is None else {"poll_s": WORKER_POLL_S}
+        Executor(ctx, units, shard, wait_timeout=cfg.execution.wait_timeout, **poll).run()
     return store

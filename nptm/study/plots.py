@@ -32,7 +32,7 @@ def _restarts(schedule: str) -> bool:
     return schedule in SCHEDULES and schedule_kind(schedule).restarts
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +88,7 @@ def _zoom(ax, lows: Sequence[float], highs: Sequence[float]) -> None:
 
 def plot_lr_schedules(records: Sequence[dict[str, Any]], path: Path) -> None:
     """The lr per iteration (x in epochs of its phase) of every schedule, for the first seed/pruner/target/budget."""
-    plt = _pyplot()
+    plt = pyplot()
     first = next((r for r in records if r["kind"] == "retrain"), next((r for r in records if r["kind"] != "dense"), None))
     ident = lambda r: (r["seed"], r["pruner"], r["sparsity_target"], r.get("retrain_epochs"))  # noqa: E731
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -108,7 +108,7 @@ def plot_accuracy(records: Sequence[dict[str, Any]], path: Path) -> None:
     """Grouped bars: top-1 per schedule (x) and pruner (bars), mean ± std over seeds; a panel per target, budget
     and kind (unstructured, structured: their accuracies differ too much to share a zoomed axis). Runs without
     a budget (GMP) appear in every panel of their target and kind."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = group_runs([r for r in records if r["kind"] != "dense"])
     kind = lambda k: _properties(k[1])[1]  # noqa: E731
     panels = list(dict.fromkeys((k[2], k[4], kind(k)) for k in groups if k[4] is not None)) or \
@@ -149,7 +149,7 @@ def plot_accuracy(records: Sequence[dict[str, Any]], path: Path) -> None:
 def plot_accuracy_vs_budget(records: Sequence[dict[str, Any]], path: Path) -> None:
     """Top-1 against the retraining budget: a line per schedule (BIMP, SFP too) with the seeds' spread shaded;
     one panel per (pruner, target). GMP (no budget) and the dense model are horizontal lines."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = group_runs([r for r in records if r["kind"] != "dense"])
     panels = list(dict.fromkeys((k[1], k[2]) for k in groups if k[4] is not None))
     schedules = list(dict.fromkeys(k[3] for k in groups if k[4] is not None))
@@ -178,7 +178,7 @@ def plot_accuracy_vs_budget(records: Sequence[dict[str, Any]], path: Path) -> No
 
 def plot_accuracy_vs_sparsity(records: Sequence[dict[str, Any]], path: Path) -> None:
     """Top-1 against achieved sparsity, one line per schedule, one panel per pruner (at the largest budget)."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = group_runs([r for r in records if r["kind"] != "dense"])
     budgets = [k[4] for k in groups if k[4] is not None]
     top = max(budgets, default=None)
@@ -217,7 +217,7 @@ def plot_random_vs_methodical(records: Sequence[dict[str, Any]], path: Path) -> 
             panels.append((target, methodical, random))
     if not panels:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = _grid(plt, len(panels), width=max(5.5, 0.6 * max(len(m) + len(r) for _, m, r in panels)))
     dense = _dense(records)
     for ax, (target, methodical, random) in zip(axes, panels):
@@ -243,7 +243,7 @@ def plot_speedup(records: Sequence[dict[str, Any]], path: Path) -> bool:
     runs = [r for r in records if r["kind"] != "dense" and measured_speedups(r)]
     if not runs:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     batches = sorted({b for r in runs for b in measured_speedups(r)})
     pruners = list(dict.fromkeys(map(pruner_label, runs)))
     fig, (ax, acc) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -291,7 +291,7 @@ def plot_front(records: Sequence[dict[str, Any]], path: Path) -> bool:
     runs = [r for r in records if r["kind"] != "dense" and latencies(r)]
     if not runs:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     batches = sorted({b for r in runs for b in latencies(r)})
     groups = group_runs(runs)
     labels = list(dict.fromkeys(k[1] for k in groups))

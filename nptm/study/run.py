@@ -8,7 +8,7 @@ from nptm.study.config import StudyConfig
 from nptm.study.context import StudyContext
 from nptm.study.folder import CONFIG_FILE, create
 from nptm.study.jobs import run_jobs
-from nptm.study.outputs import collect, publish
+from nptm.study.outputs import collect, prepare_report, publish
 from nptm.study.part import claimant, run_part
 from nptm.utils.threads import torch_threads
 from nptm.study.plan import plan_study
@@ -41,6 +41,7 @@ def run(cfg: StudyConfig, out: Path, callbacks: Sequence[Callback] = (), session
                 ctx.dense_checkpoint(first)
         distributed.all_ok(lambda: create(cfg, out, plan) if session.rank == 0 else None)
     if jobs:
+        prepare_report()
         run_jobs(cfg, out)
     else:
         run_part(cfg, out, plan, session.device, ctx=ctx)
