@@ -95,8 +95,9 @@ float* scratch(int64_t n) {
 }
 
 // One Hq x Wq plane: dst[i, j] = x[sh*i + a - ph, sw*j + b - pw] (0 outside x). The zeros between two rows' data
-// (one row's right padding, the next one's left) are one run.
-void fill_plane(float* dst, const float* src, int64_t H, int64_t W, int64_t sH, int64_t sW, const Conv& c, int64_t a, int64_t b,
+// (one row's right padding, the next one's left) are one run. Rows are short (7-230 floats): the loops stay
+// inline vector code instead of becoming memcpy / memset calls.
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) void fill_plane(float* dst, const float* src, int64_t H, int64_t W, int64_t sH, int64_t sW, const Conv& c, int64_t a, int64_t b,
                 int64_t Hq, int64_t Wq) {
   const int64_t j0 = std::clamp<int64_t>((c.pw - b + c.sw - 1) / c.sw, 0, Wq);
   const int64_t j1 = std::clamp<int64_t>((W + c.pw - b + c.sw - 1) / c.sw, j0, Wq);
@@ -107,8 +108,10 @@ void fill_plane(float* dst, const float* src, int64_t H, int64_t W, int64_t sH, 
   for (int64_t i = i0; i < i1; ++i) {
     float* d = dst + i * Wq;
     const float* s = src + (c.sh * i + a - c.ph) * sH + (c.sw * j0 + b - c.pw) * sW;
-    if (c.sw == 1 && sW == 1) std::memcpy(d + j0, s, (j1 - j0) * sizeof(float));
-    else for (int64_t j = j0; j < j1; ++j) d[j] = s[(j - j0) * c.sw * sW];
+    if (c.sw == 1 && sW == 1)
+      for (int64_t j = j0; j < j1; ++j) d[j] = s[j - j0];
+    else
+      for (int64_t j = j0; j < j1; ++j) d[j] = s[(j - j0) * c.sw * sW];
     const int64_t zeros = i + 1 < i1 ? Wq - j1 + j0 : (Hq - i) * Wq - j1;
     for (int64_t k = 0; k < zeros; ++k) d[j1 + k] = 0.0f;
   }
