@@ -96,3 +96,17 @@ def test_tiny_and_large_work_same_results(isa, threads):
             assert_close(got, reference.sparse_conv2d(x, *packed, w.shape, b, None, 1, 1, 1, 1, 0.0, None))
     finally:
         torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("hw", [(7, 7), (14, 14), (13, 5), (4, 4)])
+@pytest.mark.parametrize("density", [0.6, 0.05])
+def test_misaligned_1x1_input(isa, hw, density):
+    """1x1 convs at stride 1 read x itself, or an aligned copy of it where H * W is not a multiple of the vector and
+    each input channel feeds many stored weights (density 0.6 of 96 outputs; 0.05 stays below the bound)."""
+    gen = torch.Generator().manual_seed(5)
+    x, w = torch.randn(2, 24, *hw, generator=gen), sparse_weight((96, 24, 1, 1), density, gen)
+    b, r = torch.randn(96, generator=gen), torch.randn(2, 96, *hw, generator=gen)
+    packed = ops.compress_weight(w)
+    got = ops.sparse_conv2d(x, *packed, w.shape, b, residual=r, clamp_min=0.0)
+    assert_close(got, reference.sparse_conv2d(x, *packed, w.shape, b, r, 1, 0, 1, 1, 0.0, None))
+    assert_close(got, F.relu(F.conv2d(x, w, b) + r))
