@@ -1,12 +1,12 @@
 // sparse_conv2d on CPU: lay the input out as stride-phase planes (sparse_conv.h; no copy for stride 1
-// without padding), turn each nonzero's tap into its constant input offset, split the output channels into
-// work items of equal nonzero counts, and run the ISA variant the CPU supports (AVX-512, AVX2 + FMA, or
-// the portable loop; NPTM_DISABLE_AVX512 / NPTM_DISABLE_AVX2 force the narrower ones, read on every call).
+// without padding unless the channels are misaligned), turn each nonzero's tap into its constant input offset
+// (cached: sparse_conv_offsets.h), split the output channels into work items of equal nonzero counts, and run
+// the ISA variant the CPU supports (AVX-512, AVX2 + FMA, or the portable loop; NPTM_DISABLE_AVX512 /
+// NPTM_DISABLE_AVX2 force the narrower ones, read on every call).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -98,8 +98,9 @@ float* scratch(int64_t n) {
 // One Hq x Wq plane: dst[i, j] = x[sh*i + a - ph, sw*j + b - pw] (0 outside x). The zeros between two rows' data
 // (one row's right padding, the next one's left) are one run. Rows are short (7-230 floats): the loops stay
 // inline vector code instead of becoming memcpy / memset calls.
-__attribute__((optimize("no-tree-loop-distribute-patterns"))) void fill_plane(float* dst, const float* src, int64_t H, int64_t W, int64_t sH, int64_t sW, const Conv& c, int64_t a, int64_t b,
-                int64_t Hq, int64_t Wq) {
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) void fill_plane(float* dst, const float* src, int64_t H, int64_t W,
+                                                                              int64_t sH, int64_t sW, const Conv& c, int64_t a,
+                                                                              int64_t b, int64_t Hq, int64_t Wq) {
   const int64_t j0 = std::clamp<int64_t>((c.pw - b + c.sw - 1) / c.sw, 0, Wq);
   const int64_t j1 = std::clamp<int64_t>((W + c.pw - b + c.sw - 1) / c.sw, j0, Wq);
   const int64_t i0 = std::clamp<int64_t>((c.ph - a + c.sh - 1) / c.sh, 0, Hq);
