@@ -53,8 +53,11 @@ struct Entry {
   at::Tensor offsets;
 };
 
-constexpr size_t kMaxEntries = 1024;  // (taps, geometry) pairs; a miss purges the entries of freed taps
+// A miss drops the entries of freed taps and of older versions of the same taps, and everything once the cache
+// would hold more than kMaxOffsets offsets (64 MiB: e.g. a model called at ever new input sizes).
+constexpr int64_t kMaxOffsets = int64_t(16) << 20;
 std::mutex mutex;
+int64_t held = 0;  // offsets in the cache
 // Never destroyed: tensors freed after torch's own statics at exit would crash.
 auto& cache = *new std::unordered_map<Key, Entry, KeyHash>();
 
@@ -70,14 +73,23 @@ at::Tensor tap_offsets(const at::Tensor& taps, const Geometry& g) {
     auto it = cache.find(key);
     if (it != cache.end()) {
       if (!it->second.storage.expired()) return it->second.offsets;
+      held -= it->second.offsets.numel();
       cache.erase(it);
     }
   }
   auto offsets = compute(taps, g);
   std::lock_guard<std::mutex> lock(mutex);
-  for (auto it = cache.begin(); it != cache.end();) it = it->second.storage.expired() ? cache.erase(it) : std::next(it);
-  if (cache.size() >= kMaxEntries) cache.clear();
-  cache.insert_or_assign(key, Entry{taps.storage().getWeakStorageImpl(), offsets});
+  for (auto it = cache.begin(); it != cache.end();) {
+    const bool stale = it->second.storage.expired() || (it->first[0] == key[0] && it->first[3] != key[3]);
+    held -= stale ? it->second.offsets.numel() : 0;
+    it = stale ? cache.erase(it) : std::next(it);
+  }
+  if (held + offsets.numel() > kMaxOffsets) {
+    cache.clear();
+    held = 0;
+  }
+  const bool added = cache.insert_or_assign(key, Entry{taps.storage().getWeakStorageImpl(), offsets}).second;
+  held += added ? offsets.numel() : 0;
   return offsets;
 }
 
