@@ -1,12 +1,12 @@
 // sparse_conv2d on CPU: lay the input out as stride-phase planes (sparse_conv.h; no copy for stride 1
-// without padding), turn each nonzero's tap into its constant input offset, split the output channels into
-// work items of equal nonzero counts, and run the ISA variant the CPU supports (AVX-512, AVX2 + FMA, or
-// the portable loop; NPTM_DISABLE_AVX512 / NPTM_DISABLE_AVX2 force the narrower ones, read on every call).
+// without padding unless the channels are misaligned), turn each nonzero's tap into its constant input offset
+// (cached: sparse_conv_offsets.h), split the output channels into work items of equal nonzero counts, and run
+// the ISA variant the CPU supports (AVX-512, AVX2 + FMA, or the portable loop; NPTM_DISABLE_AVX512 /
+// NPTM_DISABLE_AVX2 force the narrower ones, read on every call).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -16,6 +16,7 @@
 
 #include "../ops.h"
 #include "../sparse_conv.h"
+#include "sparse_conv_offsets.h"
 
 namespace nptm::ops {
 namespace {
@@ -25,6 +26,11 @@ using sparse_conv::Job;
 enum class Isa { portable, avx2, avx512 };
 
 constexpr size_t kHuge = size_t(2) << 20;
+constexpr int64_t kLayoutGrain = 1 << 16;  // floats of input planes per thread's share of the layout pass, at least
+// Work (MACs + output positions) below which one thread runs the layer: a parallel region costs a few microseconds,
+// more on a busy machine (ResNet-50's near-empty layer4 3x3 convs: 0.2 M).
+constexpr int64_t kSerialWork = 1 << 18;
+constexpr int64_t kRealignWeights = 32;  // stored values per input channel from which a misaligned input is copied
 
 Isa pick_isa() {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -89,31 +95,38 @@ float* scratch(int64_t n) {
   return b.data;
 }
 
-// One Hq x Wq plane: dst[i, j] = x[sh*i + a - ph, sw*j + b - pw] (0 outside x).
-void fill_plane(float* dst, const float* src, int64_t H, int64_t W, int64_t sH, int64_t sW, const Conv& c, int64_t a, int64_t b,
-                int64_t Hq, int64_t Wq) {
+// One Hq x Wq plane: dst[i, j] = x[sh*i + a - ph, sw*j + b - pw] (0 outside x). The zeros between two rows' data
+// (one row's right padding, the next one's left) are one run. Rows are short (7-230 floats): the loops stay
+// inline vector code instead of becoming memcpy / memset calls.
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) void fill_plane(float* dst, const float* src, int64_t H, int64_t W,
+                                                                              int64_t sH, int64_t sW, const Conv& c, int64_t a,
+                                                                              int64_t b, int64_t Hq, int64_t Wq) {
   const int64_t j0 = std::clamp<int64_t>((c.pw - b + c.sw - 1) / c.sw, 0, Wq);
   const int64_t j1 = std::clamp<int64_t>((W + c.pw - b + c.sw - 1) / c.sw, j0, Wq);
-  for (int64_t i = 0; i < Hq; ++i) {
+  const int64_t i0 = std::clamp<int64_t>((c.ph - a + c.sh - 1) / c.sh, 0, Hq);
+  const int64_t i1 = std::clamp<int64_t>((H + c.ph - a + c.sh - 1) / c.sh, i0, Hq);
+  if (i0 == i1 || j0 == j1) return (void)std::memset(dst, 0, Hq * Wq * sizeof(float));
+  std::memset(dst, 0, (i0 * Wq + j0) * sizeof(float));
+  for (int64_t i = i0; i < i1; ++i) {
     float* d = dst + i * Wq;
-    const int64_t row = c.sh * i + a - c.ph;
-    if (row < 0 || row >= H) {
-      std::memset(d, 0, Wq * sizeof(float));
-      continue;
-    }
-    const float* s = src + row * sH + (c.sw * j0 + b - c.pw) * sW;
-    std::memset(d, 0, j0 * sizeof(float));
-    if (c.sw == 1 && sW == 1) std::memcpy(d + j0, s, (j1 - j0) * sizeof(float));
-    else for (int64_t j = j0; j < j1; ++j) d[j] = s[(j - j0) * c.sw * sW];
-    std::memset(d + j1, 0, (Wq - j1) * sizeof(float));
+    const float* s = src + (c.sh * i + a - c.ph) * sH + (c.sw * j0 + b - c.pw) * sW;
+    if (c.sw == 1 && sW == 1)
+      for (int64_t j = j0; j < j1; ++j) d[j] = s[j - j0];
+    else
+      for (int64_t j = j0; j < j1; ++j) d[j] = s[(j - j0) * c.sw * sW];
+    const int64_t zeros = i + 1 < i1 ? Wq - j1 + j0 : (Hq - i) * Wq - j1;
+    for (int64_t k = 0; k < zeros; ++k) d[j1 + k] = 0.0f;
   }
 }
 
 // The input as planes: x itself (stride 1, no padding, contiguous) or a copy in a per-thread scratch buffer.
-Planes make_planes(const at::Tensor& x, const Conv& c, int64_t cin_g, int64_t kh, int64_t kw) {
+// realign: copy anyway when x's channels do not start on whole vectors (H * W not a multiple of the lanes, e.g.
+// 14² and 7²): the copy's planes start on cache lines, so no vector load of a 1x1 conv splits across two lines
+// (ResNet-50's 1x1 convs on 14² and 7² ran 10-20% faster, copy included, where each input channel feeds 32+ weights).
+Planes make_planes(const at::Tensor& x, const Conv& c, int64_t cin_g, int64_t kh, int64_t kw, bool realign) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   static const bool copy = std::getenv("NPTM_SPARSE_COPY");
-  if (!copy && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0 && x.is_contiguous())
+  if (!copy && !realign && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0 && x.is_contiguous())
     return {x.const_data_ptr<float>(), C * H * W, cin_g * H * W, H * W, W};
   const int64_t Hq = (H + 2 * c.ph + c.sh - 1) / c.sh, Wq = (W + 2 * c.pw + c.sw - 1) / c.sw;
   const int64_t plane = (Hq * Wq + 15) / 16 * 16;  // every plane starts on a cache line
@@ -124,7 +137,8 @@ Planes make_planes(const at::Tensor& x, const Conv& c, int64_t cin_g, int64_t kh
     for (int64_t kx = 0; kx < kw; ++kx) used[(ky * c.dh % c.sh) * c.sw + kx * c.dw % c.sw] = 1;
   const float* src = x.const_data_ptr<float>();
   const auto st = x.strides();
-  at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+  const int64_t grain = std::max<int64_t>(1, kLayoutGrain / per_channel);  // small inputs: no parallel region
+  at::parallel_for(0, N * C, grain, [&](int64_t begin, int64_t end) {
     for (int64_t nc = begin; nc < end; ++nc)
       for (int64_t p = 0; p < c.sh * c.sw; ++p)
         if (used[p])
@@ -132,34 +146,6 @@ Planes make_planes(const at::Tensor& x, const Conv& c, int64_t cin_g, int64_t kh
                      p % c.sw, Hq, Wq);
   });
   return {buf, C * per_channel, cin_g * per_channel, plane, Wq};
-}
-
-// offsets[j]: the input offset of nonzero j within its group's planes.
-at::Tensor tap_offsets(const at::Tensor& taps, const Planes& pl, const Conv& c, int64_t cin_g, int64_t kh, int64_t kw) {
-  std::vector<int32_t> table(cin_g * kh * kw);
-  const int64_t plane = pl.plane;
-  for (int64_t ic = 0; ic < cin_g; ++ic)
-    for (int64_t ky = 0; ky < kh; ++ky)
-      for (int64_t kx = 0; kx < kw; ++kx) {
-        const int64_t a = ky * c.dh % c.sh, b = kx * c.dw % c.sw;
-        table[(ic * kh + ky) * kw + kx] = int32_t(((ic * c.sh + a) * c.sw + b) * plane + (ky * c.dh / c.sh) * pl.Wq + kx * c.dw / c.sw);
-      }
-  auto out = at::empty_like(taps);
-  const int32_t* t = taps.const_data_ptr<int32_t>();
-  int32_t* o = out.data_ptr<int32_t>();
-  const auto n = static_cast<uint32_t>(table.size());
-  std::atomic<bool> bad{false};
-  at::parallel_for(0, taps.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
-    bool oob = false;
-    for (int64_t j = begin; j < end; ++j) {
-      const auto k = static_cast<uint32_t>(t[j]);
-      oob |= k >= n;
-      o[j] = table[k < n ? k : 0];
-    }
-    if (oob) bad = true;
-  });
-  TORCH_CHECK_INDEX(!bad, "sparse_conv2d: a tap is outside [0, ", n, ") (in/groups x kh x kw)");
-  return out;
 }
 
 // Row (output channel or block) ranges of about equal work (entries + a per-row constant), enough for the threads.
@@ -188,7 +174,7 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& input, const at::Tensor& values, 
   const auto s = check_sparse_conv2d(input, values, taps_in, row_ptr_in, weight_shape, bias, residual, stride, padding, dilation, groups);
   auto out = at::empty({s.n, s.cout, s.ho, s.wo}, input.options());
   if (out.numel() == 0) return out;
-  const auto vals = values.contiguous(), taps = taps_in.contiguous(), row_ptr = row_ptr_in.contiguous();
+  const auto vals = values.contiguous(), row_ptr = row_ptr_in.contiguous();
   check_row_ptr(row_ptr, vals.size(0));
   if (vals.numel() == 0) {  // nothing stored: the input is never read (no planes), out = clamp(bias + residual)
     if (bias) out.copy_(bias->view({1, -1, 1, 1}).expand_as(out));
@@ -202,13 +188,15 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& input, const at::Tensor& values, 
   const int64_t per_image = input.size(1) * c.sh * c.sw * ((input.size(2) + 2 * c.ph + c.sh - 1) / c.sh) *
                             ((input.size(3) + 2 * c.pw + c.sw - 1) / c.sw);
   TORCH_CHECK_VALUE(per_image < std::numeric_limits<int32_t>::max(), "sparse_conv2d: one image of ", input.sizes(), " is too large");
-  const auto planes = make_planes(input, c, s.cin_g, s.kh, s.kw);
-  const auto offsets = tap_offsets(taps, planes, c, s.cin_g, s.kh, s.kw);
+  const Isa isa = pick_isa();
+  const bool realign = input.size(2) * input.size(3) % lanes_of(isa).lanes != 0 && vals.numel() >= kRealignWeights * input.size(1);
+  const auto planes = make_planes(input, c, s.cin_g, s.kh, s.kw, realign);
+  const auto offsets = sparse_conv::tap_offsets(taps_in, {s.cin_g, s.kh, s.kw, c.sh, c.sw, c.dh, c.dw, planes.plane, planes.Wq});
   const auto res = residual ? residual->contiguous() : at::Tensor();
   const auto b = bias ? bias->contiguous() : at::Tensor();
-  const Isa isa = pick_isa();
-  const int threads = at::get_num_threads();
   const int64_t P = (s.ho - 1) * planes.Wq + s.wo;
+  static const int64_t serial = std::getenv("NPTM_SPARSE_SERIAL") ? std::atoll(std::getenv("NPTM_SPARSE_SERIAL")) : kSerialWork;
+  const int threads = s.n * P * (vals.numel() + s.cout) < serial ? 1 : at::get_num_threads();
   const int vectors = tile_vectors(lanes_of(isa), s.cin_g, s.kh, P, s.block), T = vectors * lanes_of(isa).lanes;
   const auto chunks = channel_chunks(row_ptr.const_data_ptr<int64_t>(), s.rows, s.n * ((P + T - 1) / T), threads);
   constexpr float inf = std::numeric_limits<float>::infinity();

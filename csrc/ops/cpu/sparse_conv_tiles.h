@@ -30,29 +30,23 @@ inline typename I::V finish_n(typename I::V v, const Epilogue& e, const float* r
   return I::min(I::set1(e.hi), I::max(I::set1(e.lo), v));
 }
 
-// Grid positions [q, q + n) of the output rows; buffered values t, no padding columns in this run.
-inline void write_run(const Epilogue& e, int64_t d, const float* __restrict t, int64_t n) {
-  float* __restrict o = e.out + d;
-  const float* __restrict r = e.res ? e.res + d : nullptr;
-  for (int64_t i = 0; i < n; ++i) {
-    float v = t[i] + e.bias;
-    if (r) v += r[i];
-    v = v < e.lo ? e.lo : v;  // NaN stays NaN
-    o[i] = v > e.hi ? e.hi : v;
-  }
+// n buffered values t to the output run starting at d: bias, residual and clamp in vectors, the last one masked.
+template <class I>
+inline void write_run(const Epilogue& e, int64_t d, const float* t, int64_t n) {
+  float* o = e.out + d;
+  const float* r = e.res ? e.res + d : nullptr;
+  int64_t i = 0;
+  for (; i + I::L <= n; i += I::L) I::storeu(o + i, finish<I>(I::load(t + i), e, r ? r + i : nullptr));
+  if (i < n) I::store_n(o + i, finish_n<I>(I::load_n(t + i, int(n - i)), e, r ? r + i : nullptr, int(n - i)), int(n - i));
 }
 
-// Buffered grid positions [q0, q0 + len) to the output rows, dropping the columns x >= Wo.
+// Buffered grid positions [q0, q0 + len) to the output rows, dropping the columns x >= Wo: one run per grid row.
+template <class I>
 inline void write_grid(const Job& j, const Epilogue& e, int64_t q0, int64_t len, const float* tmp) {
-  for (int64_t q = q0, end = q0 + len; q < end;) {
-    const int64_t y = q / j.Wq, x = q - y * j.Wq;
-    if (x >= j.Wo) {
-      q = (y + 1) * j.Wq;
-      continue;
-    }
-    const int64_t run = j.Wo - x < end - q ? j.Wo - x : end - q;
-    write_run(e, y * j.Wo + x, tmp + (q - q0), run);
-    q += run;
+  const int64_t end = q0 + len;
+  for (int64_t y = q0 / j.Wq, q = q0; q < end; q = ++y * j.Wq) {
+    const int64_t stop = y * j.Wq + j.Wo < end ? y * j.Wq + j.Wo : end;
+    if (q < stop) write_run<I>(e, y * j.Wo + (q - y * j.Wq), tmp + (q - q0), stop - q);
   }
 }
 
@@ -71,7 +65,7 @@ inline void store_tile(const Job& j, const Epilogue& e, const typename I::V* acc
   }
   alignas(64) float tmp[K * I::L];
   for (int k = 0; k < K; ++k) I::store(tmp + k * I::L, acc[k]);
-  write_grid(j, e, q0, (K - 1) * I::L + tail, tmp);
+  write_grid<I>(j, e, q0, (K - 1) * I::L + tail, tmp);
 }
 
 // One output channel over the K vectors at grid position q0 (the last vector holds `tail` positions). MASKED:
@@ -160,7 +154,7 @@ void run_blocks(const Job& j) {
   constexpr int V = block_vectors(I::REGS, I::KMAX, B), R = V * I::L;
   const int T = j.vectors * I::L;
   const int64_t P = grid_positions(j), tiles = (P + T - 1) / T, items = j.N * tiles * j.n_chunks, plane = j.Ho * j.Wo;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(j.threads) if (items > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(j.threads) if (items > 1 && j.threads > 1)
   for (int64_t it = 0; it < items; ++it) {
     const int64_t c = it % j.n_chunks, t = (it / j.n_chunks) % tiles, n = it / (j.n_chunks * tiles);
     const int64_t q0 = t * T, end = P - q0 < T ? P : q0 + T;
@@ -188,7 +182,7 @@ void run_tiles(const Job& j) {
   if (j.block == 8) return run_blocks<I, 8>(j);
   const int T = j.vectors * I::L;
   const int64_t P = grid_positions(j), tiles = (P + T - 1) / T, items = j.N * tiles * j.n_chunks, plane = j.Ho * j.Wo;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(j.threads) if (items > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(j.threads) if (items > 1 && j.threads > 1)
   for (int64_t it = 0; it < items; ++it) {
     const int64_t c = it % j.n_chunks, t = (it / j.n_chunks) % tiles, n = it / (j.n_chunks * tiles);
     const int64_t q0 = t * T;
