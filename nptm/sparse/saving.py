@@ -141,6 +141,9 @@ def _build_compressed(cls: type, args: dict, tensors: dict) -> nn.Module:
     check(row_ptr.shape == (rows + 1,) and int(row_ptr[0]) == 0 and int(row_ptr[-1]) == entries
           and bool((row_ptr.diff() >= 0).all()), f"{name} row_ptr must be {rows + 1} values rising from 0 to {entries}")
     check(taps.numel() == 0 or (int(taps.min()) >= 0 and int(taps.max()) < per_row), f"{name} taps must lie in [0, {per_row})")
+    starts = torch.zeros(entries, dtype=torch.bool)
+    starts[row_ptr[:-1][row_ptr[:-1] < entries]] = True
+    check(bool(((taps.diff() > 0) | starts[1:]).all()), f"{name} taps must rise within each row")
     bias = tensors.get("bias")
     if bias is not None:
         bias = _check_tensor(bias, f"{name} bias", (torch.float32,))

@@ -110,3 +110,25 @@ def test_misaligned_1x1_input(isa, hw, density):
     got = ops.sparse_conv2d(x, *packed, w.shape, b, residual=r, clamp_min=0.0)
     assert_close(got, reference.sparse_conv2d(x, *packed, w.shape, b, r, 1, 0, 1, 1, 0.0, None))
     assert_close(got, F.relu(F.conv2d(x, w, b) + r))
+
+
+@pytest.mark.parametrize("mode", ["cached", "inference"])
+def test_a_row_whose_channels_go_back_is_refused(isa, mode):
+    """The kernel bounds a row's vector loads by the input channel of its last entry: a row whose taps go back to an
+    earlier channel (not what compress_weight writes, e.g. a crafted file) is refused, also after an in-place write
+    of a cached row_ptr."""
+    gen = torch.Generator().manual_seed(1)
+    x, w = torch.randn(1, 8, 16, 16, generator=gen), sparse_weight((4, 8, 1, 1), 0.9, gen)
+    v, t, r = ops.compress_weight(w)
+    ctx = torch.inference_mode() if mode == "inference" else torch.no_grad()
+    with ctx:
+        call(x, v, t, r, w.shape)
+        flipped = t.clone()
+        flipped[int(r[0]):int(r[1])] = t[int(r[0]):int(r[1])].flip(0)
+        with pytest.raises(ValueError, match="earlier input channel"):
+            ops.sparse_conv2d(x, v, flipped, r, w.shape)
+        r2 = r.clone()
+        call(x, v, t, r2, w.shape)  # cached for (t, r2)
+        r2[1:-1] = 0  # one row holding every entry: its channels go back at each row boundary of before
+        with pytest.raises(ValueError, match="earlier input channel"):
+            ops.sparse_conv2d(x, v, t, r2, w.shape)

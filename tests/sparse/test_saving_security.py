@@ -71,6 +71,12 @@ def sparse_layer(p):
     return next(r for r in p["modules"].values() if r["class"] == "SparseConv2d")
 
 
+def flip_first_row(tensors):
+    r = tensors["row_ptr"]
+    row = int(((r[1:] - r[:-1]) > 1).nonzero()[0])  # a row with two or more entries
+    tensors["taps"][int(r[row]):int(r[row + 1])] = tensors["taps"][int(r[row]):int(r[row + 1])].flip(0).clone()
+
+
 def craft(payload, sentinel):
     """Name -> edit of a good payload. Every code-carrying edit would create ``sentinel`` if it ran."""
     cmd = f"touch {sentinel}"
@@ -141,6 +147,7 @@ def craft(payload, sentinel):
         "compressed groups not dividing": lambda p: sparse_layer(p)["args"].update(groups=3),
         "taps out of range": lambda p: sparse_layer(p)["tensors"]["taps"].__setitem__(0, 3 * 3 * 3),
         "taps negative": lambda p: sparse_layer(p)["tensors"]["taps"].__setitem__(-1, -1),
+        "taps falling within a row": lambda p: flip_first_row(sparse_layer(p)["tensors"]),
         "row_ptr past the values": lambda p: sparse_layer(p)["tensors"]["row_ptr"].__setitem__(-1, 1 << 40),
         "row_ptr not from 0": lambda p: sparse_layer(p)["tensors"]["row_ptr"].__setitem__(0, 1),
         "row_ptr falling": lambda p: sparse_layer(p)["tensors"]["row_ptr"].__setitem__(1, 10 ** 6),

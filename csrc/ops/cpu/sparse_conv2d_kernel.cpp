@@ -191,7 +191,7 @@ at::Tensor sparse_conv2d_cpu(const at::Tensor& input, const at::Tensor& values, 
   const Isa isa = pick_isa();
   const bool realign = input.size(2) * input.size(3) % lanes_of(isa).lanes != 0 && vals.numel() >= kRealignWeights * input.size(1);
   const auto planes = make_planes(input, c, s.cin_g, s.kh, s.kw, realign);
-  const auto offsets = sparse_conv::tap_offsets(taps_in, {s.cin_g, s.kh, s.kw, c.sh, c.sw, c.dh, c.dw, planes.plane, planes.Wq});
+  const auto offsets = sparse_conv::tap_offsets(taps_in, row_ptr, {s.cin_g, s.kh, s.kw, c.sh, c.sw, c.dh, c.dw, planes.plane, planes.Wq});
   const auto res = residual ? residual->contiguous() : at::Tensor();
   const auto b = bias ? bias->contiguous() : at::Tensor();
   const int64_t P = (s.ho - 1) * planes.Wq + s.wo;
