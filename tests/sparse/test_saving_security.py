@@ -194,15 +194,14 @@ def attempt(path, sentinel, *inputs):
     return err.value
 
 
-def test_every_crafted_file_is_refused(payload, tmp_path):
-    sentinel = tmp_path / "SENTINEL"
-    x = torch.randn(2, 3, 8, 8)
-    assert (payload["steps"][0]["op"], payload["steps"][0]["name"]) == ("placeholder", "x")
+def assert_each_refused(payload, edits, part, folder, sentinel, x):
+    """Each edit of ``part(payload)``, saved, is refused by load_sparse with one ValueError line naming the file."""
+    folder.mkdir()
     failures = []
-    for name, edit in craft(payload, sentinel).items():
+    for i, (name, edit) in enumerate(edits.items()):
         p = copy.deepcopy(payload)
-        edit(p)
-        path = tmp_path / f"crafted {len(failures)}.pt"
+        edit(part(p))
+        path = folder / f"crafted {i}.pt"
         torch.save(p, path)
         try:
             err = attempt(path, sentinel, x)
@@ -212,6 +211,13 @@ def test_every_crafted_file_is_refused(payload, tmp_path):
         if not (isinstance(err, ValueError) and str(path) in str(err) and "\n" not in str(err)):
             failures.append(f"{name}: message {err!r}")
     assert not failures, "\n".join(failures)
+
+
+def test_every_crafted_file_is_refused(payload, tmp_path):
+    sentinel = tmp_path / "SENTINEL"
+    x = torch.randn(2, 3, 8, 8)
+    assert (payload["steps"][0]["op"], payload["steps"][0]["name"]) == ("placeholder", "x")
+    assert_each_refused(payload, craft(payload, sentinel), lambda p: p, tmp_path / "crafted", sentinel, x)
 
 
 @pytest.mark.parametrize("content", [[1, 2], "nptm.sparse/2", torch.zeros(3), None, {"format": FORMAT}])
@@ -294,20 +300,7 @@ def test_crafted_dense_layers_are_refused(tmp_path):
         "packed weight": lambda r: r["tensors"].update(packed=r["tensors"]["weight"].clone()),
         "bias wrong length": lambda r: r["tensors"].update(bias=torch.zeros(3)),
     }
-    failures = []
-    for name, edit in edits.items():
-        p = copy.deepcopy(payload)
-        edit(p["modules"]["conv"])
-        crafted = tmp_path / f"dense {len(failures)}.pt"
-        torch.save(p, crafted)
-        try:
-            err = attempt(crafted, sentinel, x)
-        except BaseException as e:  # collect every failing case, then fail once
-            failures.append(f"{name}: {type(e).__name__}: {e}")
-            continue
-        if str(crafted) not in str(err) or "\n" in str(err):
-            failures.append(f"{name}: message {err!r}")
-    assert not failures, "\n".join(failures)
+    assert_each_refused(payload, edits, lambda p: p["modules"]["conv"], tmp_path / "dense", sentinel, x)
     p = copy.deepcopy(payload)
     with_steps(p, step("get_attr", "w", "conv.weight"))  # the program may not reach the layer's tensors
     torch.save(p, tmp_path / "reach.pt")
