@@ -98,6 +98,8 @@ def start(device: str, timeout_s: float) -> Session:
 
 
 def stop(session: Session) -> None:
+    """Leave the process group. Gloo's worker threads outlive it: a process that then tears its interpreter down
+    can abort in one of them (``nptm.study.exits.end`` ends the command line without that teardown)."""
     if session.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -3,7 +3,8 @@
 Runs ``nptm.train``'s ``main`` exactly as ``python -m nptm.train`` does, with callbacks the tests need:
 ``--dump DIR`` saves every rank's weights and masks after each phase (DIR/rank<r>/<phase>.pt);
 ``--fail-rank R --fail-after N --fail-how exit|hang`` makes rank R crash (os._exit(17)) or stall after
-N epochs. It also registers ``digits_nobn``, a digits CNN without BatchNorm: with per-rank BatchNorm
+N epochs. It ends as ``python -m nptm.train`` does (``exits.end``: no interpreter teardown, during which gloo's
+worker threads can abort the process when they release a finished collective's tensors). It also registers ``digits_nobn``, a digits CNN without BatchNorm: with per-rank BatchNorm
 statistics no multi-process run can match one process, so exact-equivalence tests use this model.
 """
 import argparse
@@ -72,4 +73,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nptm.study.exits import end
+
+    end(main())
