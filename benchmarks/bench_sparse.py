@@ -129,6 +129,7 @@ def build_model(spec: Spec) -> Case:
     sparse = sparsify(model, x, batch_sizes=())
     ideal = count_flops(model, x.shape[1:]) / count_flops(model, x.shape[1:], effective=True)
     n_sparse = sum(c.sparse for c in sparse.sparse_layers)
+    n_blocks = sum(c.sparse and c.block > 1 for c in sparse.sparse_layers)
 
     def forward(m):
         with torch.inference_mode():
@@ -146,7 +147,7 @@ def build_model(spec: Spec) -> Case:
             return None
         fastest = min(dense, key=dense.get)
         return (f"fastest dense engine {fastest}; FLOPs ideal {ideal:.2f}x ({dense[fastest] / t['sparsified'] / ideal:.0%}"
-                f" of it reached); {n_sparse}/{len(sparse.sparse_layers)} layers sparse; ISA {isa}")
+                f" of it reached); {n_sparse}/{len(sparse.sparse_layers)} layers sparse ({n_blocks} in blocks); ISA {isa}")
 
     return Case(spec, "cpu", timed, note=note, fastest=DENSE, keep=[model, sparse, x, frozen])
 

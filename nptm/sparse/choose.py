@@ -6,11 +6,14 @@ example, at every batch size asked for; a close call stays dense. The samples ar
 (a busy machine delays a layer but hardly changes the CPU time it takes), wall-clock time on request, and they are
 kept per machine (``nptm.sparse.timings``) so that the same layers decide the same way in a later run. The dense form
 of a conv is the faster of ``nn.Conv2d`` and ``DenseConv2d`` (oneDNN called directly, ``nptm.sparse.dense``), timed
-the same way first; the sparse form is timed against it. Layers of the
+the same way first; the sparse form is timed against it. A weight whose nonzeros could also be stored in blocks of
+output channels at a modeled cost close to the best (``block_candidates``) times each such packing, and the layers
+deciding together keep the packing fastest over their pooled samples (``LayerChoice.block``). Layers of the
 same geometry (kind, weight shape, stride, padding, dilation, groups, input shape at every batch size) whose
 densities lie within ``DENSITY_TOL`` of the group's sparsest member decide together, on their pooled samples.
-Denser layers than ``MAX_DENSITY`` stay dense unmeasured (the sparse kernel reaches a third to a half of the dense
-kernels' FLOP rate, so it cannot win there); empty layers go sparse unmeasured (they only write their bias).
+Denser layers than ``MAX_DENSITY`` stay dense unmeasured (packed in blocks of 8, a 1x1 conv at 70-80% density still
+ran 1.1-1.3x oneDNN's speed; denser, the stored values are the dense weight's); empty layers go sparse unmeasured
+(they only write their bias).
 ``choices=`` replays a saved decision instead."""
 from __future__ import annotations
 
@@ -23,10 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from nptm.sparse.dense import DenseConv2d, onednn_available, to_dense
-from nptm.sparse.modules import sparse_padding, to_sparse
+from nptm.sparse.modules import block_candidates, sparse_padding, to_sparse
 from nptm.sparse.timings import Timings, layer_key
 
-MAX_DENSITY = 0.7
+MAX_DENSITY = 0.85
 MARGIN = 1.15  # sparse only when dense median / sparse median >= MARGIN at every batch size
 DENSITY_TOL = 0.02  # same-geometry layers within this density of their group's first member decide together
 MIN_SAMPLE_S = 2e-4  # fast calls are repeated so that one sample lasts at least this
@@ -50,6 +53,7 @@ class LayerChoice:
     reason: str = ""
     group: str = ""  # the first layer of the group that decided together ("" when it decided alone)
     dense_engine: str = ""  # a dense layer: "onednn" (DenseConv2d) or "torch"; "" for a sparse one
+    block: int = 0  # a sparse layer: output channels per stored entry (1: unstructured); 0: not recorded
 
 
 CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
@@ -120,12 +124,16 @@ def _groups(names: list[str], mods: dict[str, nn.Module], choices: dict[str, Lay
     return groups
 
 
-def _decide(group: list[str], choices: dict[str, LayerChoice], samples: dict[str, dict[int, tuple[list, list]]]) -> None:
+def _decide(group: list[str], choices: dict[str, LayerChoice], samples: dict[str, dict[int, dict[int, tuple[list, list]]]]) -> int:
+    """Decide a group on its pooled samples (batch size -> packing -> (dense, sparse) seconds); returns the packing
+    (block) whose best sparse times summed over the batch sizes are the least among those every member timed."""
     sizes = sorted(samples[group[0]])
+    common = set.intersection(*(set(samples[n][b]) for n in group for b in sizes))
+    pooled = lambda b, k, i: [s for n in group for s in samples[n][b][k][i]]  # noqa: E731
+    block = min(sorted(common), key=lambda k: sum(min(pooled(b, k, 1)) for b in sizes))
     ratio = {}
     for b in sizes:
-        dense = [s for n in group for s in samples[n][b][0]]
-        sparse = [s for n in group for s in samples[n][b][1]]
+        dense, sparse = pooled(b, block, 0), pooled(b, block, 1)
         d, s = min(dense) * 1e3, min(sparse) * 1e3
         ratio[b] = d / s
         for n in group:
@@ -136,6 +144,7 @@ def _decide(group: list[str], choices: dict[str, LayerChoice], samples: dict[str
         c.sparse, c.group = not close, group[0] if len(group) > 1 else ""
         c.reason = (f"{min(ratio.values()):.2f}x faster" if not close
                     else f"{ratio[close[0]]:.2f}x at batch {close[0]} (< {MARGIN}x)")
+    return block
 
 
 def dense_form(module: nn.Module) -> DenseConv2d | None:
@@ -150,13 +159,17 @@ def default_engine(module: nn.Module) -> str:
     return "onednn" if isinstance(module, nn.Conv2d) and module.groups == 1 else "torch"
 
 
-def replay_choices(model: nn.Module, given: Mapping[str, bool] | list[LayerChoice]) -> dict[str, tuple[bool, str]]:
-    """A saved decision (LayerChoice list, or name -> sparse) as name -> (sparse, dense engine or ""), checked against
-    ``model``'s layers."""
+def replay_choices(model: nn.Module, given: Mapping[str, bool] | list[LayerChoice]) -> dict[str, tuple[bool, str, int]]:
+    """A saved decision (LayerChoice list, or name -> sparse) as name -> (sparse, dense engine or "", block or 0),
+    checked against ``model``'s layers."""
     if isinstance(given, (list, tuple)) and all(isinstance(c, LayerChoice) for c in given):
-        wanted = {c.name: (bool(c.sparse), c.dense_engine if c.dense_engine in ("onednn", "torch") else "") for c in given}
+        bad = next((c for c in given if c.block not in (0, 1, 2, 4, 8)), None)
+        if bad is not None:
+            raise ValueError(f"sparsify: choices give {bad.name} block {bad.block!r}; it must be 1, 2, 4 or 8")
+        wanted = {c.name: (bool(c.sparse), c.dense_engine if c.dense_engine in ("onednn", "torch") else "",
+                           int(c.block) if c.sparse else 0) for c in given}
     elif isinstance(given, Mapping):
-        wanted = {str(k): (bool(v), "") for k, v in given.items()}
+        wanted = {str(k): (bool(v), "", 0) for k, v in given.items()}
     else:
         raise ValueError(f"sparsify: choices must be a list of LayerChoice or a dict layer name -> sparse, got "
                          f"{type(given).__name__}")
@@ -168,37 +181,42 @@ def replay_choices(model: nn.Module, given: Mapping[str, bool] | list[LayerChoic
 
 
 def choose_layers(model: nn.Module, batches: dict[int, tuple], rounds: int = 7, measure: bool = True,
-                  replay: Mapping[str, tuple[bool, str]] | None = None, timing: str = "cpu",
+                  replay: Mapping[str, tuple[bool, str, int]] | None = None, timing: str = "cpu",
                   cache: bool = True) -> tuple[list[LayerChoice], dict[str, nn.Module]]:
     """Run ``model`` on each batch (batch size -> inputs); each layer times its dense forms (``nn.Conv2d`` against
-    ``DenseConv2d``), then the faster against its sparse form, on its own input in a forward pre-hook; the sparse
+    ``DenseConv2d``), then the faster against its sparse form(s), on its own input in a forward pre-hook; the sparse
     choice is made with its group, the dense engine alone (oneDNN where it is faster at every batch size). Returns
     the choices and the modules that replace layers (sparse, or ``DenseConv2d``). ``timing``: "cpu" (one thread, its
     CPU time: what the layer costs, whatever else the machine runs) or "wall" (wall-clock time with the current torch
     threads). ``measure=False``: every layer the sparse op runs goes sparse, untimed. ``replay``: name -> (sparse,
-    dense engine), untimed (a layer it does not name stays dense; one it asks sparse that the op cannot run is
+    dense engine, block), untimed (a layer it does not name stays dense; one it asks sparse that the op cannot run is
     refused). Untimed dense layers take ``default_engine``. ``cache``: read and keep this machine's timings
     (``nptm.sparse.timings``), so that the same layers decide the same way in a later run."""
     if timing not in CLOCKS:
         raise ValueError(f"timing must be one of {sorted(CLOCKS)}, got {timing!r}")
     kept, cached = Timings(timing, cache and measure and replay is None), set()
-    choices, forms, fast, mods, hooks = {}, {}, {}, layers(model), []
-    samples: dict[str, dict[int, tuple[list, list]]] = {}
+    choices, forms, fast, mods, hooks, packings = {}, {}, {}, layers(model), [], {}
+    samples: dict[str, dict[int, dict[int, tuple[list, list]]]] = {}  # name -> batch size -> block -> samples
+    packs: dict[str, dict[int, nn.Module]] = {}  # name -> block -> the sparse form stored that way
     engines: dict[str, dict[int, bool]] = {}  # name -> batch size -> oneDNN faster
     shapes: dict[str, dict[int, tuple]] = {}
     for name, module in mods.items():
         choices[name], forms[name] = c, form = _initial(name, module)
         fast[name] = dense_form(module)
         if replay is not None:
-            sparse, engine = replay.get(name, (False, ""))
+            sparse, engine, block = replay.get(name, (False, "", 0))
             if sparse and form is None:
                 raise ValueError(f"sparsify: choices ask {name} sparse, but {c.reason}")
+            if sparse and block and block != form.block:
+                forms[name] = to_sparse(module, block)
             c.sparse, c.reason = sparse, "replayed" if name in replay else "not in the replayed choices"
             c.dense_engine = "" if sparse else engine or default_engine(module)
             continue
         if form is not None and not measure:
             c.sparse, c.reason = True, "every layer asked sparse"
         candidate = form is not None and not c.reason
+        if candidate:
+            packings[name] = block_candidates(module.weight, getattr(module, "groups", 1))
         if not candidate and (fast[name] is None or not measure):
             continue
 
@@ -218,13 +236,17 @@ def choose_layers(model: nn.Module, batches: dict[int, tuple], rounds: int = 7, 
                 dense = (lambda: fast[name](*args)) if min(f) < min(e) else dense
             if not candidate:
                 return
-            hit = kept.get(key)
-            if hit is not None:
-                samples.setdefault(name, {})[b] = ([hit[0]], [hit[1]])
-                cached.add(name)
-                return
-            samples.setdefault(name, {})[b] = d, s = time_pair(dense, lambda: forms[name](*args), rounds, CLOCKS[timing])
-            kept.put(key, min(d), min(s))
+            if name not in packs:
+                with torch.inference_mode(False):  # buffers with version counters (the op caches offsets by them)
+                    packs[name] = {k: forms[name] if k == forms[name].block else to_sparse(mod, k) for k in packings[name]}
+            for block, form in packs[name].items():
+                key = layer_key(mod, choices[name].density, shapes[name][b], block)
+                hit = kept.get(key)
+                d, s = ([hit[0]], [hit[1]]) if hit else time_pair(dense, lambda: form(*args), rounds, CLOCKS[timing])
+                kept.put(key, min(d), min(s))
+                samples.setdefault(name, {}).setdefault(b, {})[block] = (d, s)
+                if hit:
+                    cached.add(name)
 
         hooks.append(module.register_forward_pre_hook(hook))
     threads = torch.get_num_threads()
@@ -243,12 +265,15 @@ def choose_layers(model: nn.Module, batches: dict[int, tuple], rounds: int = 7, 
         if not choices[n].reason and n not in timed:
             choices[n].reason = "not reached by the example"
     for group in _groups(timed, mods, choices, shapes, {n: getattr(forms[n], "block", 1) for n in timed}):
-        _decide(group, choices, samples)
+        block = _decide(group, choices, samples)
+        for n in group:
+            forms[n] = packs[n][block]
         if cached & set(group):
             for n in group:
                 choices[n].reason += " (timings kept from an earlier run)"
     kept.save()
     for n, c in choices.items():
+        c.block = forms[n].block if c.sparse and forms[n] is not None else 0
         if replay is None and not c.sparse:
             measured = engines.get(n)
             c.dense_engine = ("onednn" if all(measured.values()) else "torch") if measured else (

@@ -1,5 +1,5 @@
 """The block form of the sparse layers (register-blocked kernel) and channels_last max-pooling in ``sparsify``:
-the block picked from the weight's structure, the same function as the dense masked model (within 1e-4 of its
+the block picked from the weight's structure, the packings timed for an unstructured weight and the one kept, the same function as the dense masked model (within 1e-4 of its
 largest output), a save/load round trip, and pooling that returns exactly torch's values."""
 import pytest
 import torch
@@ -10,7 +10,8 @@ from torch import nn
 
 import nptm
 from nptm.sparse import SparseConv2d, SparseLinear, sparsify
-from nptm.sparse.modules import ChannelsLastMaxPool2d, best_block, to_sparse
+from nptm.sparse import LayerChoice
+from nptm.sparse.modules import PACK_SLACK, ChannelsLastMaxPool2d, best_block, block_candidates, block_costs, to_sparse
 
 
 @torch.no_grad()
@@ -36,6 +37,50 @@ def test_best_block_follows_the_structure():
     lin = nn.Linear(40, 16)
     prune_blocks(lin, 0.8, 8, gen)
     assert to_sparse(lin).block in (4, 8) and to_sparse(lin, block=1).block == 1
+
+
+def test_block_candidates_are_the_packings_near_the_best_model_cost():
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(24, 16, 3, 3, generator=gen) * (torch.rand(24, 16, 3, 3, generator=gen) < 0.45)
+    costs = block_costs(w)
+    nonzero = (w != 0).view(24, -1)
+    assert set(costs) == {1, 2, 4, 8} and costs[1] == nonzero.sum()
+    assert costs[8] >= nonzero.view(3, 8, -1).any(1).sum() * 8 * 0.5  # every 8-row's union stored whole
+    found = block_candidates(w)
+    assert found[0] == best_block(w) and found == sorted(found, key=lambda b: (costs[b], b))
+    assert set(found) == {b for b in costs if costs[b] <= PACK_SLACK * costs[found[0]]}
+    assert set(block_candidates(w[:20])) <= {1, 2, 4}  # 8 does not divide 20 channels
+    assert block_candidates(w.view(4, 6, 16, 3, 3)[:, :3].reshape(12, 16, 3, 3), groups=4) == [1]  # 3 per group
+
+
+def test_sparsify_keeps_the_fastest_packing_of_an_unstructured_weight():
+    """A mid-density unstructured 1x1 conv: every packing near the best model cost is timed, the layers that decide
+    together keep one, the module holds it, replaying it rebuilds it, and the function is the masked model's."""
+    torch.manual_seed(4)
+    convs = [nn.Conv2d(64, 64, 1) for _ in range(2)]
+    model = nn.Sequential(convs[0], nn.ReLU(), convs[1], nn.ReLU()).eval()
+    with torch.no_grad():
+        for c in convs:
+            c.weight.mul_(torch.rand_like(c.weight) < 0.45)
+    x = torch.randn(1, 64, 28, 28)
+    sparse = sparsify(model, x, batch_sizes=(), rounds=3, cache=False)
+    for c in sparse.sparse_layers:
+        want = block_candidates(model.get_submodule(c.name).weight)
+        assert len(want) > 1 and set(c.dense_ms) == {1}  # at least two packings were candidates
+        if c.sparse:
+            assert c.block in want and sparse.get_submodule(c.name).block == c.block
+        else:
+            assert c.block == 0
+    assert len({c.block for c in sparse.sparse_layers}) == 1 and sparse.sparse_layers[1].group == "0"  # decided together
+    forced = [LayerChoice(c.name, c.kind, c.shape, c.density, sparse=True, block=4) for c in sparse.sparse_layers]
+    again = sparsify(model, x, choices=forced)
+    assert [again.get_submodule(c.name).block for c in forced] == [4, 4]
+    with torch.inference_mode():
+        for m in (sparse, again):
+            assert (m(x) - model(x)).abs().max() <= 1e-4 * model(x).abs().max()
+    forced[0].block = 3
+    with pytest.raises(ValueError, match="choices give 0 block 3; it must be 1, 2, 4 or 8"):
+        sparsify(model, x, choices=forced)
 
 
 def test_block_layer_dense_weight_and_repr():
