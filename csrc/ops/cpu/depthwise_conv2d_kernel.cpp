@@ -74,7 +74,8 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
                            used.data(), offsets.data(), square ? 10 * kh + sh : 0,
                            clamp_min ? float(*clamp_min) : -inf, clamp_max ? float(*clamp_max) : inf};
   void (*run)(const depthwise::Job&, int64_t, float*) = depthwise::channel_portable;
-  if (pick_isa() == Isa::avx512) run = depthwise::channel_avx512;
+  // Rows of up to 8 outputs (MobileNetV2's 7²) run 8-float vectors: a 16-float one would compute 9+ dropped lanes.
+  if (pick_isa() == Isa::avx512) run = wo > 8 ? depthwise::channel_avx512 : depthwise::channel_avx2;
   else if (pick_isa() == Isa::avx2) run = depthwise::channel_avx2;
   const int64_t items = n * c, per_thread = (depthwise::scratch_floats(job) + 15) / 16 * 16;
   const int threads = items * ho * wo * (kh * kw + 1) < kSerialWork ? 1 : int(std::min<int64_t>(at::get_num_threads(), items));
