@@ -22,7 +22,7 @@ struct Job {
   int64_t Hq, Wq, plane;      // rows and columns of a phase plane; floats from one plane to the next
   const unsigned char* used;  // [sh * sw]: whether some tap reads phase plane (a, b), at a * sw + b
   const int32_t* offsets;     // [kh * kw]: each tap's offset in the planes from its output's grid position y * Wq + x
-  int fast;                   // 10 * k + s: the unrolled kernel for k x k taps, stride s, dilation 1 (31, 32, 51, 52); 0: any
+  int fast;                   // the unrolled kernel: 10 * k + s (31, 32, 51, 52, 71), 231 (3x3 dilated by 2); 0: taps loop
   float lo, hi;               // clamp bounds (-inf / inf: none); NaN passes through
 };
 

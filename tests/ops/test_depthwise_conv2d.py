@@ -87,15 +87,18 @@ def test_matches_padded_reference_and_dense_conv(isa, c):  # noqa: F811
     assert_close(got, (dense.clamp(*c["clamp"]) if c["clamp"] != (None, None) else dense).double())
 
 
-@pytest.mark.parametrize("k,shapes", [(3, MOBILENET_V2), (5, [(40, 56, 2), (40, 28, 1), (240, 28, 2), (480, 14, 1), (1152, 7, 1)])])
-def test_mobilenet_layer_shapes(isa, k, shapes):  # noqa: F811
-    """MobileNetV2's depthwise convs and MnasNet / EfficientNet's 5x5 ones, with bias, a residual and ReLU6."""
+@pytest.mark.parametrize("k,d,shapes", [(3, 1, MOBILENET_V2), (5, 1, [(40, 56, 2), (40, 28, 1), (240, 28, 2), (480, 14, 1), (1152, 7, 1)]),
+                                         (7, 1, [(96, 56, 1), (768, 7, 1)]), (3, 2, [(960, 14, 1), (160, 33, 1)])])
+def test_network_layer_shapes(isa, k, d, shapes):  # noqa: F811
+    """MobileNetV2's depthwise convs, MnasNet / EfficientNet's 5x5 ones, ConvNeXt's 7x7 ones and the dilated 3x3 ones
+    of DeepLab's MobileNet backbones ("same" padding), with bias, a residual and ReLU6."""
     gen = torch.Generator().manual_seed(k)
     for c, hw, s in shapes:
         x, w, b = torch.randn(1, c, hw, hw, generator=gen), torch.randn(c, 1, k, k, generator=gen), torch.randn(c, generator=gen)
         r = torch.randn(1, c, (hw - 1) // s + 1, (hw - 1) // s + 1, generator=gen)
-        got = ops.depthwise_conv2d(x, w, b, residual=r, stride=s, padding=k // 2, clamp_min=0.0, clamp_max=6.0)
-        assert_close(got, reference(x, w, b, r, s, (k // 2, k // 2), clamp=(0.0, 6.0)))
+        p = d * (k // 2)
+        got = ops.depthwise_conv2d(x, w, b, residual=r, stride=s, padding=p, dilation=d, clamp_min=0.0, clamp_max=6.0)
+        assert_close(got, reference(x, w, b, r, s, (p, p), d, clamp=(0.0, 6.0)))
 
 
 @pytest.mark.parametrize("threads", [1, 2])

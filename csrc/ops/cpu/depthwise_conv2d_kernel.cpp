@@ -65,13 +65,15 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
       used[a * sw + bb] = 1;
       offsets[ky * kw + kx] = int32_t((a * sw + bb) * plane + (ky * dh / sh) * Wq + kx * dw / sw);
     }
-  const bool square = kh == kw && sh == sw && dh == 1 && dw == 1 && (kh == 3 || kh == 5) && (sh == 1 || sh == 2);
+  const bool square = kh == kw && sh == sw && dh == dw;
+  const int fast = !square ? 0 : dh == 1 && (kh == 3 || kh == 5) && sh <= 2 ? 10 * kh + sh
+                               : dh == 1 && kh == 7 && sh == 1 ? 71 : dh == 2 && kh == 3 && sh == 1 ? 231 : 0;
   constexpr float inf = std::numeric_limits<float>::infinity();
   const auto st = input.strides();
   const depthwise::Job job{input.const_data_ptr<float>(), st[0], st[1], st[2], st[3], weight.const_data_ptr<float>(),
                            b.defined() ? b.const_data_ptr<float>() : nullptr, res.defined() ? res.const_data_ptr<float>() : nullptr,
                            out.data_ptr<float>(), c, H, W, ho, wo, kh, kw, sh, sw, int(padding[0]), int(padding[1]), Hq, Wq, plane,
-                           used.data(), offsets.data(), square ? 10 * kh + sh : 0,
+                           used.data(), offsets.data(), fast,
                            clamp_min ? float(*clamp_min) : -inf, clamp_max ? float(*clamp_max) : inf};
   void (*run)(const depthwise::Job&, int64_t, float*) = depthwise::channel_portable;
   // Rows of up to 8 outputs (MobileNetV2's 7²) run 8-float vectors: a 16-float one would compute 9+ dropped lanes.

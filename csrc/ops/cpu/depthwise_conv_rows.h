@@ -2,10 +2,10 @@
 // sparse_conv_tiles.h) and included by each ISA file after its target pragma, inside an anonymous namespace.
 //
 // One work item (image n, channel c): fill the stride-phase planes of x[n, c] (zero padding included), then
-// compute the output rows in vectors of I::L output pixels. The unrolled path (k x k taps, k = 3 or 5, stride
-// s = 1 or 2, dilation 1) keeps the k² weights in registers and computes R output rows together: each input
-// vector is loaded once and FMA'd into every one of the R rows it feeds (3x3 stride 1, R = 4: 18 loads for 36
-// FMAs). Any other geometry runs the taps' offsets one by one. A row's last vector is computed whole (its extra
+// compute the output rows in vectors of I::L output pixels. The unrolled path (k x k taps: 3x3 and 5x5 at stride
+// 1 or 2, 7x7 at stride 1, 3x3 dilated by 2) keeps the k² weights in registers (as many as fit) and computes R
+// output rows together: each input vector is loaded once and FMA'd into every one of the R rows it feeds (3x3
+// stride 1, R = 4: 18 loads for 36 FMAs). Any other geometry runs the taps' offsets one by one. A row's last vector is computed whole (its extra
 // lanes read the next row or the buffer's slack) and stored masked.
 
 namespace dw {
@@ -88,25 +88,25 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void fill(c
     }
 }
 
-// R output rows from y0 (k x k taps, stride s): per vector of pixels, each of the (R-1)*s + k input rows' k
-// vectors is loaded once and FMA'd into the rows it feeds. w: the k² broadcast weights.
-template <class I, int K, int S, int R>
+// R output rows from y0 (k x k taps, stride s, dilation d): per vector of pixels, each of the (R-1)*s + (k-1)*d + 1
+// input rows' k vectors is loaded once and FMA'd into the rows it feeds. w: the k² broadcast weights.
+template <class I, int K, int S, int D, int R>
 inline void fast_rows(const depthwise::Job& j, const float* pl, const typename I::V* w, float bias, int64_t y0, float* out,
                       const float* res) {
   for (int64_t x0 = 0; x0 < j.Wo; x0 += I::L) {
     typename I::V acc[R];
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) acc[r] = I::zero();
-#pragma GCC unroll 32
-    for (int iy = 0; iy < (R - 1) * S + K; ++iy) {
+#pragma GCC unroll 64
+    for (int iy = 0; iy < (R - 1) * S + (K - 1) * D + 1; ++iy) {
       const float* row = pl + (iy % S) * S * j.plane + (y0 + iy / S) * j.Wq + x0;
 #pragma GCC unroll 8
       for (int kx = 0; kx < K; ++kx) {
-        const typename I::V v = I::load(row + (kx % S) * j.plane + kx / S);
+        const typename I::V v = I::load(row + (kx * D % S) * j.plane + kx * D / S);
 #pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
-          const int ky = iy - r * S;
-          if (ky >= 0 && ky < K) acc[r] = I::fma(w[ky * K + kx], v, acc[r]);
+          const int ky = (iy - r * S) / D;
+          if (iy - r * S >= 0 && (iy - r * S) % D == 0 && ky < K) acc[r] = I::fma(w[ky * K + kx], v, acc[r]);
         }
       }
     }
@@ -118,23 +118,23 @@ inline void fast_rows(const depthwise::Job& j, const float* pl, const typename I
 }
 
 // The last Ho % R rows, R' < R at a time.
-template <class I, int K, int S, int R>
+template <class I, int K, int S, int D, int R>
 inline void fast_tail(const depthwise::Job& j, const float* pl, const typename I::V* w, float bias, int64_t y0, float* out,
                       const float* res) {
   if constexpr (R > 1) {
-    if (j.Ho - y0 < R) return fast_tail<I, K, S, R - 1>(j, pl, w, bias, y0, out, res);
+    if (j.Ho - y0 < R) return fast_tail<I, K, S, D, R - 1>(j, pl, w, bias, y0, out, res);
   }
-  if (y0 < j.Ho) fast_rows<I, K, S, R>(j, pl, w, bias, y0, out, res);
+  if (y0 < j.Ho) fast_rows<I, K, S, D, R>(j, pl, w, bias, y0, out, res);
 }
 
-template <class I, int K, int S>
+template <class I, int K, int S, int D = 1>
 inline void fast_channel(const depthwise::Job& j, const float* pl, const float* weight, float bias, float* out, const float* res) {
   constexpr int R = I::REGS >= 32 ? 6 : 4;  // accumulators beside the k² weights
   typename I::V w[K * K];
   for (int t = 0; t < K * K; ++t) w[t] = I::set1(weight[t]);
   int64_t y0 = 0;
-  for (; y0 + R <= j.Ho; y0 += R) fast_rows<I, K, S, R>(j, pl, w, bias, y0, out, res);
-  fast_tail<I, K, S, R - 1>(j, pl, w, bias, y0, out, res);
+  for (; y0 + R <= j.Ho; y0 += R) fast_rows<I, K, S, D, R>(j, pl, w, bias, y0, out, res);
+  fast_tail<I, K, S, D, R - 1>(j, pl, w, bias, y0, out, res);
 }
 
 template <class I>
@@ -163,6 +163,8 @@ void channel(const depthwise::Job& j, int64_t item, float* scratch) {
     case 32: return fast_channel<I, 3, 2>(j, scratch, w, bias, out, res);
     case 51: return fast_channel<I, 5, 1>(j, scratch, w, bias, out, res);
     case 52: return fast_channel<I, 5, 2>(j, scratch, w, bias, out, res);
+    case 71: return fast_channel<I, 7, 1>(j, scratch, w, bias, out, res);
+    case 231: return fast_channel<I, 3, 1, 2>(j, scratch, w, bias, out, res);  // dilated (DeepLab's backbones)
     default: return any_channel<I>(j, scratch, w, bias, out, res);
   }
 }
