@@ -1,8 +1,9 @@
 """The dense routes of a conv that stays dense, per layer: torch's ``nn.Conv2d`` + a separate ReLU (what
 ``sparsify`` left before ``DenseConv2d``), ``DenseConv2d`` (oneDNN called directly, bias fused, ReLU in place),
 both on a channels_last input (``DenseConv2d`` then runs a prepacked weight), the channels_last round trip of an
-NCHW input through the prepacked weight, and nptm's own kernel on the dense weight (``nptm.ops.sparse_conv2d`` at
-density 1; a depthwise NCHW kernel for groups = C). Every distinct depthwise conv and the stem of MobileNetV2, or
+NCHW input through the prepacked weight, nptm's sparse kernel on the dense weight (``nptm.ops.sparse_conv2d`` at
+density 1) and, for a depthwise conv, nptm's NCHW depthwise kernel (``nptm.ops.depthwise_conv2d``, which
+``DenseConv2d`` runs on NCHW inputs). Every distinct depthwise conv and the stem of MobileNetV2, or
 the convs of ResNet-50 that global magnitude leaves dense, at 224 px. Interleaved samples, CPU time of one thread
 (``--threads N``: wall time with N threads); prints the best and median ms and each route's best against torch's.
 
@@ -52,7 +53,7 @@ def routes(conv: torch.nn.Conv2d, x: torch.Tensor) -> dict:
     cl = x.contiguous(memory_format=torch.channels_last)
     values, taps, row_ptr = ops.compress_weight(w, 1, conv.groups)
     geometry = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
-    return {
+    fns = {
         "torch": lambda: F.relu(F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)),
         "DenseConv2d": lambda: dense(x),
         "torch CL": lambda: F.relu(F.conv2d(cl, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)),
@@ -60,6 +61,10 @@ def routes(conv: torch.nn.Conv2d, x: torch.Tensor) -> dict:
         "CL round trip": lambda: dense(x.contiguous(memory_format=torch.channels_last)).contiguous(),
         "nptm kernel": lambda: ops.sparse_conv2d(x, values, taps, row_ptr, tuple(w.shape), b, clamp_min=0.0, **geometry),
     }
+    if conv.groups == conv.in_channels == conv.out_channels:
+        fns["nptm depthwise"] = lambda: ops.depthwise_conv2d(x, w, b, stride=conv.stride, padding=conv.padding,
+                                                             dilation=conv.dilation, clamp_min=0.0)
+    return fns
 
 
 def main(argv=None) -> None:
@@ -74,6 +79,7 @@ def main(argv=None) -> None:
     print(f"{args.model} b{args.batch}, {args.threads} thread(s), {'CPU' if args.threads == 1 else 'wall'} time, "
           f"best (median) ms of {args.rounds} interleaved samples; x: best against torch's NCHW conv + ReLU")
     totals: dict[str, float] = {}
+    bases: dict[str, float] = {}  # torch's time over the layers each route ran
     with torch.inference_mode():
         for name, conv, x in layers(args.model, args.batch):
             fns = routes(conv, x)
@@ -96,11 +102,11 @@ def main(argv=None) -> None:
             cells = []
             for k, v in samples.items():
                 totals[k] = totals.get(k, 0.0) + min(v)
+                bases[k] = bases.get(k, 0.0) + base
                 cells.append(f"{k} {min(v):.3f} ({statistics.median(v):.3f}) {base / min(v):.2f}x")
             shape = f"{conv.in_channels}->{conv.out_channels} {conv.kernel_size[0]}x{conv.kernel_size[1]}/{conv.stride[0]} g{conv.groups}"
             print(f"{name:22s} {shape:22s} {x.shape[2]}²: " + " | ".join(cells), flush=True)
-    base = totals["torch"]
-    print("sum of best: " + " | ".join(f"{k} {v:.3f} ms {base / v:.2f}x" for k, v in totals.items()))
+    print("sum of best: " + " | ".join(f"{k} {v:.3f} ms {bases[k] / v:.2f}x" for k, v in totals.items()))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ def main(argv=None) -> None:
     for n, m in layers.items():
         ms = statistics.median(samples[n]) * 1e3
         dense_macs, nnz_macs = work[n]
-        kind = "sparse" if isinstance(m, (SparseConv2d, SparseLinear)) else "onednn" if isinstance(m, DenseConv2d) else "dense"
+        kind = ("sparse" if isinstance(m, (SparseConv2d, SparseLinear)) else "dense" if not isinstance(m, DenseConv2d)
+                else "dwconv" if m.is_depthwise() and x.is_contiguous() else "onednn")  # dwconv: nptm's depthwise kernel
         useful = (nnz_macs if kind == "sparse" else dense_macs) * 2 / ms / 1e6
         rows.append((n, kind, nnz_macs / dense_macs, ms, dense_macs, nnz_macs, useful))
     pattern = f"{args.block}x1 blocks" if args.block else "unstructured"
@@ -87,7 +88,7 @@ def main(argv=None) -> None:
     print(f"{'layer':34s} {'run':6s} {'density':>7s} {'ms':>7s} {'share':>6s} {'dense MMAC':>10s} {'GFLOP/s':>8s}")
     for n, kind, d, ms, dm, nm, g in rows:
         print(f"{n:34s} {kind:6s} {d:7.3f} {ms:7.3f} {ms / total:6.1%} {dm / 1e6:10.1f} {g:8.1f}")
-    for kind in ("sparse", "onednn", "dense"):
+    for kind in ("sparse", "onednn", "dwconv", "dense"):
         sel = [r for r in rows if r[1] == kind]
         if sel:
             ms, dm, nm = sum(r[3] for r in sel), sum(r[4] for r in sel), sum(r[5] for r in sel)

@@ -2,6 +2,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <array>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,5 +36,10 @@ SparseConvShape check_sparse_conv2d(const at::Tensor& input, const at::Tensor& v
                                     at::IntArrayRef dilation, int64_t groups);
 // The variant sparse_conv2d runs now: "avx512", "avx2" or "portable" (CPU flags and NPTM_DISABLE_* env).
 std::string sparse_conv2d_isa();
+
+// depthwise_conv2d: checks a call; returns the output's sizes [N, C, Ho, Wo].
+std::array<int64_t, 4> check_depthwise_conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                              const std::optional<at::Tensor>& residual, at::IntArrayRef stride,
+                                              at::IntArrayRef padding, at::IntArrayRef dilation);
 
 }  // namespace nptm::ops

@@ -14,7 +14,7 @@ from nptm import _C  # noqa: E402,F401  (registers torch.ops.nptm.*)
 from nptm.ops import _fake  # noqa: E402,F401  (shapes for torch.compile)
 
 __all__ = ["has_cuda_kernels", "apply_masks_", "global_magnitude_masks", "gather_channels", "count_to_prune", "compress_weight",
-           "stored_channels", "sparse_conv2d", "sparse_linear", "sparse_conv2d_isa"]
+           "stored_channels", "sparse_conv2d", "sparse_linear", "sparse_conv2d_isa", "depthwise_conv2d"]
 
 
 def has_cuda_kernels() -> bool:
@@ -191,7 +191,20 @@ def sparse_linear(
     return y.view(out_f, m).t().reshape(*input.shape[:-1], out_f)
 
 
+def depthwise_conv2d(
+    input: Tensor, weight: Tensor, bias: Tensor | None = None, *, residual: Tensor | None = None, stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, clamp_min: float | None = None,
+    clamp_max: float | None = None,
+) -> Tensor:
+    """``clamp(conv2d(input, weight, bias, groups=C) + residual, clamp_min, clamp_max)`` for a depthwise ``weight``
+    ``[C, 1, kh, kw]`` (channel multiplier 1), float32 on CPU, zero padding; NaN passes the clamp. Any input layout
+    is read as it is (no copy); the output is contiguous NCHW. 3x3 and 5x5 kernels at stride 1 or 2 (dilation 1)
+    run an unrolled kernel, any other geometry a loop over the taps."""
+    return torch.ops.nptm.depthwise_conv2d(input, weight, bias, residual, _pair(stride), _pair(padding), _pair(dilation),
+                                           clamp_min, clamp_max)
+
+
 def sparse_conv2d_isa() -> str:
-    """The variant ``sparse_conv2d`` runs now: "avx512", "avx2" or "portable" (the CPU's flags;
-    NPTM_DISABLE_AVX512=1 and NPTM_DISABLE_AVX2=1 force the narrower ones, read on every call)."""
+    """The variant ``sparse_conv2d`` and ``depthwise_conv2d`` run now: "avx512", "avx2" or "portable" (the CPU's
+    flags; NPTM_DISABLE_AVX512=1 and NPTM_DISABLE_AVX2=1 force the narrower ones, read on every call)."""
     return str(_C.sparse_conv2d_isa())

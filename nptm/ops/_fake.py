@@ -42,3 +42,13 @@ def _sparse_conv2d_fake(input, values, taps, row_ptr, weight_shape, bias=None, r
     ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     return input.new_empty((n, cout, ho, wo))
+
+
+@torch.library.register_fake("nptm::depthwise_conv2d")
+def _depthwise_conv2d_fake(input, weight, bias=None, residual=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                           clamp_min=None, clamp_max=None):
+    n, c, h, w = input.shape
+    kh, kw = weight.shape[2:]
+    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    return input.new_empty((n, c, ho, wo))

@@ -147,16 +147,22 @@ def _decide(group: list[str], choices: dict[str, LayerChoice], samples: dict[str
     return block
 
 
+def _depthwise(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups == module.in_channels == module.out_channels > 1
+
+
 def dense_form(module: nn.Module) -> DenseConv2d | None:
-    """The ``DenseConv2d`` of a float32 ``nn.Conv2d`` with zero padding, where oneDNN is available; else None."""
-    ok = isinstance(module, nn.Conv2d) and onednn_available()
+    """The ``DenseConv2d`` of a float32 ``nn.Conv2d`` with zero padding, where oneDNN is available (or the conv is
+    depthwise: nptm's kernel runs it); else None."""
+    ok = isinstance(module, nn.Conv2d) and (onednn_available() or _depthwise(module))
     return to_dense(module, sparse_padding(module)) if ok else None
 
 
 def default_engine(module: nn.Module) -> str:
-    """The dense engine of an untimed choice: oneDNN for ungrouped convs (measured 1.3-1.5x faster than torch's NCHW
-    1x1 path on ResNet-50's layers), torch for grouped and depthwise convs (the same oneDNN kernel, no faster)."""
-    return "onednn" if isinstance(module, nn.Conv2d) and module.groups == 1 else "torch"
+    """The dense engine of an untimed choice: ``DenseConv2d`` ("onednn") for ungrouped convs (oneDNN, measured
+    1.3-1.5x faster than torch's NCHW 1x1 path on ResNet-50's layers) and depthwise ones (nptm's depthwise kernel,
+    faster than torch's on MobileNetV2's layers), torch for other grouped convs (the same oneDNN kernel, no faster)."""
+    return "onednn" if isinstance(module, nn.Conv2d) and (module.groups == 1 or _depthwise(module)) else "torch"
 
 
 def replay_choices(model: nn.Module, given: Mapping[str, bool] | list[LayerChoice]) -> dict[str, tuple[bool, str, int]]:

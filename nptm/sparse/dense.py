@@ -1,14 +1,16 @@
 """The dense form of a conv that stays dense: ``DenseConv2d`` calls oneDNN's convolution directly
 (``torch.ops.mkldnn._convolution_pointwise``) with the bias and a residual add in the same call, then the clamp in
-place on its output; the result has the input's memory format, as ``nn.Conv2d``'s does.
+place on its output; the result has the input's memory format, as ``nn.Conv2d``'s does. A depthwise conv (groups =
+in = out channels) on an input that is not channels_last runs ``nptm.ops.depthwise_conv2d`` instead, bias, residual
+and clamp fused: oneDNN reorders an NCHW input to its blocked layout and back, nptm's kernel reads NCHW as it is.
 
 Measured per layer (``benchmarks/bench_dense.py``, CPU time, interleaved): on an NCHW input this runs ResNet-50's
-dense 1x1 convs 1.3-1.5x faster than ``nn.Conv2d`` (torch's NCHW 1x1 path is not oneDNN's); depthwise convs run
-through the same oneDNN kernel as ``nn.Conv2d`` (it reorders NCHW to its blocked layout and back), so they gain
-nothing here, and ``sparsify`` keeps ``nn.Conv2d`` wherever it is not measured faster. A weight prepacked for oneDNN
-makes torch's op compute in channels_last: it is used for channels_last inputs only (repacked on first use and after
-any in-place change of the weight, never saved). The clamp is not fused into oneDNN's epilogue because oneDNN's
-ReLU/clip turn NaN into a number, while ``torch.clamp`` and the sparse kernel keep NaN."""
+dense 1x1 convs 1.3-1.5x faster than ``nn.Conv2d`` (torch's NCHW 1x1 path is not oneDNN's) and MobileNetV2's
+depthwise convs faster through nptm's kernel (docs/sparse-inference.md); ``sparsify`` keeps ``nn.Conv2d`` wherever
+it is not measured faster. A weight prepacked for oneDNN makes torch's op compute in channels_last: it is used for
+channels_last inputs only (repacked on first use and after any in-place change of the weight, never saved). The
+clamp is not fused into oneDNN's epilogue because oneDNN's ReLU/clip turn NaN into a number, while ``torch.clamp``
+and the nptm kernels keep NaN."""
 from __future__ import annotations
 
 import functools
@@ -17,6 +19,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nptm import ops  # noqa: F401  (registers torch.ops.nptm.depthwise_conv2d)
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
@@ -31,7 +35,8 @@ def onednn_available() -> bool:
 
 class DenseConv2d(nn.Module):
     """``clamp(conv2d(x, W, bias) + residual)`` with zero padding; oneDNN for float32 CPU inputs in NCHW or
-    channels_last, ``F.conv2d`` otherwise (other dtypes and devices, inputs that need a gradient, no oneDNN)."""
+    channels_last (a depthwise conv on an input that is not channels_last: ``nptm.ops.depthwise_conv2d``),
+    ``F.conv2d`` otherwise (other dtypes and devices, inputs that need a gradient, no oneDNN)."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1, groups: int = 1):
         super().__init__()
@@ -53,6 +58,19 @@ class DenseConv2d(nn.Module):
               and (self.bias is None or self.bias.dtype == torch.float32))
         return ok and (residual is None or (residual.dtype == torch.float32 and residual.device.type == "cpu"))
 
+    def is_depthwise(self) -> bool:
+        """groups = in = out channels: the weight is [C, 1, kh, kw]."""
+        return self.weight.shape[1] == 1 and self.weight.shape[0] == self.groups > 1
+
+    def _runs_depthwise(self, x: Tensor, residual: Tensor | None) -> bool:
+        """nptm's depthwise kernel: float32 CPU tensors, no gradient, an input that is not channels_last."""
+        w, b = self.weight, self.bias
+        ok = (self.is_depthwise() and x.dim() == 4 and x.shape[1] == self.groups and x.dtype == w.dtype == torch.float32
+              and x.device.type == w.device.type == "cpu" and not x.requires_grad and (b is None or b.dtype == torch.float32)
+              and (x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)))
+        return ok and (residual is None or (residual.dtype == torch.float32 and residual.device.type == "cpu"
+                                            and not residual.requires_grad))
+
     def _weight_for(self, x: Tensor) -> Tensor:
         if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
             return self.weight
@@ -73,6 +91,9 @@ class DenseConv2d(nn.Module):
         if residual is not None and x.dim() == 4 and tuple(residual.shape) != self.output_shape(x):
             raise ValueError(f"DenseConv2d: residual of shape {tuple(residual.shape)} for an output of shape "
                              f"{self.output_shape(x)}")
+        if self._runs_depthwise(x, residual):
+            return torch.ops.nptm.depthwise_conv2d.default(x, self.weight, self.bias, residual, self.stride, self.padding,
+                                                           self.dilation, self.clamp_min, self.clamp_max)
         if self._fits(x, residual):
             args = (self._weight_for(x), self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups)
             if residual is None:

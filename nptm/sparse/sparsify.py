@@ -95,8 +95,8 @@ def sparsify(
     ``measure=False`` makes every layer the sparse op can run sparse, untimed. ``choices`` replays a saved
     decision (a ``sparse_layers`` list, or layer name -> sparse), untimed: a layer it does not name stays
     dense, a name the model lacks is refused. A weight whose nonzeros come in blocks of output channels runs
-    the register-blocked kernel. A conv that stays dense runs as ``DenseConv2d`` (oneDNN called directly, the
-    epilogue fused) where that is measured faster than torch's layer (``LayerChoice.dense_engine``; untimed:
+    the register-blocked kernel. A conv that stays dense runs as ``DenseConv2d`` (oneDNN called directly, or nptm's
+    depthwise kernel for a depthwise conv, the epilogue fused) where that is measured faster than torch's layer (``LayerChoice.dense_engine``; untimed:
     ``choose.default_engine``). Max-pooling runs through channels_last where that is measured faster (not when
     replaying). ``module.sparse_layers`` lists the choices (``LayerChoice``).
     Run the result under ``torch.inference_mode()`` or ``torch.no_grad()``.
@@ -152,8 +152,8 @@ def summary(choices: Sequence[LayerChoice] | nn.Module) -> str:
         return "no Conv2d or Linear layer: nothing to sparsify"
     width = max(24, *(len(c.name) for c in choices))
     lines = [f"{sum(c.sparse for c in choices)} of {len(choices)} conv/linear layers sparse (sparse where >= {MARGIN}x "
-             "faster than dense at every batch size timed; the others run onednn, oneDNN called directly, or dense, "
-             "the torch layer)",
+             "faster than dense at every batch size timed; the others run onednn, DenseConv2d: oneDNN called directly, "
+             "nptm's kernel for depthwise convs; or dense, the torch layer)",
              f"{'layer':{width}s} {'kind':6s} {'density':>7s} {'run':6s} {'dense/sparse ms per batch':30s} why"]
     for c in choices:
         times = " ".join(f"b{b}: {c.dense_ms[b]:.3f}/{c.sparse_ms[b]:.3f}" for b in c.dense_ms) or "-"

@@ -37,7 +37,8 @@ def machine(timing: str) -> str:
     except OSError:
         pass
     threads = "" if timing == "cpu" else f" {torch.get_num_threads()} threads"
-    dense = " dense:onednn" if onednn_available() else ""  # a conv's dense time is the faster of torch's and oneDNN's
+    # a conv's dense time is the faster of torch's and DenseConv2d's (oneDNN; nptm's depthwise kernel since "+dw")
+    dense = " dense:onednn+dw" if onednn_available() else " dense:dw"
     return f"{cpu} x{os.cpu_count()} torch {torch.__version__} {ops.sparse_conv2d_isa()} {timing}{threads}{dense}"
 
 

@@ -107,7 +107,7 @@ def test_sparsify_runs_dense_layers_through_onednn(name, tmp_path):
     choices.update({n: False for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1})
     made = sparsify(model, torch.randn(1, 3, 16, 16), choices=choices).sparse_layers
     for c in made:
-        c.dense_engine = "" if c.sparse else "onednn"  # depthwise convs too (untimed, they default to torch's layer)
+        c.dense_engine = "" if c.sparse else "onednn"  # untimed, the depthwise convs default to DenseConv2d too
     fast = sparsify(model, torch.randn(1, 3, 16, 16), choices=made)
     kinds = {c.name: type(fast.get_submodule(c.name)).__name__ for c in fast.sparse_layers}
     assert {kinds[n] for n in convs if not choices[n]} == {"DenseConv2d"}
@@ -133,3 +133,22 @@ def test_measured_choice_compares_sparse_with_the_faster_dense_form():
         assert not c.sparse and c.dense_engine in (("onednn", "torch") if onednn_available() else ("torch",))
         assert isinstance(fast.get_submodule(c.name), DenseConv2d) == (c.dense_engine == "onednn")
     assert isinstance(fast, fx.GraphModule)
+
+
+def test_depthwise_runs_nptm_kernel_on_nchw_inputs():
+    """A depthwise DenseConv2d runs nptm.ops.depthwise_conv2d on an NCHW (or other non-channels_last) input, oneDNN's
+    prepacked weight on a channels_last one; untimed choices give depthwise convs DenseConv2d."""
+    conv = nn.Conv2d(8, 8, 3, 2, 1, groups=8)
+    layer = DenseConv2d(conv.weight, conv.bias, 2, 1, 1, 8)
+    layer.clamp_min, layer.clamp_max = 0.0, 6.0
+    x = torch.randn(2, 8, 11, 11)
+    for inp, nptm_kernel in ((x, True), (x.transpose(2, 3).contiguous().transpose(2, 3), True),
+                             (x.contiguous(memory_format=torch.channels_last), False)):
+        with torch.no_grad():
+            with torch.profiler.profile() as prof:
+                got = layer(inp)
+            want = F.relu6(conv(inp))
+        ran = {e.key for e in prof.key_averages()}
+        assert ("nptm::depthwise_conv2d" in ran) == nptm_kernel, ran
+        assert close(got, want)
+    assert nptm.sparse.choose.default_engine(conv) == "onednn" and nptm.sparse.choose.default_engine(nn.Conv2d(8, 8, 3, groups=4)) == "torch"

@@ -1,8 +1,7 @@
 // sparse_conv2d on CPU: lay the input out as stride-phase planes (sparse_conv.h; no copy for stride 1
 // without padding unless the channels are misaligned), turn each nonzero's tap into its constant input offset
 // (cached: sparse_conv_offsets.h), split the output channels into work items of equal nonzero counts, and run
-// the ISA variant the CPU supports (AVX-512, AVX2 + FMA, or the portable loop; NPTM_DISABLE_AVX512 /
-// NPTM_DISABLE_AVX2 force the narrower ones, read on every call).
+// the ISA variant the CPU supports (AVX-512, AVX2 + FMA, or the portable loop: isa.h).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -16,6 +15,7 @@
 
 #include "../ops.h"
 #include "../sparse_conv.h"
+#include "isa.h"
 #include "sparse_conv_offsets.h"
 
 namespace nptm::ops {
@@ -23,21 +23,12 @@ namespace {
 
 using sparse_conv::Job;
 
-enum class Isa { portable, avx2, avx512 };
-
 constexpr size_t kHuge = size_t(2) << 20;
 constexpr int64_t kLayoutGrain = 1 << 16;  // floats of input planes per thread's share of the layout pass, at least
 // Work (MACs + output positions) below which one thread runs the layer: a parallel region costs a few microseconds,
 // more on a busy machine (ResNet-50's near-empty layer4 3x3 convs: 0.2 M).
 constexpr int64_t kSerialWork = 1 << 18;
 constexpr int64_t kRealignWeights = 32;  // stored values per input channel from which a misaligned input is copied
-
-Isa pick_isa() {
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  if (!avx2 || std::getenv("NPTM_DISABLE_AVX2")) return Isa::portable;
-  return avx512 && !std::getenv("NPTM_DISABLE_AVX512") ? Isa::avx512 : Isa::avx2;
-}
 
 struct Lanes {
   int lanes, max_vectors, regs;
