@@ -59,24 +59,34 @@ class LayerChoice:
 CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
 
 
-def time_pair(dense: Callable[[], Tensor], sparse: Callable[[], Tensor], rounds: int,
-              clock: Callable[[], float] = time.thread_time, close: float = CLOSE) -> tuple[list[float], list[float]]:
-    """Seconds per call of two functions by ``clock``, one sample each per round, timed in alternating order (A B,
-    B A, ...); a close call (best times within ``close`` of each other) goes on up to 3 x ``rounds``."""
-    dense(), sparse()  # first calls build kernels and buffers
+def time_calls(fns: list[Callable[[], Tensor]], rounds: int, clock: Callable[[], float] = time.thread_time,
+               close: float = CLOSE) -> list[list[float]]:
+    """Seconds per call of each function by ``clock``, one sample each per round, in alternating order (A B C, C B
+    A, ...); while the best time of the first (the dense form) and the best of the others are within ``close`` of
+    each other (a close call), up to 3 x ``rounds``."""
+    for fn in fns:  # first calls build kernels and buffers
+        fn()
     t0 = clock()
-    dense(), sparse()
-    inner = max(1, min(100, int(MIN_SAMPLE_S / max(clock() - t0, 1e-7) * 2)))
-    samples: dict[Callable, list[float]] = {dense: [], sparse: []}
+    for fn in fns:
+        fn()
+    inner = max(1, min(100, int(MIN_SAMPLE_S / max(clock() - t0, 1e-7) * len(fns))))
+    samples: list[list[float]] = [[] for _ in fns]
     r = 0
-    while r < rounds or (r < 3 * rounds and 1 / close < min(samples[dense]) / min(samples[sparse]) < close):
-        for fn in (dense, sparse) if r % 2 == 0 else (sparse, dense):
+    while r < rounds or (r < 3 * rounds and 1 / close < min(samples[0]) / min(min(x) for x in samples[1:]) < close):
+        for i in range(len(fns)) if r % 2 == 0 else reversed(range(len(fns))):
             t0 = clock()
             for _ in range(inner):
-                fn()
-            samples[fn].append(max(clock() - t0, 1e-9) / inner)
+                fns[i]()
+            samples[i].append(max(clock() - t0, 1e-9) / inner)
         r += 1
-    return samples[dense], samples[sparse]
+    return samples
+
+
+def time_pair(dense: Callable[[], Tensor], sparse: Callable[[], Tensor], rounds: int,
+              clock: Callable[[], float] = time.thread_time, close: float = CLOSE) -> tuple[list[float], list[float]]:
+    """``time_calls`` of two functions: (dense samples, sparse samples)."""
+    d, s = time_calls([dense, sparse], rounds, clock, close)
+    return d, s
 
 
 def layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -245,14 +255,17 @@ def choose_layers(model: nn.Module, batches: dict[int, tuple], rounds: int = 7, 
             if name not in packs:
                 with torch.inference_mode(False):  # buffers with version counters (the op caches offsets by them)
                     packs[name] = {k: forms[name] if k == forms[name].block else to_sparse(mod, k) for k in packings[name]}
-            for block, form in packs[name].items():
-                key = layer_key(mod, choices[name].density, shapes[name][b], block)
-                hit = kept.get(key)
-                d, s = ([hit[0]], [hit[1]]) if hit else time_pair(dense, lambda: form(*args), rounds, CLOCKS[timing])
-                kept.put(key, min(d), min(s))
-                samples.setdefault(name, {}).setdefault(b, {})[block] = (d, s)
-                if hit:
-                    cached.add(name)
+            keys = {k: layer_key(mod, choices[name].density, shapes[name][b], k) for k in packs[name]}
+            hits = {k: kept.get(key) for k, key in keys.items()}
+            if all(hits.values()):
+                timed = {k: ([h[0]], [h[1]]) for k, h in hits.items()}
+                cached.add(name)
+            else:  # the dense form and every packing in one interleaved run: one dense sample per round serves all
+                runs = time_calls([dense, *(lambda f=f: f(*args) for f in packs[name].values())], rounds, CLOCKS[timing])
+                timed = {k: (runs[0], runs[i + 1]) for i, k in enumerate(packs[name])}
+            for k, (d, s) in timed.items():
+                kept.put(keys[k], min(d), min(s))
+                samples.setdefault(name, {}).setdefault(b, {})[k] = (d, s)
 
         hooks.append(module.register_forward_pre_hook(hook))
     threads = torch.get_num_threads()
