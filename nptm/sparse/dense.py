@@ -51,25 +51,25 @@ class DenseConv2d(nn.Module):
         self.clamp_max: float | None = None
         self._packed: tuple | None = None  # (weight version, prepacked weight) for channels_last inputs
 
-    def _fits(self, x: Tensor, residual: Tensor | None) -> bool:
-        w = self.weight
-        ok = (x.dim() == 4 and x.dtype == w.dtype == torch.float32 and x.device.type == "cpu"
-              and w.device.type == "cpu" and not x.requires_grad and onednn_available()
-              and (self.bias is None or self.bias.dtype == torch.float32))
+    def _float_cpu(self, x: Tensor, residual: Tensor | None) -> bool:
+        """float32 CPU tensors, an input that needs no gradient: what both fast routes run."""
+        w, b = self.weight, self.bias
+        ok = (x.dim() == 4 and x.dtype == w.dtype == torch.float32 and x.device.type == w.device.type == "cpu"
+              and not x.requires_grad and (b is None or b.dtype == torch.float32))
         return ok and (residual is None or (residual.dtype == torch.float32 and residual.device.type == "cpu"))
+
+    def _fits(self, x: Tensor, residual: Tensor | None) -> bool:
+        return onednn_available() and self._float_cpu(x, residual)
 
     def is_depthwise(self) -> bool:
         """groups = in = out channels: the weight is [C, 1, kh, kw]."""
         return self.weight.shape[1] == 1 and self.weight.shape[0] == self.groups > 1
 
     def _runs_depthwise(self, x: Tensor, residual: Tensor | None) -> bool:
-        """nptm's depthwise kernel: float32 CPU tensors, no gradient, an input that is not channels_last."""
-        w, b = self.weight, self.bias
-        ok = (self.is_depthwise() and x.dim() == 4 and x.shape[1] == self.groups and x.dtype == w.dtype == torch.float32
-              and x.device.type == w.device.type == "cpu" and not x.requires_grad and (b is None or b.dtype == torch.float32)
-              and (x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)))
-        return ok and (residual is None or (residual.dtype == torch.float32 and residual.device.type == "cpu"
-                                            and not residual.requires_grad))
+        """nptm's depthwise kernel: an input that is not channels_last, no residual that needs a gradient."""
+        return (self.is_depthwise() and self._float_cpu(x, residual) and x.shape[1] == self.groups
+                and (x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last))
+                and (residual is None or not residual.requires_grad))
 
     def _weight_for(self, x: Tensor) -> Tensor:
         if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
