@@ -15,7 +15,7 @@ from nptm.study.config import RUNTIME, SECTIONS, STUDY_SECTIONS, ConfigError, St
 from nptm.study.execute import write_plan
 from nptm.study.units import Unit
 from nptm.study.validation import check_world_size, validate
-from nptm.utils.files import atomic_write_json
+from nptm.utils.files import atomic_write_json, remove_temps
 
 CONFIG_FILE = "config.json"
 
@@ -130,8 +130,6 @@ def create(cfg: StudyConfig, out: Path, plan: list[Unit]) -> None:
         if not (out / CONFIG_FILE).is_file():
             atomic_write_json(out / CONFIG_FILE, cfg.to_dict())
         write_plan(out, plan)
-        for stale in out.glob(".*.tmp"):  # left by a kill mid-write
-            if time.time() - stale.stat().st_mtime > 600:
-                stale.unlink(missing_ok=True)
+        remove_temps(out)  # left by a kill mid-write
     except OSError as e:
         raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None

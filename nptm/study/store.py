@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nptm.utils.files import atomic_write_json
+from nptm.utils.files import atomic_write_json, remove_temps
+from nptm.utils.processes import process_start, running
 
 HEARTBEAT_S = 20.0
 RETRY_S = 1.0  # a failed heartbeat is retried this soon
@@ -29,25 +30,12 @@ LEASE_S = float(os.environ.get("NPTM_CLAIM_LEASE_S", 180))
 RESULT, CLAIM, UNIT, PLAN_FILE = "result.json", "claim", "unit.json", "plan.json"
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot (tells a reused pid apart), or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def _alive(owner: dict[str, Any]) -> bool:
     """Whether a claim's owner on this host still runs (same pid, same start time)."""
-    pid = int(owner.get("pid", -1))
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return running(int(owner.get("pid", -1)), owner.get("start"))
+    except (TypeError, ValueError):
         return False
-    except (PermissionError, OverflowError, ValueError):
-        return pid > 0
-    return owner.get("start") is None or _process_start(pid) == owner.get("start")
 
 
 class Claim:
@@ -169,10 +157,11 @@ class UnitStore:
                     self._take_over(path, owner, token)
                 continue
             with os.fdopen(fd, "w") as f:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid()),
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid()),
                            "who": self.who, "token": token, "since": time.time()}, f)
             if self.done(unit_id):  # finished by another process between our look and our claim
                 Claim(path, token).release()
                 return None
+            remove_temps(folder, orphans_only=False)  # a write of an earlier owner, cut short (it is gone)
             return Claim(path, token)
         return None
