@@ -39,7 +39,8 @@ SETTLE_S = 0.1
 def specs(device: str, full: bool) -> list[Spec]:
     if device != "cpu":
         return []
-    out = [Spec("sparse_inference", f"{m}{' ' if how else ''}{how} s={s} b{b}", ("sparsified", *DENSE), (m, s, b, how))
+    out = [Spec("sparse_inference", f"{m}{' ' if how else ''}{how} s={s} b{b}", ("sparsified", "sparsified_eager", *DENSE),
+                 (m, s, b, how))
            for m, s, b, how in MODELS]
     for cin, cout, hw, stride in _resnet50_1x1():
         out.append(Spec("sparse_conv1x1", f"{cin}->{cout} {hw}x{hw}/{stride} s={LAYER_SPARSITY} b{LAYER_BATCH}",
@@ -121,7 +122,7 @@ def pruned_model(name: str, sparsity: float, pointwise: bool = False, how: str =
 def build_model(spec: Spec) -> Case:
     from nptm.models import count_flops
     from nptm.ops import sparse_conv2d_isa
-    from nptm.sparse import sparsify
+    from nptm.sparse import freeze, sparsify
 
     name, sparsity, batch, how = spec.params
     model = pruned_model(name.split()[0], sparsity, pointwise=name.endswith(" 1x1"), how=how)
@@ -136,7 +137,12 @@ def build_model(spec: Spec) -> Case:
             m(x)
 
     ort, frozen = _onnxruntime(model, x), _frozen(model, x)
-    timed = {"sparsified": Timed(lambda _: forward(sparse), _settle), "onnxruntime": Timed(lambda _: ort(), _settle),
+    try:
+        graph, how_run = freeze(sparse, x), "its graph frozen (nptm.sparse.freeze)"
+    except ValueError as e:
+        graph, how_run = sparse, f"eager ({e})"
+    timed = {"sparsified": Timed(lambda _: forward(graph), _settle), "sparsified_eager": Timed(lambda _: forward(sparse), _settle),
+             "onnxruntime": Timed(lambda _: ort(), _settle),
              "torch_frozen": Timed(lambda _: forward(frozen), _settle),
              "torch": Timed(lambda _: forward(model), _settle)}
     isa = sparse_conv2d_isa()
@@ -147,9 +153,10 @@ def build_model(spec: Spec) -> Case:
             return None
         fastest = min(dense, key=dense.get)
         return (f"fastest dense engine {fastest}; FLOPs ideal {ideal:.2f}x ({dense[fastest] / t['sparsified'] / ideal:.0%}"
-                f" of it reached); {n_sparse}/{len(sparse.sparse_layers)} layers sparse ({n_blocks} in blocks); ISA {isa}")
+                f" of it reached); {n_sparse}/{len(sparse.sparse_layers)} layers sparse ({n_blocks} in blocks); ISA {isa}; "
+                f"sparsified: {how_run}")
 
-    return Case(spec, "cpu", timed, note=note, fastest=DENSE, keep=[model, sparse, x, frozen])
+    return Case(spec, "cpu", timed, note=note, fastest=DENSE, keep=[model, sparse, graph, x, frozen])
 
 
 def build_layer(spec: Spec) -> Case:

@@ -9,7 +9,7 @@ def __getattr__(name: str):
         from nptm.pruning import structured
 
         return getattr(structured, name)
-    if name in ("sparsify", "save_sparse", "load_sparse"):
+    if name in ("sparsify", "freeze", "save_sparse", "load_sparse"):
         from nptm import sparse
 
         return getattr(sparse, name)

@@ -185,7 +185,7 @@ def sparse_linear(
         raise ValueError(f"sparse_linear: input has {input.shape[-1]} features but the weight expects {in_f}")
     x = input.reshape(-1, in_f)
     m = x.shape[0]
-    x = x.reshape(1, in_f, 1, 1) if m == 1 else x.t().contiguous().view(1, in_f, 1, m)
+    x = x.t().contiguous().view(1, in_f, 1, m)  # no branch on m: a trace (nptm.sparse.freeze) runs any batch
     y = torch.ops.nptm.sparse_conv2d(x, values, taps, row_ptr, [out_f, in_f, 1, 1], bias, None, [1, 1], [0, 0], [1, 1], 1,
                                      clamp_min, clamp_max)
     return y.view(out_f, m).t().reshape(*input.shape[:-1], out_f)

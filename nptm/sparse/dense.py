@@ -94,7 +94,11 @@ class DenseConv2d(nn.Module):
         if self._runs_depthwise(x, residual):
             return torch.ops.nptm.depthwise_conv2d.default(x, self.weight, self.bias, residual, self.stride, self.padding,
                                                            self.dilation, self.clamp_min, self.clamp_max)
-        if self._fits(x, residual):
+        if self._fits(x, residual) and torch.jit.is_tracing():  # the tracer cannot record the op below (Scalar?[])
+            y = torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
+            if residual is not None:
+                y = y.add_(residual)
+        elif self._fits(x, residual):
             args = (self._weight_for(x), self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups)
             if residual is None:
                 y = torch.ops.mkldnn._convolution_pointwise(x, *args, "none", [], None)
