@@ -68,12 +68,14 @@ def inference_latency(model: nn.Module, masks: Masks | None, base: DenseBaseline
     model = copy.deepcopy(model).cpu().eval()
     masks = {n: m.cpu() for n, m in masks.items()} if masks is not None else None
     chosen = deploy(model, masks, torch.zeros(1, *base.input_shape), batch_sizes=batches)
-    engines = {"pruned": chosen.module} if dense is None else {"pruned": chosen.module, "dense": dense.cpu().eval()}
+    modules = {"pruned": chosen.module} if dense is None else {"pruned": chosen.module, "dense": dense.cpu().eval()}
     out: dict[str, Any] = {"inference_engine": "nptm.sparse" if chosen.sparse else "torch",
                            "latency_threads": torch.get_num_threads(), "deployed_note": chosen.note,
-                           "sparse_choices": {c.name: c.sparse for c in chosen.choices}}
+                           "sparse_choices": {c.name: c.sparse for c in chosen.choices}, "latency_graph": "frozen"}
     for b in batches:
-        times = measure_latency(engines, torch.randn(b, *base.input_shape), repeats=LATENCY_REPEATS)
+        x = torch.randn(b, *base.input_shape)
+        engines = {k: _frozen(m, x, out) for k, m in modules.items()}
+        times = measure_latency(engines, x, repeats=LATENCY_REPEATS)
         for key, t in times.items():
             where = "" if key == "pruned" else "dense_"
             out.update({f"latency_{where}b{b}_ms": t.median_ms, f"latency_{where}b{b}_min_ms": t.min_ms,
@@ -83,6 +85,18 @@ def inference_latency(model: nn.Module, masks: Masks | None, base: DenseBaseline
             out.update({f"measured_speedup_b{b}": times["dense"].median_ms / times["pruned"].median_ms,
                         f"measured_speedup_b{b}_min": min(rounds), f"measured_speedup_b{b}_max": max(rounds)})
     return out
+
+
+def _frozen(module: nn.Module, x: torch.Tensor, out: dict[str, Any]) -> nn.Module:
+    """``module``'s graph frozen at ``x``'s shape (``nptm.sparse.freeze``: as a user deploys it, the dense model alike);
+    as it is where the trace cannot follow it (``out["latency_graph"]`` then says which and why)."""
+    from nptm.sparse import freeze
+
+    try:
+        return freeze(module, x)
+    except ValueError as e:
+        out["latency_graph"] = f"eager: {e}"
+        return module
 
 
 def example_input(model: nn.Module, input_shape: Sequence[int] | None) -> torch.Tensor | None:

@@ -1,5 +1,5 @@
 """What a study records of a run's CPU inference: the median and min-max latency of the deployed and the dense model,
-the measured speedup with its round-by-round spread, the per-layer choices; and the tables that print the spread."""
+the measured speedup with its round-by-round spread, the per-layer choices, both models' graphs frozen; and the tables that print the spread."""
 import torch
 
 from nptm.models import build_model
@@ -18,6 +18,7 @@ def test_inference_latency_records_spread_and_choices():
     names = {n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
     assert set(out["sparse_choices"]) == names and all(isinstance(v, bool) for v in out["sparse_choices"].values())
     assert (out["inference_engine"] == "nptm.sparse") == out["deployed_note"].endswith("layers sparse")
+    assert out["latency_graph"] == "frozen"  # both models timed as TorchScript graphs (nptm.sparse.freeze)
     for b in (1, 4):
         for who in ("", "dense_"):
             assert out[f"latency_{who}b{b}_min_ms"] <= out[f"latency_{who}b{b}_ms"] <= out[f"latency_{who}b{b}_max_ms"]
@@ -46,3 +47,19 @@ def test_tables_show_the_spread():
     assert table.rows[1][1][2:4] == ["1.50x", "-"]
     text = summary_table(records)
     assert "2.50x (1.50-3.50)/1.10x (0.90-1.40)" in text and "1.50x/-" in text
+
+
+class ByBatch(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * (2 if x.shape[0] == 1 else 3)
+
+
+def test_a_model_the_trace_cannot_follow_is_timed_as_it_is():
+    base = DenseBaseline.of("digits_net", 10, 1, 8, include_linear=True)
+    out = inference_latency(ByBatch().eval(), None, base, [1])
+    assert out["latency_graph"].startswith("eager: freeze: the traced graph of ByBatch computes something else")
+    assert out["latency_b1_ms"] > 0
