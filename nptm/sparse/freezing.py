@@ -14,32 +14,11 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.utils._pytree import tree_flatten
 
 from nptm.sparse.sparsify import as_inputs, resize_batch
+from nptm.sparse.tracing import same_outputs
 
 TOLERANCE = 1e-5  # of the largest output magnitude: oneDNN's conv then an add vs its fused add
-
-
-def _close(a, b) -> bool:
-    (fa, sa), (fb, sb) = tree_flatten(a), tree_flatten(b)
-    if sa != sb or len(fa) != len(fb):
-        return False
-    for x, y in zip(fa, fb):
-        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-            if x != y:
-                return False
-            continue
-        if x.shape != y.shape or x.dtype != y.dtype or not torch.equal(x.isnan(), y.isnan()):
-            return False
-        if x.is_floating_point():
-            x, y = x.nan_to_num(nan=0.0).double(), y.nan_to_num(nan=0.0).double()
-            scale = max(1.0, float(y.abs().max())) if y.numel() else 1.0
-            if x.numel() and float((x - y).abs().max()) > TOLERANCE * scale:
-                return False
-        elif not torch.equal(x, y):
-            return False
-    return True
 
 
 def freeze(module: nn.Module, example_input: Tensor | Sequence[Tensor]) -> torch.jit.ScriptModule:
@@ -64,7 +43,7 @@ def freeze(module: nn.Module, example_input: Tensor | Sequence[Tensor]) -> torch
                 got = frozen(*[t.clone() for t in x])
             except Exception:  # e.g. a shape the trace fixed
                 got = None
-            if got is None or not _close(got, module(*[t.clone() for t in x])):
+            if got is None or not same_outputs(got, module(*[t.clone() for t in x]), TOLERANCE):
                 raise ValueError(f"freeze: the traced graph of {name} computes something else at batch {x[0].shape[0]} "
                                  "(control flow on shapes or values?); run the module as it is")
     return frozen

@@ -63,17 +63,30 @@ def _clone(inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return tuple(t.clone() for t in inputs)  # the model may write to its inputs
 
 
-def _same(a, b) -> bool:
+def same_outputs(a, b, tolerance: float = 0.0) -> bool:
+    """Whether two outputs (nested tensors and values) agree: NaN where NaN, bit for bit, or with ``tolerance``
+    within that fraction of the largest magnitude of ``b`` (at least 1) for floating-point tensors."""
     (fa, sa), (fb, sb) = tree_flatten(a), tree_flatten(b)
     if sa != sb or len(fa) != len(fb):
         return False
     for x, y in zip(fa, fb):
         if isinstance(x, Tensor) != isinstance(y, Tensor):
             return False
-        if isinstance(x, Tensor) and not (x.shape == y.shape and x.dtype == y.dtype and torch.equal(x.nan_to_num(), y.nan_to_num())
-                                          and torch.equal(x.isnan(), y.isnan())):
+        if not isinstance(x, Tensor):
+            if x != y:
+                return False
+            continue
+        if not (x.shape == y.shape and x.dtype == y.dtype and torch.equal(x.isnan(), y.isnan())):
             return False
-        if not isinstance(x, Tensor) and x != y:
+        if not tolerance or not x.is_floating_point():
+            if not torch.equal(x.nan_to_num(), y.nan_to_num()):
+                return False
+            continue
+        finite, inf = y.isfinite(), y.isinf()
+        if not torch.equal(x.isfinite(), finite) or not torch.equal(x[inf], y[inf]):  # Inf where Inf, same sign
+            return False
+        x, y = x[finite].double(), y[finite].double()
+        if x.numel() and float((x - y).abs().max()) > tolerance * max(1.0, float(y.abs().max())):
             return False
     return True
 
@@ -100,7 +113,7 @@ def trace(model: nn.Module, inputs: tuple[Tensor, ...], other: tuple[Tensor, ...
             now, then = node.meta.get("tensor_meta"), shapes[node]
             if isinstance(now, TensorMetadata) and isinstance(then, TensorMetadata):
                 node.meta["batch_shapes"] = (tuple(now.shape), tuple(then.shape))
-        if not _same(gm(*_clone(inputs)), model(*_clone(inputs))):
+        if not same_outputs(gm(*_clone(inputs)), model(*_clone(inputs))):
             return None
     except Exception:  # data-dependent control flow, unsupported ops, one batch size only...: the per-layer path
         return None

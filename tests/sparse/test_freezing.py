@@ -95,3 +95,18 @@ def test_refusals():
         freeze(Untraceable().eval(), torch.randn(1, 4))
     with pytest.raises(ValueError, match="training mode"):
         freeze(nn.Linear(3, 3), torch.randn(1, 3))
+
+
+def test_outputs_compare_with_the_tolerance_on_finite_values_and_exactly_elsewhere():
+    from nptm.sparse.tracing import same_outputs
+
+    y = torch.tensor([1.0, 100.0, float("inf"), float("nan"), -float("inf")])
+    near, far = y.clone(), y.clone()
+    near[1] += 100.0 * TOLERANCE / 2
+    far[1] += 100.0 * TOLERANCE * 2
+    assert same_outputs(near, y, TOLERANCE) and not same_outputs(far, y, TOLERANCE) and not same_outputs(near, y)
+    flipped, moved = y.clone(), y.clone()
+    flipped[2] = -float("inf")
+    moved[0] = float("nan")
+    assert not same_outputs(flipped, y, TOLERANCE) and not same_outputs(moved, y, TOLERANCE)
+    assert same_outputs((y, {"n": 3}), (y.clone(), {"n": 3})) and not same_outputs((y, 3), (y, 4))
