@@ -47,3 +47,12 @@ def freeze(module: nn.Module, example_input: Tensor | Sequence[Tensor]) -> torch
                 raise ValueError(f"freeze: the traced graph of {name} computes something else at batch {x[0].shape[0]} "
                                  "(control flow on shapes or values?); run the module as it is")
     return frozen
+
+
+def frozen_or_eager(module: nn.Module, example_input: Tensor | Sequence[Tensor]) -> tuple[nn.Module, str]:
+    """(``freeze(module, example_input)``, "frozen"), or (``module``, "eager: <why>") where the trace cannot follow it:
+    a model as a user would time and run it."""
+    try:
+        return freeze(module, example_input), "frozen"
+    except ValueError as e:
+        return module, f"eager: {e}"

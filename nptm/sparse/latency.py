@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from nptm.pruning.masks import Masks, unwrap
 from nptm.sparse.choose import LayerChoice
+from nptm.sparse.freezing import frozen_or_eager
 from nptm.sparse.sparsify import as_inputs, resize_batch, sparsify
 from nptm.utils.threads import torch_threads
 
@@ -100,7 +101,8 @@ def deploy(model: nn.Module, masks: Masks | Mapping[str, Tensor] | None, example
     """The pruned model as a user would run it on CPU: ``sparsify``'s module (each layer chosen at the example's
     batch size and every size of ``batch_sizes``) when at least one layer runs sparse and the whole sparsified
     model is faster than the masked dense one at each of those sizes (interleaved medians of ``repeats``
-    samples); else the model itself with the masks applied (to a copy, when given)."""
+    samples, both graphs frozen where ``freeze`` can follow them, as a user runs them); else the model itself with
+    the masks applied (to a copy, when given)."""
     inputs = as_inputs(example_input)
     sparse = sparsify(model, inputs, masks, batch_sizes=batch_sizes, threads=threads, rounds=5)
     dense = model
@@ -111,8 +113,9 @@ def deploy(model: nn.Module, masks: Masks | Mapping[str, Tensor] | None, example
     if not any(c.sparse for c in choices):
         return Deployment(dense, False, choices, "no layer runs faster sparse")
     for b in sorted({inputs[0].shape[0], *batch_sizes}):
-        t = measure_latency({"sparse": sparse, "dense": dense}, resize_batch(inputs, b), repeats=repeats,
-                            threads=threads)
+        x = resize_batch(inputs, b)
+        t = measure_latency({"sparse": frozen_or_eager(sparse, x)[0], "dense": frozen_or_eager(dense, x)[0]}, x,
+                            repeats=repeats, threads=threads)
         if t["sparse"].median_ms >= t["dense"].median_ms:
             return Deployment(dense, False, choices, f"the sparsified model is not faster at batch {b} "
                               f"({t['sparse'].median_ms:.3f} vs {t['dense'].median_ms:.3f} ms dense)")

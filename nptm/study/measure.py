@@ -64,6 +64,7 @@ def inference_latency(model: nn.Module, masks: Masks | None, base: DenseBaseline
     architecture, timed interleaved in this process at each batch size: median and min-max ms over the rounds, their
     ratio (the measured speedup) with the min-max of the round-by-round ratios, and the per-layer choices."""
     from nptm.sparse import deploy, measure_latency
+    from nptm.sparse.freezing import frozen_or_eager
 
     model = copy.deepcopy(model).cpu().eval()
     masks = {n: m.cpu() for n, m in masks.items()} if masks is not None else None
@@ -74,7 +75,11 @@ def inference_latency(model: nn.Module, masks: Masks | None, base: DenseBaseline
                            "sparse_choices": {c.name: c.sparse for c in chosen.choices}, "latency_graph": "frozen"}
     for b in batches:
         x = torch.randn(b, *base.input_shape)
-        engines = {k: _frozen(m, x, out) for k, m in modules.items()}
+        engines = {}
+        for k, m in modules.items():
+            engines[k], graph = frozen_or_eager(m, x)
+            if graph != "frozen":
+                out["latency_graph"] = graph
         times = measure_latency(engines, x, repeats=LATENCY_REPEATS)
         for key, t in times.items():
             where = "" if key == "pruned" else "dense_"
@@ -85,18 +90,6 @@ def inference_latency(model: nn.Module, masks: Masks | None, base: DenseBaseline
             out.update({f"measured_speedup_b{b}": times["dense"].median_ms / times["pruned"].median_ms,
                         f"measured_speedup_b{b}_min": min(rounds), f"measured_speedup_b{b}_max": max(rounds)})
     return out
-
-
-def _frozen(module: nn.Module, x: torch.Tensor, out: dict[str, Any]) -> nn.Module:
-    """``module``'s graph frozen at ``x``'s shape (``nptm.sparse.freeze``: as a user deploys it, the dense model alike);
-    as it is where the trace cannot follow it (``out["latency_graph"]`` then says which and why)."""
-    from nptm.sparse import freeze
-
-    try:
-        return freeze(module, x)
-    except ValueError as e:
-        out["latency_graph"] = f"eager: {e}"
-        return module
 
 
 def example_input(model: nn.Module, input_shape: Sequence[int] | None) -> torch.Tensor | None:
