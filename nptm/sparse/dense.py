@@ -10,7 +10,8 @@ depthwise convs faster through nptm's kernel (docs/sparse-inference.md); ``spars
 it is not measured faster. A weight prepacked for oneDNN makes torch's op compute in channels_last: it is used for
 channels_last inputs only (repacked on first use and after any in-place change of the weight, never saved). The
 clamp is not fused into oneDNN's epilogue because oneDNN's ReLU/clip turn NaN into a number, while ``torch.clamp``
-and the nptm kernels keep NaN."""
+and the nptm kernels keep NaN. Under ``torch.jit.trace`` (``nptm.sparse.freeze``) the oneDNN route records
+``torch.mkldnn_convolution`` and the residual add after it: the tracer cannot record ``_convolution_pointwise``."""
 from __future__ import annotations
 
 import functools
@@ -94,10 +95,9 @@ class DenseConv2d(nn.Module):
         if self._runs_depthwise(x, residual):
             return torch.ops.nptm.depthwise_conv2d.default(x, self.weight, self.bias, residual, self.stride, self.padding,
                                                            self.dilation, self.clamp_min, self.clamp_max)
-        if self._fits(x, residual) and torch.jit.is_tracing():  # the tracer cannot record the op below (Scalar?[])
+        if self._fits(x, residual) and torch.jit.is_tracing():  # the tracer cannot record the ops below (Scalar?[])
             y = torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
-            if residual is not None:
-                y = y.add_(residual)
+            y = y if residual is None else y.add_(residual)
         elif self._fits(x, residual):
             args = (self._weight_for(x), self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups)
             if residual is None:
