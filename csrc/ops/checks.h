@@ -15,6 +15,18 @@ inline c10::Device common_device(at::TensorList a, at::TensorList b, const char*
   return dev;
 }
 
+// A 2-value int list (stride, padding, dilation) whose values are >= min.
+inline void check_pair(const char* op, at::IntArrayRef v, const char* name, int64_t min) {
+  TORCH_CHECK_VALUE(v.size() == 2, op, ": ", name, " must have 2 values, got ", v.size());
+  TORCH_CHECK_VALUE(v[0] >= min && v[1] >= min, op, ": ", name, " must be >= ", min, ", got ", v);
+}
+
+// A float32 tensor on the CPU (the ops that run on the CPU only).
+inline void check_float_cpu(const char* op, const at::Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", name, " is on ", t.device(), "; the op runs on CPU only");
+  TORCH_CHECK_VALUE(t.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ", t.scalar_type());
+}
+
 inline bool is_mask_dtype(at::ScalarType t) { return t == at::kBool || t == at::kByte; }
 
 inline bool is_float_dtype(at::ScalarType t) {

@@ -3,30 +3,19 @@
 // CPU only, by design, like sparse_conv2d: no CUDA kernel is wanted for this op (GPUs run cuDNN's).
 #include <torch/library.h>
 
+#include "checks.h"
 #include "ops.h"
 
 namespace nptm::ops {
 
-namespace {
-void check_pair(at::IntArrayRef v, const char* name, int64_t min) {
-  TORCH_CHECK_VALUE(v.size() == 2, "depthwise_conv2d: ", name, " must have 2 values, got ", v.size());
-  TORCH_CHECK_VALUE(v[0] >= min && v[1] >= min, "depthwise_conv2d: ", name, " must be >= ", min, ", got ", v);
-}
-
-void check_float_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), "depthwise_conv2d: ", name, " is on ", t.device(), "; the op runs on CPU only");
-  TORCH_CHECK_VALUE(t.scalar_type() == at::kFloat, "depthwise_conv2d: ", name, " must be float32, got ", t.scalar_type());
-}
-}  // namespace
-
 std::array<int64_t, 4> check_depthwise_conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                               const std::optional<at::Tensor>& residual, at::IntArrayRef stride,
                                               at::IntArrayRef padding, at::IntArrayRef dilation) {
-  check_pair(stride, "stride", 1);
-  check_pair(padding, "padding", 0);
-  check_pair(dilation, "dilation", 1);
-  check_float_cpu(input, "input");
-  check_float_cpu(weight, "weight");
+  check_pair("depthwise_conv2d", stride, "stride", 1);
+  check_pair("depthwise_conv2d", padding, "padding", 0);
+  check_pair("depthwise_conv2d", dilation, "dilation", 1);
+  check_float_cpu("depthwise_conv2d", input, "input");
+  check_float_cpu("depthwise_conv2d", weight, "weight");
   TORCH_CHECK_VALUE(input.dim() == 4, "depthwise_conv2d: input must be [N, C, H, W], got ", input.sizes());
   const int64_t c = input.size(1);
   TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) == c && weight.size(1) == 1 && weight.size(2) > 0 && weight.size(3) > 0 && c > 0,
@@ -37,11 +26,11 @@ std::array<int64_t, 4> check_depthwise_conv2d(const at::Tensor& input, const at:
                         input.size(3) + 2 * padding[1] >= dilation[1] * (weight.size(3) - 1) + 1 && ho > 0 && wo > 0,
                     "depthwise_conv2d: input ", input.sizes(), " is smaller than the dilated kernel");
   if (bias) {
-    check_float_cpu(*bias, "bias");
+    check_float_cpu("depthwise_conv2d", *bias, "bias");
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->numel() == c, "depthwise_conv2d: bias must be [", c, "], got ", bias->sizes());
   }
   if (residual) {
-    check_float_cpu(*residual, "residual");
+    check_float_cpu("depthwise_conv2d", *residual, "residual");
     TORCH_CHECK_VALUE(residual->sizes() == at::IntArrayRef({input.size(0), c, ho, wo}), "depthwise_conv2d: residual must be [",
                       input.size(0), ", ", c, ", ", ho, ", ", wo, "], got ", residual->sizes());
   }

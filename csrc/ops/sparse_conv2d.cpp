@@ -7,28 +7,16 @@
 
 namespace nptm::ops {
 
-namespace {
-void check_pair(at::IntArrayRef v, const char* name, int64_t min) {
-  TORCH_CHECK_VALUE(v.size() == 2, "sparse_conv2d: ", name, " must have 2 values, got ", v.size());
-  TORCH_CHECK_VALUE(v[0] >= min && v[1] >= min, "sparse_conv2d: ", name, " must be >= ", min, ", got ", v);
-}
-
-void check_float_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK_VALUE(t.device().is_cpu(), "sparse_conv2d: ", name, " is on ", t.device(), "; the op runs on CPU only");
-  TORCH_CHECK_VALUE(t.scalar_type() == at::kFloat, "sparse_conv2d: ", name, " must be float32, got ", t.scalar_type());
-}
-}  // namespace
-
 SparseConvShape check_sparse_conv2d(const at::Tensor& input, const at::Tensor& values, const at::Tensor& taps, const at::Tensor& row_ptr,
                                     at::IntArrayRef weight_shape, const std::optional<at::Tensor>& bias,
                                     const std::optional<at::Tensor>& residual, at::IntArrayRef stride, at::IntArrayRef padding,
                                     at::IntArrayRef dilation, int64_t groups) {
   TORCH_CHECK_VALUE(weight_shape.size() == 4, "sparse_conv2d: weight_shape must be [out, in/groups, kh, kw], got ", weight_shape);
-  check_pair(stride, "stride", 1);
-  check_pair(padding, "padding", 0);
-  check_pair(dilation, "dilation", 1);
-  check_float_cpu(input, "input");
-  check_float_cpu(values, "values");
+  check_pair("sparse_conv2d", stride, "stride", 1);
+  check_pair("sparse_conv2d", padding, "padding", 0);
+  check_pair("sparse_conv2d", dilation, "dilation", 1);
+  check_float_cpu("sparse_conv2d", input, "input");
+  check_float_cpu("sparse_conv2d", values, "values");
   TORCH_CHECK_VALUE(input.dim() == 4, "sparse_conv2d: input must be [N, C, H, W], got ", input.sizes());
   SparseConvShape s{input.size(0), weight_shape[0], weight_shape[1], weight_shape[2], weight_shape[3], groups, 0, 0, 1, 0};
   TORCH_CHECK_VALUE(s.cout >= 0 && s.cin_g > 0 && s.kh > 0 && s.kw > 0, "sparse_conv2d: bad weight_shape ", weight_shape);
@@ -49,11 +37,11 @@ SparseConvShape check_sparse_conv2d(const at::Tensor& input, const at::Tensor& v
                     "sparse_conv2d: row_ptr must be int64 [", s.rows + 1, "] on CPU (", s.rows, " rows of ", s.block,
                     " output channels), got ", row_ptr.scalar_type(), " ", row_ptr.sizes());
   if (bias) {
-    check_float_cpu(*bias, "bias");
+    check_float_cpu("sparse_conv2d", *bias, "bias");
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->numel() == s.cout, "sparse_conv2d: bias must be [", s.cout, "], got ", bias->sizes());
   }
   if (residual) {
-    check_float_cpu(*residual, "residual");
+    check_float_cpu("sparse_conv2d", *residual, "residual");
     TORCH_CHECK_VALUE(residual->sizes() == at::IntArrayRef({s.n, s.cout, s.ho, s.wo}), "sparse_conv2d: residual must be [", s.n, ", ",
                       s.cout, ", ", s.ho, ", ", s.wo, "], got ", residual->sizes());
   }

@@ -6,14 +6,13 @@
 
 #include <omp.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <vector>
 
 #include "../depthwise_conv.h"
 #include "../ops.h"
 #include "isa.h"
+#include "scratch.h"
 
 namespace nptm::ops {
 namespace {
@@ -23,22 +22,8 @@ constexpr int64_t kSerialWork = 1 << 16;
 
 // A buffer of at least n floats per thread, kept between calls (the caller's thread owns it; 64-byte aligned).
 float* scratch(int64_t n) {
-  struct Buffer {
-    float* data = nullptr;
-    int64_t size = 0;
-    ~Buffer() { std::free(data); }
-  };
-  thread_local Buffer b;
-  if (b.size < n) {
-    std::free(b.data);
-    b.size = 0;
-    const size_t bytes = (size_t(n) * sizeof(float) + 63) / 64 * 64;
-    b.data = static_cast<float*>(std::aligned_alloc(64, bytes));
-    TORCH_CHECK(b.data, "depthwise_conv2d: cannot allocate ", bytes, " bytes for the input planes");
-    std::memset(b.data, 0, bytes);
-    b.size = int64_t(bytes / sizeof(float));
-  }
-  return b.data;
+  thread_local ScratchBuffer b;
+  return b.get(n, 64, false, "depthwise_conv2d", "the input planes");
 }
 
 at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight_in, const std::optional<at::Tensor>& bias,

@@ -11,11 +11,10 @@
 #include <cstring>
 #include <limits>
 
-#include <sys/mman.h>
-
 #include "../ops.h"
 #include "../sparse_conv.h"
 #include "isa.h"
+#include "scratch.h"
 #include "sparse_conv_offsets.h"
 
 namespace nptm::ops {
@@ -68,22 +67,8 @@ struct Conv {
 
 // A per-thread buffer of at least n floats, 2 MiB aligned and in huge pages where the kernel allows.
 float* scratch(int64_t n) {
-  struct Buffer {
-    float* data = nullptr;
-    int64_t size = 0;
-    ~Buffer() { std::free(data); }
-  };
-  thread_local Buffer b;
-  if (b.size < n) {
-    std::free(b.data);
-    const size_t bytes = (size_t(n) * sizeof(float) + kHuge - 1) / kHuge * kHuge;
-    b.data = static_cast<float*>(std::aligned_alloc(kHuge, bytes));
-    TORCH_CHECK(b.data, "sparse_conv2d: cannot allocate ", bytes, " bytes for the input planes");
-    madvise(b.data, bytes, MADV_HUGEPAGE);
-    std::memset(b.data, 0, bytes);
-    b.size = int64_t(bytes / sizeof(float));
-  }
-  return b.data;
+  thread_local ScratchBuffer b;
+  return b.get(n, kHuge, true, "sparse_conv2d", "the input planes");
 }
 
 // One Hq x Wq plane: dst[i, j] = x[sh*i + a - ph, sw*j + b - pw] (0 outside x). The zeros between two rows' data
