@@ -21,6 +21,13 @@ inline void check_pair(const char* op, at::IntArrayRef v, const char* name, int6
   TORCH_CHECK_VALUE(v[0] >= min && v[1] >= min, op, ": ", name, " must be >= ", min, ", got ", v);
 }
 
+// A conv's stride and dilation (>= 1) and zero padding (>= 0), two values each.
+inline void check_conv_pairs(const char* op, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  check_pair(op, stride, "stride", 1);
+  check_pair(op, padding, "padding", 0);
+  check_pair(op, dilation, "dilation", 1);
+}
+
 // A float32 tensor on the CPU (the ops that run on the CPU only).
 inline void check_float_cpu(const char* op, const at::Tensor& t, const char* name) {
   TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", name, " is on ", t.device(), "; the op runs on CPU only");

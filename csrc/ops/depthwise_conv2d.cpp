@@ -11,9 +11,7 @@ namespace nptm::ops {
 std::array<int64_t, 4> check_depthwise_conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                               const std::optional<at::Tensor>& residual, at::IntArrayRef stride,
                                               at::IntArrayRef padding, at::IntArrayRef dilation) {
-  check_pair("depthwise_conv2d", stride, "stride", 1);
-  check_pair("depthwise_conv2d", padding, "padding", 0);
-  check_pair("depthwise_conv2d", dilation, "dilation", 1);
+  check_conv_pairs("depthwise_conv2d", stride, padding, dilation);
   check_float_cpu("depthwise_conv2d", input, "input");
   check_float_cpu("depthwise_conv2d", weight, "weight");
   TORCH_CHECK_VALUE(input.dim() == 4, "depthwise_conv2d: input must be [N, C, H, W], got ", input.sizes());

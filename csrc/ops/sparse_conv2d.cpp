@@ -12,9 +12,7 @@ SparseConvShape check_sparse_conv2d(const at::Tensor& input, const at::Tensor& v
                                     const std::optional<at::Tensor>& residual, at::IntArrayRef stride, at::IntArrayRef padding,
                                     at::IntArrayRef dilation, int64_t groups) {
   TORCH_CHECK_VALUE(weight_shape.size() == 4, "sparse_conv2d: weight_shape must be [out, in/groups, kh, kw], got ", weight_shape);
-  check_pair("sparse_conv2d", stride, "stride", 1);
-  check_pair("sparse_conv2d", padding, "padding", 0);
-  check_pair("sparse_conv2d", dilation, "dilation", 1);
+  check_conv_pairs("sparse_conv2d", stride, padding, dilation);
   check_float_cpu("sparse_conv2d", input, "input");
   check_float_cpu("sparse_conv2d", values, "values");
   TORCH_CHECK_VALUE(input.dim() == 4, "sparse_conv2d: input must be [N, C, H, W], got ", input.sizes());
